@@ -1,0 +1,1 @@
+"""Train, evaluate and export image classifiers for the Hub (lung histopathology first)."""

@@ -1,0 +1,137 @@
+"""The model card (README.md of the Hub model repo), built from measured metrics only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def card_data(*, config: dict, metrics: dict) -> ModelCardData:
+    """Hub metadata: library, task, and model-index results taken from metrics.json."""
+    common = dict(task_type="image-classification", dataset_type="imagefolder", dataset_name=config["dataset"],
+                  dataset_split="test (grouped)")
+    results = [
+        EvalResult(metric_type="accuracy", metric_value=metrics["accuracy"], metric_name="Test accuracy", **common),
+        EvalResult(metric_type="f1", metric_value=metrics["macro_f1"], metric_name="Macro F1", **common),
+    ]
+    if metrics.get("cancer_sensitivity") is not None:
+        results.append(EvalResult(metric_type="recall", metric_value=metrics["cancer_sensitivity"],
+                                  metric_name="Cancer sensitivity (any cancer class)", **common))
+    return ModelCardData(
+        library_name="keras",
+        pipeline_tag="image-classification",
+        license="other",
+        tags=["histopathology", "medical-imaging", "keras", "image-classification"],
+        model_name=config["model_name"],
+        eval_results=results,
+    )
+
+
+def card_text(*, config: dict, labels: dict, metrics: dict, info) -> str:
+    """The Markdown body of the card."""
+    training = metrics.get("training", {})
+    sizes = training.get("split_sizes", {})
+    rows = "\n".join(
+        f"| `{labels[i]['id']}` | {labels[i]['name']} | {m['precision']:.4f} | {m['recall']:.4f} | "
+        f"{m['f1']:.4f} | {m['false_negative_rate']:.4f} | {m['support']} |"
+        for i, m in ((i, metrics["per_class"][labels[i]["id"]]) for i in sorted(labels, key=int))
+    )
+    class_list = ", ".join(f"`{labels[i]['id']}` ({labels[i]['name']})" for i in sorted(labels, key=int))
+    h, w = config["input_size"]
+    return f"""
+# {config['model_name']}
+
+A compact convolutional network, trained from scratch, that classifies {info.domain} into
+{len(labels)} classes: {class_list}.
+
+> **{config['disclaimer']}**
+
+## Results on the held-out test split (split by near-duplicate group, never by tile)
+
+| metric | value |
+| --- | --- |
+| accuracy | {_pct(metrics['accuracy'])} |
+| macro F1 | {_pct(metrics['macro_f1'])} |
+| cancer sensitivity (a cancer predicted as any cancer class) | {_pct(metrics.get('cancer_sensitivity'))} |
+| test images | {metrics['num_images']} |
+
+| class | name | precision | recall | F1 | false-negative rate | support |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+![Confusion matrix](confusion_matrix.png)
+
+![Training curves](training_curves.png)
+
+These figures were measured once on the test split after choosing the weights on the validation
+split. Tiles in the test split share no original photograph with the training split. Accuracies of
+99-100% reported elsewhere for this dataset usually come from random tile splits, where a rotated
+copy of almost every test tile was trained on; they are not comparable with these.
+
+## How to use
+
+```python
+import json
+import numpy as np
+import keras
+from huggingface_hub import hf_hub_download
+
+repo_id, revision = "<user>/<this-repo>", "<commit sha>"  # pin a revision
+model = keras.saving.load_model(hf_hub_download(repo_id, "model.keras", revision=revision),
+                                compile=False, safe_mode=True)
+labels = json.load(open(hf_hub_download(repo_id, "labels.json", revision=revision)))
+
+tile = np.zeros(({h}, {w}, 3), np.uint8)     # an RGB uint8 tile, {h} x {w} px; no other preprocessing
+probabilities = model.predict(tile[None])[0]
+print({{labels[str(i)]["id"]: float(p) for i, p in enumerate(probabilities)}})
+```
+
+The model takes raw RGB `uint8` pixels of {h} x {w}; resizing to its working resolution and scaling
+are layers inside the model. Larger images should be cut into {h} px tiles at the same magnification.
+
+## Intended use
+
+Research and teaching: exploring how a small network separates these tissue classes, and as a
+baseline for leakage-free evaluation on LC25000-style data.
+
+## Out-of-scope use
+
+Clinical diagnosis, screening or triage of any kind; images other than {info.domain}
+(other organs, other stains, photos, radiology); whole-slide images without tiling at a
+comparable magnification. The model always answers with one of its {len(labels)} classes; it does not
+know when an input is outside its domain.
+
+## Training data
+
+{info.title}. Split (seeded, stratified by class, by group): train {sizes.get('train', '?')},
+validation {sizes.get('val', '?')}, test {sizes.get('test', '?')} images. The exact file list is
+`split_manifest.csv` (sha256 `{config['training_manifest_sha256']}`).
+
+{info.citation}
+
+## Limitations
+
+{info.caveats} The images come from one source and one scanner; performance on other labs,
+stains or magnifications is unknown and probably lower. Probabilities are not calibrated yet.
+
+## Training procedure
+
+Input {h} px uint8 RGB, resized inside the model to {config['training_run'].get('work_size') or h} px.
+Augmentation: flips, 90-degree rotations, brightness/contrast/saturation/hue jitter. AdamW with cosine
+decay, early stopping on validation loss; best validation epoch {training.get('best_epoch', '?')} of
+{training.get('epochs_run', '?')}; training time {training.get('train_seconds', '?')} s on a 2-core CPU.
+Code version `{config['code_version']}`, Keras {config['keras_version']}.
+"""
+
+
+def write_model_card(out: str | Path, *, config: dict, labels: dict, metrics: dict, info) -> ModelCard:
+    """Write ``README.md`` (YAML metadata + body) into the model folder."""
+    data = card_data(config=config, metrics=metrics)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n" + card_text(config=config, labels=labels, metrics=metrics,
+                                                                  info=info))
+    card.save(Path(out) / "README.md")
+    return card

@@ -1,0 +1,79 @@
+"""Write the Hub model repo's contents: model, label map, config, metrics, plots, card.
+
+Example:
+    >>> export_model_folder(model, "hub_model", config=cfg, class_ids=ids, info=info,
+    ...                     metrics=metrics, history=history, manifest=manifest_path)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DISCLAIMER = (
+    "Research and education only. This model is not a medical device and must not be used "
+    "to diagnose, treat or triage patients."
+)
+
+
+def code_version() -> str:
+    """The git commit of the training code, with '+dirty' when it has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "training"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def export_model_folder(model, out, *, config, class_ids, info, metrics, history, manifest) -> Path:
+    """Write every file of the model repo into ``out`` and return its path."""
+    from training.card import write_model_card
+    from training.data import manifest_sha256
+    from training.datasets import human_name
+    from training.evaluate import plot_confusion_matrix, plot_history
+    from training.model import inference_copy
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    inference_copy(model).save(out / "model.keras")
+
+    labels = {str(i): {"id": cid, "name": human_name(cid, info)} for i, cid in enumerate(class_ids)}
+    (out / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
+
+    manifest = Path(manifest)
+    if manifest.resolve() != (out / "split_manifest.csv").resolve():
+        shutil.copyfile(manifest, out / "split_manifest.csv")  # which tiles trained / tested it
+    run = {k: v for k, v in asdict(config).items() if k not in ("out", "cache_dir", "verbose", "extra")}
+    run["data"] = Path(config.data).name
+    model_config = {
+        "model_name": config.model_name,
+        "task": "image-classification",
+        "model_file": "model.keras",
+        "input_size": [config.input_size, config.input_size],
+        "channel_order": "RGB",
+        "dtype": "uint8",
+        "value_range": [0, 255],
+        "labels": class_ids,
+        "benign_classes": list(info.benign_classes),
+        "domain": info.domain,
+        "disclaimer": DISCLAIMER,
+        "dataset": info.title,
+        "training_manifest": "split_manifest.csv",
+        "training_manifest_sha256": manifest_sha256(manifest),
+        "code_version": code_version(),
+        "keras_version": __import__("keras").__version__,
+        "training_run": run,
+    }
+    (out / "config.json").write_text(json.dumps(model_config, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "confusion_matrix.json").write_text(json.dumps(metrics["confusion_matrix"], indent=2) + "\n")
+    plot_confusion_matrix(metrics, out / "confusion_matrix.png")
+    plot_history(history, out / "training_curves.png")
+    write_model_card(out, config=model_config, labels=labels, metrics=metrics, info=info)
+    return out

@@ -1,0 +1,202 @@
+"""Train a classifier on a grouped split and export the Hub model folder.
+
+Usage:
+    python -m training.train --data ../shared/data/lc25000-lung-224 \
+        --manifest training/splits/lc25000-lung-grouped.csv --out hub_model
+
+The story, step by step:
+1. Index the dataset and split it by group (or reuse the committed manifest).
+2. Decode every image once into memory (optionally cached on disk).
+3. Stream batches through ``tf.data`` with histology-safe augmentation.
+4. Train; keep the weights of the best validation epoch.
+5. Evaluate once on the test split.
+6. Export model, labels, config, metrics, plots and model card (``training.export``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from training.datasets import DEFAULT_DATA
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved into config.json for provenance."""
+
+    data: str = str(DEFAULT_DATA)
+    out: str = "hub_model"
+    manifest: str | None = None  # read if it exists, else written after splitting
+    input_size: int = 224
+    work_size: int | None = 128
+    epochs: int = 16
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+    seed: int = 0
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    cache_dir: str | None = None
+    model_name: str = "histology-classifier"
+    verbose: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+# Step 1: the split -------------------------------------------------------------------------
+
+
+def prepare_split(config: TrainConfig):
+    """Load the committed manifest, or make a grouped split and write it."""
+    from training.data import grouped_split, index_dataset, leaked_groups, read_manifest, write_manifest
+
+    manifest = Path(config.manifest) if config.manifest else Path(config.out) / "split_manifest.csv"
+    if manifest.is_file():
+        samples = read_manifest(manifest)
+    else:
+        samples = grouped_split(index_dataset(config.data), seed=config.seed)
+        write_manifest(samples, manifest)
+    if leaked_groups(samples):
+        raise ValueError(f"Manifest {manifest} puts a group in more than one split")
+    return samples, manifest
+
+
+# Step 3: the input pipeline -----------------------------------------------------------------
+
+
+def augment(image, label):
+    """Flips, 90-degree rotations and mild colour jitter: tissue has no 'up', stains vary."""
+    import tensorflow as tf
+
+    image = tf.image.random_flip_left_right(image)
+    image = tf.image.random_flip_up_down(image)
+    image = tf.image.rot90(image, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
+    x = tf.cast(image, tf.float32) / 255.0
+    x = tf.image.random_brightness(x, 0.08)
+    x = tf.image.random_contrast(x, 0.85, 1.15)
+    x = tf.image.random_saturation(x, 0.85, 1.15)
+    x = tf.image.random_hue(x, 0.03)
+    return tf.cast(tf.clip_by_value(x, 0.0, 1.0) * 255.0 + 0.5, tf.uint8), label
+
+
+def make_dataset(images, labels, *, batch_size: int, training: bool, seed: int = 0):
+    """A ``tf.data`` pipeline over in-memory uint8 images."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if training:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# Steps 2-6 -----------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig) -> dict:
+    """Run the whole story and return the test metrics (also written to ``config.out``)."""
+    import keras
+    import numpy as np
+
+    from training.data import load_split
+    from training.datasets import describe
+    from training.evaluate import classification_metrics
+    from training.export import export_model_folder
+    from training.model import build_model
+
+    keras.utils.set_random_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples, manifest = prepare_split(config)
+    class_ids = sorted({s.label for s in samples})
+    info = describe(config.data)
+    size = (config.input_size, config.input_size)
+
+    started = time.monotonic()
+    split = {name: [s for s in samples if s.split == name] for name in ("train", "val", "test")}
+    arrays = {
+        name: load_split(config.data, rows, class_ids=class_ids, size=size, cache_dir=config.cache_dir)
+        for name, rows in split.items()
+    }
+    print(f"decoded {sum(len(r) for r in split.values())} images in {time.monotonic() - started:.0f}s "
+          f"(train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])})", flush=True)
+
+    train_ds = make_dataset(*arrays["train"], batch_size=config.batch_size, training=True, seed=config.seed)
+    val_ds = make_dataset(*arrays["val"], batch_size=64, training=False)
+
+    model = build_model(
+        num_classes=len(class_ids), input_size=size, work_size=config.work_size,
+        backbone=config.backbone, backbone_weights=config.backbone_weights, name=config.model_name.replace("-", "_"),
+    )
+    steps = config.epochs * int(np.ceil(len(split["train"]) / config.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(steps, 1), alpha=0.02)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    checkpoint = out / ".best.weights.h5"
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+    ]
+    fit_started = time.monotonic()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+                        verbose=config.verbose)
+    train_seconds = time.monotonic() - fit_started
+    model.load_weights(checkpoint)
+    checkpoint.unlink()
+
+    test_images, test_labels = arrays["test"]
+    probabilities = model.predict(test_images, batch_size=64, verbose=0)
+    metrics = classification_metrics(test_labels, probabilities, class_ids=class_ids,
+                                     benign_classes=info.benign_classes)
+    val_loss = history.history["val_loss"]
+    metrics["training"] = {
+        "epochs_run": len(val_loss),
+        "best_epoch": int(np.argmin(val_loss)) + 1,
+        "best_val_loss": round(float(min(val_loss)), 4),
+        "best_val_accuracy": round(float(history.history["val_accuracy"][int(np.argmin(val_loss))]), 4),
+        "train_seconds": round(train_seconds, 1),
+        "split_sizes": {name: len(rows) for name, rows in split.items()},
+    }
+    export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
+                        history=history.history, manifest=manifest)
+    return metrics
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=defaults.data, help="dataset root with one folder per class")
+    parser.add_argument("--out", default=defaults.out, help="folder to write the Hub model files into")
+    parser.add_argument("--manifest", help="split manifest CSV (read if present, else written)")
+    parser.add_argument("--input-size", type=int, default=defaults.input_size, help="side of the uint8 input tile")
+    parser.add_argument("--work-size", type=int, default=defaults.work_size, help="side the network runs at")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--backbone", choices=["efficientnetb0", "convnext_tiny", "mobilenetv3small"])
+    parser.add_argument("--backbone-weights", choices=["imagenet"], help="needs internet; default: from scratch")
+    parser.add_argument("--cache-dir", help="keep decoded images here as .npy between runs")
+    parser.add_argument("--model-name", default=defaults.model_name)
+    parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line/epoch")
+    args = vars(parser.parse_args(argv))
+    return TrainConfig(**args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    metrics = train(config)
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "cancer_sensitivity", "training") if k in metrics},
+                     indent=2))
+    print(f"exported to {config.out}; config: {json.dumps(asdict(config))}")
+
+
+if __name__ == "__main__":
+    main()
