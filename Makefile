@@ -1,0 +1,31 @@
+# Two commands for a new user: `make demo` (run the Space on the bundled model) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: setup demo test train evaluate
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+demo: setup  ## the Space on hub_model/, at http://127.0.0.1:7860
+	$(PY) space/app.py
+
+test: setup
+	$(PY) -m pytest -q
+
+train: setup  ## retrain the lung model into hub_model/ (about 15 min on 2 CPU cores)
+	$(PY) -m training.train --data ../shared/data/lc25000-lung-224 \
+	    --manifest training/splits/lc25000-lung-grouped.csv --out hub_model \
+	    --model-name lung-histopathology-cnn --cache-dir .cache --verbose 2
+
+evaluate: setup
+	$(PY) -m training.evaluate --model hub_model --data ../shared/data/lc25000-lung-224 \
+	    --manifest training/splits/lc25000-lung-grouped.csv --split test
