@@ -1,0 +1,199 @@
+"""Classify images with a running Space (or any URL serving ``space/app.py``) via ``gradio_client``.
+
+Usage:
+    ```bash
+    $ python -m scripts.predict_client alice/lung-demo tile.jpeg          # prints the result
+    $ python -m scripts.predict_client http://127.0.0.1:7860 tiles/ --out results.csv
+    ```
+    ```python
+    >>> from scripts.predict_client import connect, classify_files, write_csv
+    >>> client = connect("http://127.0.0.1:7860")
+    >>> rows = classify_files(client, [Path("tile.jpeg")])
+    >>> rows[0]["label"], rows[0]["probabilities"]
+    ('Lung adenocarcinoma', {'Lung adenocarcinoma': 0.97, ...})
+    ```
+
+The Space's ``/predict`` endpoint answers a ``gr.Label`` value: the top class name and up to
+three ``{label, confidence}`` pairs. The CSV has one column per class name seen; for a model
+with more than three classes, classes outside an image's top three are left empty.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+API_NAME = "/predict"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
+FIXED_COLUMNS = ("path", "label", "confidence")
+
+__all__ = ["SpaceUnreachableError", "connect", "list_images", "classify_file", "classify_files",
+           "write_csv", "main"]
+
+
+class SpaceUnreachableError(RuntimeError):
+    """The Space cannot be reached or has no ``/predict`` endpoint; the message is one line."""
+
+
+def connect(space: str, *, token: str | None = None) -> Any:
+    """Open a ``gradio_client.Client`` on a Space id (``owner/name``) or a URL.
+
+    Example:
+        >>> client = connect("http://127.0.0.1:7860")
+
+    Raises:
+        SpaceUnreachableError: connection refused, unknown Space, or no ``/predict`` endpoint.
+    """
+    from gradio_client import Client  # deferred: keeps ``--help`` fast
+
+    try:
+        client = Client(space, token=token, verbose=False, download_files=False,
+                        analytics_enabled=False)
+        endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    except Exception as err:  # httpx, Hub and gradio_client errors all mean "cannot use it"
+        raise SpaceUnreachableError(f"Could not reach the Space {space!r}: {_one_line(err)}") from err
+    if API_NAME not in endpoints:
+        raise SpaceUnreachableError(
+            f"The Space {space!r} has no {API_NAME} endpoint (it has: {', '.join(endpoints) or 'none'})."
+        )
+    return client
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), by extension; other files are skipped."""
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def classify_file(client: Any, path: str | Path) -> dict[str, Any]:
+    """Call ``/predict`` on one file; returns ``{"label": name, "probabilities": {name: p}}``.
+
+    Raises:
+        gradio_client.exceptions.AppError: the Space rejected the file (message says why).
+        ValueError: the file does not exist.
+    """
+    from gradio_client import handle_file
+
+    answer = client.predict(handle_file(str(path)), api_name=API_NAME)
+    probabilities = {str(c["label"]): float(c["confidence"])
+                     for c in answer.get("confidences") or []}
+    return {"label": str(answer.get("label", "")), "probabilities": probabilities}
+
+
+def classify_files(client: Any, paths: Sequence[str | Path], *,
+                   progress: bool = True) -> list[dict[str, Any]]:
+    """Classify each file; a failing file gives a row with ``error`` set and the rest go on.
+
+    Each row: ``{"path", "label", "confidence", "probabilities", "error"}``.
+    """
+    rows = []
+    for path in tqdm(paths, desc="Classifying", unit="image", disable=not progress):
+        row: dict[str, Any] = {"path": str(path), "label": "", "confidence": None,
+                               "probabilities": {}, "error": ""}
+        try:
+            result = classify_file(client, path)
+        except Exception as err:  # one bad file or a dropped connection must not stop the run
+            row["error"] = _error_text(err)
+        else:
+            row.update(result)
+            row["confidence"] = result["probabilities"].get(result["label"])
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: Iterable[dict[str, Any]], out: TextIO | str | Path) -> list[str]:
+    """Write rows as CSV: path, label, confidence, one column per class name, error.
+
+    Returns the header. Class columns are sorted by name so reruns give the same layout.
+    """
+    rows = list(rows)
+    classes = sorted({name for row in rows for name in row["probabilities"]})
+    header = [*FIXED_COLUMNS, *classes, "error"]
+    if isinstance(out, (str, Path)):
+        with open(out, "w", newline="", encoding="utf-8") as handle:
+            return write_csv(rows, handle)
+    writer = csv.writer(out)
+    writer.writerow(header)
+    for row in rows:
+        probs = row["probabilities"]
+        writer.writerow([row["path"], row["label"], _fmt(row["confidence"]),
+                         *(_fmt(probs.get(name)) for name in classes), row["error"]])
+    return header
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (0 ok, 1 some image failed, 2 cannot start)."""
+    parser = argparse.ArgumentParser(prog="python -m scripts.predict_client",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("space", help="Space id (owner/name) or URL, e.g. http://127.0.0.1:7860")
+    parser.add_argument("path", type=Path, help="an image file or a folder of images")
+    parser.add_argument("--out", type=Path, help="CSV file to write (default: a folder prints CSV to stdout)")
+    parser.add_argument("--token", help="Hugging Face token for a private Space (default: HF_TOKEN / login)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+
+    if not args.path.exists():
+        print(f"error: {args.path} does not exist", file=sys.stderr)
+        return 2
+    paths = list_images(args.path) if args.path.is_dir() else [args.path]
+    if not paths:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        print(f"error: no image files ({suffixes}) under {args.path}", file=sys.stderr)
+        return 2
+    try:
+        client = connect(args.space, token=args.token)
+    except SpaceUnreachableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    single = args.path.is_file() and args.out is None
+    rows = classify_files(client, paths, progress=not (single or args.no_progress))
+    if single:
+        print(_format_row(rows[0]), file=sys.stderr if rows[0]["error"] else sys.stdout)
+    elif args.out is not None:
+        write_csv(rows, args.out)
+    else:
+        write_csv(rows, sys.stdout)
+    failed = sum(bool(row["error"]) for row in rows)
+    if not single:
+        where = f" -> {args.out}" if args.out else ""
+        print(f"{len(rows) - failed} of {len(rows)} images classified, {failed} failed{where}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    if row["error"]:
+        return f"{row['path']}: error: {row['error']}"
+    out = io.StringIO()
+    out.write(f"{row['path']}: {row['label']} ({row['confidence']:.1%})\n")
+    for name, p in sorted(row["probabilities"].items(), key=lambda item: -item[1]):
+        out.write(f"  {name:<40} {p:7.2%}\n")
+    return out.getvalue().rstrip("\n")
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def _error_text(err: BaseException) -> str:
+    from gradio_client.exceptions import AppError
+
+    if isinstance(err, AppError):
+        return _one_line(err)  # the Space's own message, e.g. "not an image that can be read"
+    return f"{type(err).__name__}: {_one_line(err)}"
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

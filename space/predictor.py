@@ -1,0 +1,203 @@
+"""Run a ``hub_model`` folder (model.keras + labels.json + config.json) on images.
+
+Framework-free on purpose (no Gradio): the Space, scripts and tests share it.
+
+Example:
+    >>> predictor = Predictor("hub_model")
+    >>> result = predictor.predict("tile.jpeg")      # path, bytes or RGB array
+    >>> result["label"], result["name"], round(result["confidence"], 3)
+    ('class_a', 'Class A', 0.981)
+    >>> result["probabilities"]                    # {class id: probability}
+    {'class_a': 0.981, 'class_b': 0.002, 'class_c': 0.017}
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
+
+# Keep TensorFlow's C++ start-up chatter out of Space logs; set before Keras imports TF.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+
+ImageInput = np.ndarray | str | os.PathLike | bytes
+log = logging.getLogger(__name__)
+
+__all__ = ["ImageError", "ImageInput", "ModelFolderError", "Predictor"]
+
+
+class ModelFolderError(RuntimeError):
+    """The model folder breaks the contract (files, labels, input size, outputs)."""
+
+
+class Predictor:
+    """A loaded model plus its labels; call :meth:`predict` on images.
+
+    Loads ``model.keras`` once (``safe_mode=True``, no compile) and checks it against
+    ``config.json`` and ``labels.json`` with one probe prediction, which also warms the
+    model up so the first real request is not slow.
+
+    Example:
+        >>> Predictor("hub_model").predict(np.zeros((224, 224, 3), np.uint8))["name"]
+        'Class B'
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.config: dict[str, Any] = _read_json(self.folder / "config.json")
+        self.class_ids, self.names = _read_labels(self.folder / "labels.json", self.config)
+        self.input_size = _input_size(self.config)
+        self.abstain_threshold = _abstain_threshold(self.config.get("abstain"))
+        metrics_path = self.folder / "metrics.json"
+        self.metrics: dict[str, Any] = _read_json(metrics_path) if metrics_path.is_file() else {}
+        model_path = self.folder / "model.keras"
+        if not model_path.is_file():
+            raise ModelFolderError(f"{model_path} not found.")
+        self.model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        self._check_model()
+
+    @property
+    def model_name(self) -> str:
+        return str(self.config.get("model_name") or self.folder.name)
+
+    @property
+    def disclaimer(self) -> str | None:
+        text = self.config.get("disclaimer")
+        return str(text) if text else None
+
+    @property
+    def domain(self) -> str | None:
+        text = self.config.get("domain")
+        return str(text) if text else None
+
+    def prepare(self, image: ImageInput) -> np.ndarray:
+        """Turn a path, encoded bytes or an array into one model input (H x W x 3 uint8).
+
+        Raises:
+            ImageError: the input is not a usable image.
+        """
+        if isinstance(image, np.ndarray):
+            rgb = to_rgb_uint8(image)
+        elif isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+            rgb = decode_image(image)
+        else:
+            raise ImageError(f"Expected an image path, bytes or array, got {type(image).__name__}.")
+        return to_model_input(rgb, size=self.input_size)
+
+    def predict(self, image: ImageInput) -> dict[str, Any]:
+        """Classify one image.
+
+        Returns a dict with ``label`` (class id), ``name`` (human name), ``confidence``
+        (top probability), ``probabilities`` ({class id: p}), ``confidences`` ({name: p},
+        the shape ``gr.Label`` wants) and ``uncertain`` (top p below the config's abstain
+        threshold; always ``False`` without one).
+        """
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[ImageInput]) -> list[dict[str, Any]]:
+        """Classify several images in one model call; same result dicts as :meth:`predict`."""
+        if len(images) == 0:
+            return []
+        batch = np.stack([self.prepare(image) for image in images])
+        probs = np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
+        return [self._result(row) for row in probs]
+
+    def _result(self, probs: np.ndarray) -> dict[str, Any]:
+        top = int(np.argmax(probs))
+        confidence = float(probs[top])
+        return {
+            "label": self.class_ids[top],
+            "name": self.names[top],
+            "confidence": confidence,
+            "probabilities": {cid: float(p) for cid, p in zip(self.class_ids, probs, strict=True)},
+            "confidences": {name: float(p) for name, p in zip(self.names, probs, strict=True)},
+            "uncertain": self.abstain_threshold is not None and confidence < self.abstain_threshold,
+        }
+
+    def _check_model(self) -> None:
+        # A wrong input size or class count would silently give garbage; fail at start instead.
+        # The probe prediction also builds the compiled predict function (the warm-up).
+        shape = tuple(self.model.input_shape)
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ModelFolderError(f"Model input shape {shape} is not (batch, H, W, 3).")
+        if None not in shape[1:3] and tuple(shape[1:3]) != self.input_size:
+            raise ModelFolderError(
+                f"Model input {shape[1:3]} differs from config input_size {list(self.input_size)}."
+            )
+        probe = np.asarray(self.model.predict_on_batch(
+            np.zeros((1, *self.input_size, 3), dtype=np.uint8)))
+        if probe.shape != (1, len(self.class_ids)):
+            raise ModelFolderError(
+                f"Model outputs shape {probe.shape[1:]}, labels.json has {len(self.class_ids)} classes."
+            )
+        if not np.isclose(probe.sum(), 1.0, atol=1e-3) or (probe < 0).any():
+            raise ModelFolderError("Model outputs are not softmax probabilities (they do not sum to 1).")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path} not found.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelFolderError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path} must hold a JSON object.")
+    return data
+
+
+def _read_labels(path: Path, config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """labels.json -> (class ids, human names), ordered by output index."""
+    raw = _read_json(path)
+    try:
+        indexed = sorted((int(key), value) for key, value in raw.items())
+    except ValueError:
+        raise ModelFolderError(f"{path} keys must be output indices 0..n-1.") from None
+    if [index for index, _ in indexed] != list(range(len(indexed))) or not indexed:
+        raise ModelFolderError(f"{path} keys must be output indices 0..n-1.")
+    ids: list[str] = []
+    names: list[str] = []
+    for index, value in indexed:
+        if isinstance(value, str):  # tolerate {"0": "class_a"}: the id doubles as the name
+            value = {"id": value}
+        if not isinstance(value, dict) or not value.get("id"):
+            raise ModelFolderError(f"{path} entry {index} needs an 'id'.")
+        ids.append(str(value["id"]))
+        names.append(str(value.get("name") or value["id"]))
+    if len(set(ids)) != len(ids) or len(set(names)) != len(names):
+        raise ModelFolderError(f"{path} has duplicate class ids or names.")
+    expected = config.get("labels")
+    if expected is not None and list(map(str, expected)) != ids:
+        raise ModelFolderError(f"config.json labels {expected} disagree with labels.json {ids}.")
+    return ids, names
+
+
+def _input_size(config: dict[str, Any]) -> tuple[int, int]:
+    size = config.get("input_size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(v, int) and v > 0 for v in size)):
+        raise ModelFolderError(f"config.json input_size must be [height, width], got {size!r}.")
+    # Only RGB uint8 is fed; a model expecting anything else would get wrong inputs silently.
+    if str(config.get("channel_order", "RGB")).upper() != "RGB":
+        raise ModelFolderError(f"channel_order {config['channel_order']!r} unsupported (RGB only).")
+    if str(config.get("dtype", "uint8")) != "uint8":
+        raise ModelFolderError(f"dtype {config['dtype']!r} unsupported (uint8 only).")
+    return int(size[0]), int(size[1])
+
+
+def _abstain_threshold(value: Any) -> float | None:
+    """Optional ``abstain`` config: a number, or an object with ``threshold``/``min_confidence``."""
+    if isinstance(value, dict):
+        value = value.get("threshold", value.get("min_confidence"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+        return float(value)
+    if value is not None:
+        log.warning("Ignoring config 'abstain' %r: expected a probability in (0, 1).", value)
+    return None

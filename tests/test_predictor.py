@@ -1,0 +1,177 @@
+"""``space/predictor.py``: the model contract, on a tiny deterministic model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from imaging import ImageError, decode_image, to_model_input
+from predictor import ModelFolderError, Predictor
+from tests.tiny_model import DEFAULT_LABELS, write_test_image, write_tiny_model_folder
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    return write_tiny_model_folder(tmp_path_factory.mktemp("tiny") / "hub_model", input_size=(32, 48))
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_folder) -> Predictor:
+    return Predictor(tiny_folder)
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory) -> Path:
+    return write_test_image(tmp_path_factory.mktemp("img") / "tile.png", size=(60, 90), seed=3)
+
+
+def test_labels_and_config_come_from_the_files(predictor):
+    assert predictor.class_ids == [cid for cid, _ in DEFAULT_LABELS]
+    assert predictor.names == [name for _, name in DEFAULT_LABELS]
+    assert predictor.input_size == (32, 48)
+    assert predictor.model_name == "tiny-test-model"
+    assert predictor.disclaimer == "Test model. Not a diagnostic device."
+    assert predictor.metrics["accuracy"] == 0.5
+    assert predictor.abstain_threshold is None
+
+
+def test_predict_uint8_array_follows_the_contract(predictor):
+    rgb = np.random.default_rng(1).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    result = predictor.predict(rgb)
+    probs = result["probabilities"]
+    assert list(probs) == predictor.class_ids
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert all(0.0 <= p <= 1.0 for p in probs.values())
+    top = max(probs, key=probs.get)
+    assert result["label"] == top
+    assert result["name"] == predictor.names[predictor.class_ids.index(top)]
+    assert result["confidence"] == probs[top]
+    # gr.Label's shape: same numbers keyed by human name
+    assert result["confidences"] == {predictor.names[i]: probs[cid]
+                                     for i, cid in enumerate(predictor.class_ids)}
+    assert result["uncertain"] is False
+    assert predictor.predict(rgb) == result  # deterministic
+
+
+def test_result_equals_the_raw_model_output(predictor, image_file):
+    x = to_model_input(decode_image(image_file), size=predictor.input_size)
+    assert x.dtype == np.uint8 and x.shape == (32, 48, 3)
+    raw = np.asarray(predictor.model(x[None], training=False))[0]
+    got = predictor.predict(image_file)["probabilities"]
+    np.testing.assert_allclose(list(got.values()), raw, rtol=1e-5, atol=1e-6)
+
+
+def test_path_bytes_and_array_give_the_same_answer(predictor, image_file):
+    from_path = predictor.predict(image_file)
+    assert predictor.predict(str(image_file)) == from_path
+    assert predictor.predict(image_file.read_bytes()) == from_path
+    assert predictor.predict(decode_image(image_file)) == from_path
+
+
+def test_other_dtypes_and_channel_counts_are_coerced(predictor):
+    rgb = np.random.default_rng(2).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    as_uint8 = predictor.predict(rgb)["probabilities"]
+    as_float = predictor.predict(rgb.astype(np.float32) / 255.0)["probabilities"]
+    assert list(as_float.values()) == pytest.approx(list(as_uint8.values()), abs=1e-4)
+    rgba = np.dstack([rgb, np.full((32, 48), 255, np.uint8)])
+    assert predictor.predict(rgba)["probabilities"] == as_uint8
+    gray = predictor.predict(rgb[..., 0])
+    assert sum(gray["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_different_images_get_different_probabilities(predictor):
+    red = np.zeros((32, 48, 3), np.uint8)
+    red[..., 0] = 255
+    blue = np.zeros((32, 48, 3), np.uint8)
+    blue[..., 2] = 255
+    assert predictor.predict(red)["probabilities"] != predictor.predict(blue)["probabilities"]
+
+
+def test_predict_batch_matches_single_predictions(predictor, image_file):
+    arrays = [np.full((20, 20, 3), v, np.uint8) for v in (0, 90, 200)]
+    batch = predictor.predict_batch([*arrays, image_file])
+    singles = [predictor.predict(a) for a in [*arrays, image_file]]
+    for got, want in zip(batch, singles, strict=True):
+        assert got["label"] == want["label"]
+        want_probs = list(want["probabilities"].values())
+        assert list(got["probabilities"].values()) == pytest.approx(want_probs, abs=1e-6)
+    assert predictor.predict_batch([]) == []
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b"", "empty"),
+    (b"definitely not an image", "not an image"),
+    ("/nonexistent/tile.png", "File not found"),
+    (np.zeros((4, 4, 5), np.uint8), "Expected an image array"),
+    (12345, "Expected an image path"),
+])
+def test_bad_input_raises_image_error(predictor, bad, message):
+    with pytest.raises(ImageError, match=message):
+        predictor.predict(bad)
+
+
+def test_names_come_from_labels_json(tmp_path):
+    folder = write_tiny_model_folder(tmp_path / "two", labels=[("x1", "First kind"), ("x2", "Second kind")])
+    result = Predictor(folder).predict(np.zeros((64, 64, 3), np.uint8))
+    assert set(result["probabilities"]) == {"x1", "x2"}
+    assert set(result["confidences"]) == {"First kind", "Second kind"}
+
+
+def test_abstain_threshold_marks_low_confidence_as_uncertain(tmp_path):
+    folder = write_tiny_model_folder(tmp_path / "abstain", config_extra={"abstain": {"threshold": 0.999}})
+    predictor = Predictor(folder)
+    assert predictor.abstain_threshold == 0.999
+    result = predictor.predict(np.full((64, 64, 3), 128, np.uint8))
+    assert result["confidence"] < 0.999 and result["uncertain"] is True
+
+
+def test_unknown_config_keys_are_ignored(tmp_path):
+    extra = {"future_key": {"a": 1}, "abstain": "later"}
+    folder = write_tiny_model_folder(tmp_path / "extra", config_extra=extra)
+    assert Predictor(folder).abstain_threshold is None
+
+
+def _write_labels(folder: Path, labels: dict) -> None:
+    (folder / "labels.json").write_text(json.dumps(labels))
+
+
+def _edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: _edit_json(f / "config.json", labels=["gamma", "beta", "alpha"]), "disagree"),
+    (lambda f: _edit_json(f / "config.json", input_size=[32, 32]), "differs from config input_size"),
+    (lambda f: _edit_json(f / "config.json", input_size="big"), "input_size"),
+    (lambda f: _edit_json(f / "config.json", channel_order="BGR"), "RGB only"),
+    (lambda f: _write_labels(f, {"0": {"id": "a"}, "1": {"id": "b"}}), "disagree"),
+    (lambda f: _write_labels(f, {"0": {"id": "a"}, "2": {"id": "b"}}), "0..n-1"),
+    (lambda f: (f / "labels.json").write_text("{not json"), "not valid JSON"),
+    (lambda f: (f / "model.keras").unlink(), "not found"),
+])
+def test_broken_model_folder_fails_at_load(tmp_path, edit, message):
+    folder = write_tiny_model_folder(tmp_path / "broken")
+    edit(folder)
+    with pytest.raises(ModelFolderError, match=message):
+        Predictor(folder)
+
+
+def test_class_count_mismatch_fails_at_load(tmp_path):
+    folder = write_tiny_model_folder(tmp_path / "count")
+    (folder / "labels.json").write_text(json.dumps({"0": {"id": "a"}, "1": {"id": "b"}}))
+    _edit_json(folder / "config.json", labels=["a", "b"])
+    with pytest.raises(ModelFolderError, match="outputs shape"):
+        Predictor(folder)
+
+
+def test_jpeg_file_decodes_like_training(predictor, tmp_path):
+    # The Space and training share imaging.decode_image, so a JPEG gives the same pixels both ways.
+    rgb = np.random.default_rng(4).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    path = tmp_path / "tile.jpeg"
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert predictor.predict(path) == predictor.predict(decode_image(path))

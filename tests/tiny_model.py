@@ -1,0 +1,164 @@
+"""Test helpers: a tiny ``hub_model``-style folder, and the Space running on one.
+
+The tiny model follows the real contract (RGB uint8 in, softmax out, scaling inside the
+model) but is untrained: its weights come from fixed seeds, so every run gives the same
+probabilities. The class names are deliberately not lung classes, so a test using them
+proves the Space takes every name from the model files.
+
+Example:
+    >>> folder = write_tiny_model_folder(tmp_path / "hub_model")
+    >>> with run_space(folder) as url:
+    ...     Client(url).predict(handle_file("tile.png"), api_name="/predict")
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LABELS: tuple[tuple[str, str], ...] = (
+    ("alpha", "Alpha tissue"),
+    ("beta", "Beta tissue"),
+    ("gamma", "Gamma tissue"),
+)
+
+
+def write_tiny_model_folder(
+    folder: str | os.PathLike,
+    *,
+    input_size: tuple[int, int] = (64, 64),
+    labels: Sequence[tuple[str, str]] = DEFAULT_LABELS,
+    config_extra: Mapping[str, Any] | None = None,
+    seed: int = 7,
+) -> Path:
+    """Write model.keras, labels.json, config.json, metrics.json and README.md to ``folder``.
+
+    Example:
+        >>> write_tiny_model_folder(tmp_path / "m", labels=[("a", "A"), ("b", "B")])
+        PosixPath('/tmp/.../m')
+    """
+    import keras  # deferred: importing TensorFlow costs seconds
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    height, width = input_size
+    init = keras.initializers
+    inputs = keras.Input(shape=(height, width, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu",
+                            kernel_initializer=init.GlorotUniform(seed=seed),
+                            bias_initializer=init.RandomUniform(-0.1, 0.1, seed=seed + 1))(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    # Large weights so images of different colours get clearly different probabilities.
+    outputs = keras.layers.Dense(len(labels), activation="softmax",
+                                 kernel_initializer=init.RandomNormal(stddev=3.0, seed=seed + 2),
+                                 bias_initializer="zeros")(x)
+    keras.Model(inputs, outputs, name="tiny").save(folder / "model.keras")
+
+    ids = [class_id for class_id, _ in labels]
+    _write_json(folder / "labels.json",
+                {str(i): {"id": cid, "name": name} for i, (cid, name) in enumerate(labels)})
+    _write_json(folder / "config.json", {
+        "model_name": "tiny-test-model",
+        "input_size": [height, width],
+        "channel_order": "RGB",
+        "dtype": "uint8",
+        "labels": ids,
+        "domain": "synthetic test images",
+        "disclaimer": "Test model. Not a diagnostic device.",
+        **(config_extra or {}),
+    })
+    _write_json(folder / "metrics.json", {"accuracy": 0.5, "macro_f1": 0.4})
+    (folder / "README.md").write_text("# tiny-test-model\n\nUntrained, for tests.\n")
+    return folder
+
+
+def write_test_image(path: str | os.PathLike, *, size: tuple[int, int] = (48, 80),
+                     seed: int = 0) -> Path:
+    """Write a random RGB PNG (lossless, so client and server see identical pixels)."""
+    import cv2
+
+    rgb = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    path = Path(path)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"Could not write {path}")
+    return path
+
+
+def free_port() -> int:
+    """A currently free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def run_space(model_dir: str | os.PathLike | None, *, env: Mapping[str, str] | None = None,
+              timeout: float = 180.0) -> Iterator[str]:
+    """Run ``python space/app.py`` as a subprocess on 127.0.0.1 and yield its URL.
+
+    ``model_dir=None`` leaves MODEL_DIR unset (the app's default ``hub_model/``).
+    """
+    port = free_port()
+    child_env = {k: v for k, v in os.environ.items() if k not in ("MODEL_DIR", "MODEL_REPO",
+                                                                  "MODEL_REVISION")}
+    child_env.update({
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if model_dir is not None:
+        child_env["MODEL_DIR"] = str(model_dir)
+    child_env.update(env or {})
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "space" / "app.py")],
+                                cwd=REPO_ROOT / "space", env=child_env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_until_ready(url, proc, log, timeout=timeout)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_until_ready(url: str, proc: subprocess.Popen, log: Any, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Space exited with code {proc.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"Space at {url} not ready after {timeout:.0f} s:\n{_tail(log)}")
+
+
+def _tail(log: Any, *, chars: int = 4000) -> str:
+    log.seek(0)
+    return log.read().decode("utf-8", "replace")[-chars:]
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
