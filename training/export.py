@@ -31,7 +31,7 @@ def code_version() -> str:
         return "unknown"
 
 
-def export_model_folder(model, out, *, config, class_ids, info, metrics, history, manifest) -> Path:
+def export_model_folder(model, out, *, config, class_ids, info, metrics, history, manifest, code=None) -> Path:
     """Write every file of the model repo into ``out`` and return its path."""
     from training.card import write_model_card
     from training.data import manifest_sha256
@@ -66,7 +66,7 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
         "dataset": info.title,
         "training_manifest": "split_manifest.csv",
         "training_manifest_sha256": manifest_sha256(manifest),
-        "code_version": code_version(),
+        "code_version": code or code_version(),
         "keras_version": __import__("keras").__version__,
         "training_run": run,
     }

@@ -104,10 +104,11 @@ def train(config: TrainConfig) -> dict:
     from training.data import load_split
     from training.datasets import describe
     from training.evaluate import classification_metrics
-    from training.export import export_model_folder
+    from training.export import code_version, export_model_folder
     from training.model import build_model
 
     keras.utils.set_random_seed(config.seed)
+    code = code_version()  # at the start: the code that actually trained the model
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     samples, manifest = prepare_split(config)
@@ -164,7 +165,7 @@ def train(config: TrainConfig) -> dict:
         "split_sizes": {name: len(rows) for name, rows in split.items()},
     }
     export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
-                        history=history.history, manifest=manifest)
+                        history=history.history, manifest=manifest, code=code)
     return metrics
 
 
