@@ -10,6 +10,14 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+def _augmentations(settings: dict) -> str:
+    words = {"flips": "flips", "rot90": "90-degree rotations", "free_rotation_degrees": "free rotations up to {}°",
+             "scale_jitter": "scale jitter ±{}", "colour_jitter": "brightness/contrast/saturation jitter {}",
+             "hed_jitter": "HED stain jitter {}"}
+    used = [words[k].format(v) for k, v in settings.items() if v and k in words]
+    return ", ".join(used) or "none"
+
+
 def card_data(*, config: dict, metrics: dict) -> ModelCardData:
     """Hub metadata: library, task, and model-index results taken from metrics.json."""
     common = dict(task_type="image-classification", dataset_type="imagefolder", dataset_name=config["dataset"],
@@ -121,7 +129,7 @@ stains or magnifications is unknown and probably lower. Probabilities are not ca
 ## Training procedure
 
 Input {h} px uint8 RGB, resized inside the model to {config['training_run'].get('work_size') or h} px.
-Augmentation: flips, 90-degree rotations, brightness/contrast/saturation/hue jitter. AdamW with cosine
+Augmentation (`training/augment.py`): {_augmentations(config['training_run'].get('augmentation', {}))}. AdamW with cosine
 decay, early stopping on validation loss; best validation epoch {training.get('best_epoch', '?')} of
 {training.get('epochs_run', '?')}; training time {training.get('train_seconds', '?')} s on a 2-core CPU.
 Code version `{config['code_version']}`, Keras {config['keras_version']}.

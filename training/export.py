@@ -33,6 +33,7 @@ def code_version() -> str:
 
 def export_model_folder(model, out, *, config, class_ids, info, metrics, history, manifest, code=None) -> Path:
     """Write every file of the model repo into ``out`` and return its path."""
+    from training.augment import Augmentation
     from training.card import write_model_card
     from training.data import manifest_sha256
     from training.datasets import human_name
@@ -49,7 +50,8 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
     manifest = Path(manifest)
     if manifest.resolve() != (out / "split_manifest.csv").resolve():
         shutil.copyfile(manifest, out / "split_manifest.csv")  # which tiles trained / tested it
-    run = {k: v for k, v in asdict(config).items() if k not in ("out", "cache_dir", "verbose", "extra")}
+    run = {k: v for k, v in asdict(config).items() if k not in ("out", "cache_dir", "verbose")}
+    run["augmentation"] = Augmentation(**config.augmentation).to_dict()  # the settings in force, not overrides
     run["data"] = Path(config.data).name
     model_config = {
         "model_name": config.model_name,

@@ -56,6 +56,7 @@ def build_model(
     work_size: int | None = 128,
     backbone: str | None = None,
     backbone_weights: str | None = None,
+    widths: tuple[int, ...] = (32, 64, 128, 192),
     name: str = "histology_classifier",
 ) -> keras.Model:
     """Build a classifier: uint8 RGB ``input_size`` image in, softmax probabilities out.
@@ -66,6 +67,7 @@ def build_model(
         work_size: side the network runs at (resized inside the model); None keeps input size.
         backbone: None for the compact CNN, or a key of ``BACKBONES`` (ImageNet architectures).
         backbone_weights: ``None`` (train from scratch) or ``"imagenet"`` (needs internet).
+        widths: channels of the compact CNN's four stages.
     """
     inputs = keras.Input(shape=(*input_size, 3), dtype="uint8", name="image")
     x = layers.Rescaling(1.0, name="to_float")(inputs)  # uint8 -> float32, no scaling yet
@@ -81,7 +83,7 @@ def build_model(
         logits = layers.Dense(num_classes, name="logits")(x)
     else:
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
-        logits = compact_cnn(x, num_classes=num_classes)
+        logits = compact_cnn(x, num_classes=num_classes, widths=widths)
     # Softmax as its own layer so a calibration temperature can be placed before it.
     probabilities = layers.Softmax(name="probabilities")(logits)
     return keras.Model(inputs, probabilities, name=name)

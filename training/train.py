@@ -42,8 +42,9 @@ class TrainConfig:
     backbone_weights: str | None = None
     cache_dir: str | None = None
     model_name: str = "histology-classifier"
+    widths: tuple[int, ...] = (32, 64, 128, 192)
+    augmentation: dict = field(default_factory=dict)  # overrides of training.augment.Augmentation
     verbose: int = 1
-    extra: dict = field(default_factory=dict)
 
 
 # Step 1: the split -------------------------------------------------------------------------
@@ -67,30 +68,19 @@ def prepare_split(config: TrainConfig):
 # Step 3: the input pipeline -----------------------------------------------------------------
 
 
-def augment(image, label):
-    """Flips, 90-degree rotations and mild colour jitter: tissue has no 'up', stains vary."""
+def make_dataset(images, labels, *, batch_size: int, training: bool, seed: int = 0, augmentation: dict | None = None):
+    """A ``tf.data`` pipeline over in-memory uint8 images; training batches are augmented."""
     import tensorflow as tf
 
-    image = tf.image.random_flip_left_right(image)
-    image = tf.image.random_flip_up_down(image)
-    image = tf.image.rot90(image, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
-    x = tf.cast(image, tf.float32) / 255.0
-    x = tf.image.random_brightness(x, 0.08)
-    x = tf.image.random_contrast(x, 0.85, 1.15)
-    x = tf.image.random_saturation(x, 0.85, 1.15)
-    x = tf.image.random_hue(x, 0.03)
-    return tf.cast(tf.clip_by_value(x, 0.0, 1.0) * 255.0 + 0.5, tf.uint8), label
-
-
-def make_dataset(images, labels, *, batch_size: int, training: bool, seed: int = 0):
-    """A ``tf.data`` pipeline over in-memory uint8 images."""
-    import tensorflow as tf
+    from training.augment import Augmentation
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if training:
+        ds = ds.map(Augmentation(**(augmentation or {})), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 # Steps 2-6 -----------------------------------------------------------------------------------
@@ -125,12 +115,14 @@ def train(config: TrainConfig) -> dict:
     print(f"decoded {sum(len(r) for r in split.values())} images in {time.monotonic() - started:.0f}s "
           f"(train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])})", flush=True)
 
-    train_ds = make_dataset(*arrays["train"], batch_size=config.batch_size, training=True, seed=config.seed)
+    train_ds = make_dataset(*arrays["train"], batch_size=config.batch_size, training=True, seed=config.seed,
+                            augmentation=config.augmentation)
     val_ds = make_dataset(*arrays["val"], batch_size=64, training=False)
 
     model = build_model(
         num_classes=len(class_ids), input_size=size, work_size=config.work_size,
-        backbone=config.backbone, backbone_weights=config.backbone_weights, name=config.model_name.replace("-", "_"),
+        backbone=config.backbone, backbone_weights=config.backbone_weights, widths=tuple(config.widths),
+        name=config.model_name.replace("-", "_"),
     )
     steps = config.epochs * int(np.ceil(len(split["train"]) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(steps, 1), alpha=0.02)
@@ -186,8 +178,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--backbone-weights", choices=["imagenet"], help="needs internet; default: from scratch")
     parser.add_argument("--cache-dir", help="keep decoded images here as .npy between runs")
     parser.add_argument("--model-name", default=defaults.model_name)
+    parser.add_argument("--widths", type=lambda v: tuple(int(w) for w in v.split(",")), default=defaults.widths,
+                        help="channels of the compact CNN's stages, e.g. 32,64,128,192")
+    parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one augmentation setting, e.g. hed_jitter=0 (see training/augment.py)")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line/epoch")
     args = vars(parser.parse_args(argv))
+    args["augmentation"] = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.pop("augment"))}
     return TrainConfig(**args)
 
 
