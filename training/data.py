@@ -99,6 +99,24 @@ def grouped_split(
     return sorted(assigned, key=lambda s: s.path)
 
 
+def random_split(
+    samples: list[Sample], *, fractions: tuple[float, float, float] = (0.70, 0.15, 0.15), seed: int = 0
+) -> list[Sample]:
+    """Assign single tiles to splits, ignoring groups: LEAKY, only to compare with papers that do this.
+
+    Near-duplicates of a test tile then sit in the training set, so accuracy is inflated.
+    """
+    rng = random.Random(seed)
+    assigned: list[Sample] = []
+    for label in sorted({s.label for s in samples}):
+        members = sorted((s for s in samples if s.label == label), key=lambda s: s.path)
+        rng.shuffle(members)
+        n_val, n_test = round(fractions[1] * len(members)), round(fractions[2] * len(members))
+        splits = ["val"] * n_val + ["test"] * n_test + ["train"] * (len(members) - n_val - n_test)
+        assigned.extend(replace(m, split=split) for m, split in zip(members, splits))
+    return sorted(assigned, key=lambda s: s.path)
+
+
 def write_manifest(samples: list[Sample], path: str | Path) -> None:
     """Write the split manifest CSV (``path,label,group,split``)."""
     path = Path(path)

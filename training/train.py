@@ -30,6 +30,7 @@ class TrainConfig:
     data: str = str(DEFAULT_DATA)
     out: str = "hub_model"
     manifest: str | None = None  # read if it exists, else written after splitting
+    split_mode: str = "grouped"  # "random" ignores groups: leaky, for comparison with papers only
     input_size: int = 224
     work_size: int | None = 128
     epochs: int = 16
@@ -52,15 +53,16 @@ class TrainConfig:
 
 def prepare_split(config: TrainConfig):
     """Load the committed manifest, or make a grouped split and write it."""
-    from training.data import grouped_split, index_dataset, leaked_groups, read_manifest, write_manifest
+    from training.data import grouped_split, index_dataset, leaked_groups, random_split, read_manifest, write_manifest
 
     manifest = Path(config.manifest) if config.manifest else Path(config.out) / "split_manifest.csv"
     if manifest.is_file():
         samples = read_manifest(manifest)
     else:
-        samples = grouped_split(index_dataset(config.data), seed=config.seed)
+        split = random_split if config.split_mode == "random" else grouped_split
+        samples = split(index_dataset(config.data), seed=config.seed)
         write_manifest(samples, manifest)
-    if leaked_groups(samples):
+    if config.split_mode == "grouped" and leaked_groups(samples):
         raise ValueError(f"Manifest {manifest} puts a group in more than one split")
     return samples, manifest
 
@@ -167,6 +169,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--data", default=defaults.data, help="dataset root with one folder per class")
     parser.add_argument("--out", default=defaults.out, help="folder to write the Hub model files into")
     parser.add_argument("--manifest", help="split manifest CSV (read if present, else written)")
+    parser.add_argument("--split-mode", choices=["grouped", "random"], default="grouped",
+                        help="random = split single tiles, ignoring groups (LEAKY; only to compare with papers)")
     parser.add_argument("--input-size", type=int, default=defaults.input_size, help="side of the uint8 input tile")
     parser.add_argument("--work-size", type=int, default=defaults.work_size, help="side the network runs at")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
