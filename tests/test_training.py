@@ -112,3 +112,12 @@ def test_train_cli_exports_a_complete_model_folder(tmp_path, tiny_dataset):
     # The colour-coded classes are easy: a genuine training run beats chance (1/3) clearly,
     # even on 9 test images after a few noisy BatchNorm epochs.
     assert metrics["accuracy"] >= 0.6
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv3small", "efficientnetb0"])
+def test_imagenet_backbone_path_builds_offline_from_scratch(backbone):
+    # weights=None is the default: nothing is downloaded, the architecture is trained from scratch.
+    model = build_model(num_classes=3, input_size=(64, 64), work_size=None, backbone=backbone)
+    assert model.input.dtype == "uint8"
+    probs = model.predict(np.zeros((2, 64, 64, 3), np.uint8), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
