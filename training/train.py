@@ -136,7 +136,10 @@ def train(config: TrainConfig) -> dict:
     checkpoint = out / ".best.weights.h5"
     callbacks = [
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True, save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+        # Not before half-way: with cosine decay the best epochs come late, and early
+        # high-learning-rate validation losses are noisy.
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                      start_from_epoch=config.epochs // 2),
     ]
     fit_started = time.monotonic()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
