@@ -66,11 +66,11 @@ def verdict(result: dict[str, Any] | None) -> str:
         return ""
     ranked = sorted(result["confidences"].items(), key=lambda item: item[1], reverse=True)
     (name, p), runner_up = ranked[0], ranked[1:2]
-    if result.get("uncertain"):
-        threshold = PREDICTOR.abstain_threshold
-        limit = f" {threshold:.0%}" if threshold is not None else ""
-        return (f"**Uncertain.** The best guess, *{name}* ({p:.0%}), is below the model's"
-                f"{limit} confidence threshold; treat this as no answer.")
+    if result.get("abstained"):
+        # No class is named: the probabilities beside it are not an answer for this image.
+        domain = PREDICTOR.domain or "an image this model was trained for"
+        reason = result.get("abstain_reason") or "The model abstained."
+        return f"**Not recognised as {domain}:** {reason} Treat this as no answer."
     text = f"**Most likely: {name}** ({p:.0%} model probability)."
     if runner_up:
         text += f" Next: {runner_up[0][0]} ({runner_up[0][1]:.0%})."

@@ -9,6 +9,8 @@ Example:
     ('class_a', 'Class A', 0.981)
     >>> result["probabilities"]                    # {class id: probability}
     {'class_a': 0.981, 'class_b': 0.002, 'class_c': 0.017}
+    >>> result["abstained"], result["abstain_reason"]  # from config.json "abstain" (space/ood.py)
+    (False, None)
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+import ood
 from imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
 
 # Keep TensorFlow's C++ start-up chatter out of Space logs; set before Keras imports TF.
@@ -54,7 +57,7 @@ class Predictor:
         self.config: dict[str, Any] = _read_json(self.folder / "config.json")
         self.class_ids, self.names = _read_labels(self.folder / "labels.json", self.config)
         self.input_size = _input_size(self.config)
-        self.abstain_threshold = _abstain_threshold(self.config.get("abstain"))
+        self.abstain_rule: ood.AbstainRule = _abstain_rule(self.config.get("abstain"))
         metrics_path = self.folder / "metrics.json"
         self.metrics: dict[str, Any] = _read_json(metrics_path) if metrics_path.is_file() else {}
         model_path = self.folder / "model.keras"
@@ -96,8 +99,9 @@ class Predictor:
 
         Returns a dict with ``label`` (class id), ``name`` (human name), ``confidence``
         (top probability), ``probabilities`` ({class id: p}), ``confidences`` ({name: p},
-        the shape ``gr.Label`` wants) and ``uncertain`` (top p below the config's abstain
-        threshold; always ``False`` without one).
+        the shape ``gr.Label`` wants), ``abstained`` (the config's abstention rule says the
+        answer should not be trusted; always ``False`` without a rule) and ``abstain_reason``
+        (why, in plain words, else ``None``).
         """
         return self.predict_batch([image])[0]
 
@@ -107,18 +111,21 @@ class Predictor:
             return []
         batch = np.stack([self.prepare(image) for image in images])
         probs = np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
-        return [self._result(row) for row in probs]
+        return [self._result(rgb, row) for rgb, row in zip(batch, probs, strict=True)]
 
-    def _result(self, probs: np.ndarray) -> dict[str, Any]:
+    def _result(self, rgb: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         top = int(np.argmax(probs))
         confidence = float(probs[top])
+        # Judged on the exact pixels the model saw, with the rule shared with training.
+        abstained, reason = ood.decide(rgb, probs, self.abstain_rule)
         return {
             "label": self.class_ids[top],
             "name": self.names[top],
             "confidence": confidence,
             "probabilities": {cid: float(p) for cid, p in zip(self.class_ids, probs, strict=True)},
             "confidences": {name: float(p) for name, p in zip(self.names, probs, strict=True)},
-            "uncertain": self.abstain_threshold is not None and confidence < self.abstain_threshold,
+            "abstained": abstained,
+            "abstain_reason": reason,
         }
 
     def _check_model(self) -> None:
@@ -192,12 +199,17 @@ def _input_size(config: dict[str, Any]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _abstain_threshold(value: Any) -> float | None:
-    """Optional ``abstain`` config: a number, or an object with ``threshold``/``min_confidence``."""
-    if isinstance(value, dict):
-        value = value.get("threshold", value.get("min_confidence"))
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
-        return float(value)
-    if value is not None:
-        log.warning("Ignoring config 'abstain' %r: expected a probability in (0, 1).", value)
-    return None
+def _abstain_rule(value: Any) -> ood.AbstainRule:
+    """The optional ``abstain`` config (``space/ood.py`` format); absent means never abstain.
+
+    A rule that is present but unreadable stops the load: silently serving without the
+    safety check it describes would be worse than not starting.
+    """
+    if value is None:
+        return ood.AbstainRule()
+    if not isinstance(value, dict):
+        raise ModelFolderError(f"config.json 'abstain' must be an object, got {value!r}.")
+    try:
+        return ood.AbstainRule.from_dict(value)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFolderError(f"config.json 'abstain' is not a valid rule: {err}") from None

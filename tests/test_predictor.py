@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+import ood
 from imaging import ImageError, decode_image, to_model_input
 from predictor import ModelFolderError, Predictor
 from tests.tiny_model import DEFAULT_LABELS, write_test_image, write_tiny_model_folder
@@ -35,7 +36,7 @@ def test_labels_and_config_come_from_the_files(predictor):
     assert predictor.model_name == "tiny-test-model"
     assert predictor.disclaimer == "Test model. Not a diagnostic device."
     assert predictor.metrics["accuracy"] == 0.5
-    assert predictor.abstain_threshold is None
+    assert predictor.abstain_rule.method == "none"  # no "abstain" in config.json: never abstain
 
 
 def test_predict_uint8_array_follows_the_contract(predictor):
@@ -52,7 +53,7 @@ def test_predict_uint8_array_follows_the_contract(predictor):
     # gr.Label's shape: same numbers keyed by human name
     assert result["confidences"] == {predictor.names[i]: probs[cid]
                                      for i, cid in enumerate(predictor.class_ids)}
-    assert result["uncertain"] is False
+    assert result["abstained"] is False and result["abstain_reason"] is None
     assert predictor.predict(rgb) == result  # deterministic
 
 
@@ -120,18 +121,63 @@ def test_names_come_from_labels_json(tmp_path):
     assert set(result["confidences"]) == {"First kind", "Second kind"}
 
 
-def test_abstain_threshold_marks_low_confidence_as_uncertain(tmp_path):
-    folder = write_tiny_model_folder(tmp_path / "abstain", config_extra={"abstain": {"threshold": 0.999}})
-    predictor = Predictor(folder)
-    assert predictor.abstain_threshold == 0.999
+# A hand-made colour check: any colour is "stain", but at least half the pixels must be tissue.
+TISSUE_ONLY = {"palette": ["1111"] * 6, "bounds": {"tissue_fraction": [0.5, None]}}
+
+
+def test_confidence_floor_abstains_with_a_plain_reason(tmp_path):
+    rule = {"method": "softmax", "min_confidence": 0.999, "version": 1}
+    predictor = Predictor(write_tiny_model_folder(tmp_path / "abstain", config_extra={"abstain": rule}))
+    assert predictor.abstain_rule.min_confidence == 0.999
     result = predictor.predict(np.full((64, 64, 3), 128, np.uint8))
-    assert result["confidence"] < 0.999 and result["uncertain"] is True
+    assert result["confidence"] < 0.999
+    assert result["abstained"] is True and result["abstain_reason"] == ood.CONFIDENCE_REASON
+    assert result["label"] in predictor.class_ids  # the probabilities are still reported
+
+
+def test_colour_check_runs_on_the_resized_model_input(tmp_path):
+    rule = {"method": "colour", "colour": TISSUE_ONLY}
+    predictor = Predictor(write_tiny_model_folder(tmp_path / "colour", input_size=(32, 48),
+                                                  config_extra={"abstain": rule}))
+    white = np.full((300, 200, 3), 255, np.uint8)
+    result = predictor.predict(white)
+    assert result["abstained"] is True and result["abstain_reason"] == ood.COLOUR_REASON
+    textured = np.random.default_rng(0).integers(0, 180, (300, 200, 3), dtype=np.uint8)
+    assert predictor.predict(textured)["abstained"] is False
+    # Mostly white vs mostly tissue: the same answer as ood.decide on the model input itself.
+    for white_columns, expected in ((120, True), (80, False)):
+        mixed = textured.copy()
+        mixed[:, :white_columns] = 255
+        decided, _ = ood.decide(predictor.prepare(mixed), np.array([1.0, 0, 0]), predictor.abstain_rule)
+        assert predictor.predict(mixed)["abstained"] is decided is expected
+    batch = predictor.predict_batch([white, textured])
+    assert [r["abstained"] for r in batch] == [True, False]
+
+
+def test_disabled_rule_never_abstains(tmp_path):
+    folder = write_tiny_model_folder(tmp_path / "none", config_extra={"abstain": {"method": "none"}})
+    assert Predictor(folder).predict(np.full((64, 64, 3), 255, np.uint8))["abstained"] is False
 
 
 def test_unknown_config_keys_are_ignored(tmp_path):
-    extra = {"future_key": {"a": 1}, "abstain": "later"}
-    folder = write_tiny_model_folder(tmp_path / "extra", config_extra=extra)
-    assert Predictor(folder).abstain_threshold is None
+    folder = write_tiny_model_folder(tmp_path / "extra", config_extra={"future_key": {"a": 1}})
+    assert Predictor(folder).abstain_rule.method == "none"
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("later", "must be an object"),
+    ({"method": "magic"}, "Unknown abstain method"),
+    ({"method": "softmax"}, "needs min_confidence"),
+    ({"method": "colour"}, "needs a fitted colour check"),
+    ({"method": "none", "version": 99}, "newer than this code"),
+    ({"method": "colour", "colour": {"palette": ["12"], "bounds": {}}}, "palette"),
+    ({"method": "colour", "colour": {"palette": ["1"], "bounds": {"hue": [0, 1]}}}, "bounds"),
+])
+def test_broken_abstain_rule_fails_at_load(tmp_path, rule, message):
+    # Serving without a safety check the config asks for would be worse than not starting.
+    folder = write_tiny_model_folder(tmp_path / "bad", config_extra={"abstain": rule})
+    with pytest.raises(ModelFolderError, match=message):
+        Predictor(folder)
 
 
 def _write_labels(folder: Path, labels: dict) -> None:

@@ -152,7 +152,9 @@ def test_verdict_and_data_url_input(tiny_folder, monkeypatch):
         assert words.startswith(f"**Most likely: {result['name']}**")
         assert f"({result['confidence']:.0%} model probability)" in words
         assert app.verdict(None) == ""
-        assert app.verdict({**result, "uncertain": True}).startswith("**Uncertain.**")
+        abstained = app.verdict({**result, "abstained": True, "abstain_reason": "Because."})
+        assert abstained == "**Not recognised as synthetic test images:** Because. Treat this as no answer."
+        assert result["name"] not in abstained  # no class is named when the model abstains
         data = base64.b64encode(write_test_image(Path(tiny_folder).parent / "d.png").read_bytes()).decode()
         labels, full = app.predict({"path": None, "url": f"data:image/png;base64,{data}"})
         assert labels == full["confidences"] and sum(labels.values()) == pytest.approx(1.0, abs=1e-5)

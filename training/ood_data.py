@@ -1,0 +1,197 @@
+"""Far out-of-distribution images for testing the abstention rule: nothing here is tissue.
+
+Everything is generated or taken from files already installed (matplotlib's and Gradio's
+sample photos); nothing is downloaded. Every image is RGB ``uint8`` of one ``size``.
+
+Example:
+    >>> sets = make_far_ood_set(20, size=(224, 224), seed=0)
+    >>> sorted(sets)[:3], sets["blank_white"].shape
+    (['blank_black', 'blank_white', 'checkerboard'], (20, 224, 224, 3))
+    >>> sets |= other_stain_variants(real_tiles[:20], seed=0)       # grey, inverted, IHC-like...
+    >>> sets |= shared_dataset_images("../shared/data/chest-ct", 20, kind="ct")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from space.imaging import load_model_input, to_model_input
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+WORDS = ("specimen", "report", "patient", "slide", "invoice", "hello world", "2024-05-01", "TOTAL 42.00")
+# Ruifrok & Johnston stain vectors (optical density per R, G, B): hematoxylin, eosin, DAB.
+HEMATOXYLIN = np.array([0.65, 0.70, 0.29])
+EOSIN = np.array([0.07, 0.99, 0.11])
+DAB = np.array([0.27, 0.57, 0.78])
+
+
+def sample_photo_paths() -> list[Path]:
+    """Natural photos shipped inside installed packages (no download): matplotlib, Gradio."""
+    paths: list[Path] = []
+    for module in ("matplotlib", "gradio"):
+        try:
+            root = Path(__import__(module).__file__).parent
+        except ImportError:
+            continue
+        for folder in ("mpl-data/sample_data", "media_assets/images", "test_data"):
+            paths += [p for p in sorted((root / folder).glob("*"))
+                      if p.suffix.lower() in {".jpg", ".jpeg"} and p.stat().st_size > 20_000]
+    return paths
+
+
+def _solid(rng, n, size):
+    return np.broadcast_to(rng.integers(0, 256, (n, 1, 1, 3), dtype=np.uint8), (n, *size, 3)).copy()
+
+
+def _gradient(rng, n, size):
+    h, w = size
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        t = np.clip((np.cos(angle) * xx + np.sin(angle) * yy + 1) / 2, 0, 1)[..., None]
+        a, b = rng.integers(0, 256, (2, 3))
+        out[i] = (a * (1 - t) + b * t).astype(np.uint8)
+    return out
+
+
+def _pattern(rng, n, size, *, stripes: bool):
+    h, w = size
+    out = np.empty((n, h, w, 3), np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        period = int(rng.integers(4, 48))
+        a, b = rng.integers(0, 256, (2, 3))
+        mask = (xx // period) % 2 if stripes else ((xx // period) + (yy // period)) % 2
+        if stripes and rng.random() < 0.5:
+            mask = (yy // period) % 2
+        out[i] = np.where(mask[..., None] == 1, a, b).astype(np.uint8)
+    return out
+
+
+def _text(rng, n, size):
+    h, w = size
+    out = np.full((n, h, w, 3), 255, np.uint8)
+    fonts = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_PLAIN)
+    for i in range(n):
+        colour = tuple(int(c) for c in rng.integers(0, 160, 3))
+        for line in range(int(rng.integers(2, 7))):
+            y = int(20 + line * h / 7)
+            word = str(rng.choice(WORDS))
+            cv2.putText(out[i], word, (int(rng.integers(0, w // 4)), y), int(rng.choice(fonts)),
+                        float(rng.uniform(0.5, 1.1)), colour, int(rng.integers(1, 3)), cv2.LINE_AA)
+    return out
+
+
+def _blobs(rng, n, size):
+    """Smooth random colour fields: low-frequency noise scaled up."""
+    h, w = size
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        cells = int(rng.integers(3, 12))
+        small = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
+        out[i] = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return out
+
+
+def _photo_crops(rng, n, size):
+    decoded = (cv2.imread(str(p)) for p in sample_photo_paths())
+    photos = [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for bgr in decoded if bgr is not None]
+    out = np.empty((n, *size, 3), np.uint8)
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        side = int(rng.integers(min(photo.shape[:2]) // 4, min(photo.shape[:2]) + 1))
+        y = int(rng.integers(0, photo.shape[0] - side + 1))
+        x = int(rng.integers(0, photo.shape[1] - side + 1))
+        out[i] = to_model_input(photo[y:y + side, x:x + side], size=size)
+    return out
+
+
+def make_far_ood_set(n_per_kind: int, *, size: tuple[int, int] = (224, 224), seed: int = 0) -> dict[str, np.ndarray]:
+    """``n_per_kind`` generated images of each far-OOD kind, keyed by kind name.
+
+    Kinds: uniform and gaussian noise, blank white/black, solid colours, gradients, smooth
+    colour blobs, checkerboards, stripes, text on white, and crops of installed sample photos
+    (when any are installed).
+    """
+    rng = np.random.default_rng(seed)
+    n, shape = n_per_kind, (n_per_kind, *size, 3)
+    mean = rng.integers(40, 216, (n, 1, 1, 3))
+    gaussian = mean + rng.normal(0, rng.uniform(20, 70, (n, 1, 1, 1)), shape)
+    sets = {
+        "uniform_noise": rng.integers(0, 256, shape, dtype=np.uint8),
+        "gaussian_noise": np.clip(gaussian, 0, 255).astype(np.uint8),
+        "blank_white": np.full(shape, 255, np.uint8),
+        "blank_black": np.zeros(shape, np.uint8),
+        "solid_colour": _solid(rng, n, size),
+        "gradient": _gradient(rng, n, size),
+        "colour_blobs": _blobs(rng, n, size),
+        "checkerboard": _pattern(rng, n, size, stripes=False),
+        "stripes": _pattern(rng, n, size, stripes=True),
+        "text": _text(rng, n, size),
+    }
+    if sample_photo_paths():
+        sets["photo"] = _photo_crops(rng, n, size)
+    return sets
+
+
+def _to_optical_density(rgb: np.ndarray) -> np.ndarray:
+    return -np.log(np.clip(rgb.astype(np.float64), 1, 255) / 255.0)
+
+
+def _from_optical_density(od: np.ndarray) -> np.ndarray:
+    return np.clip(255.0 * np.exp(-od), 0, 255).round().astype(np.uint8)
+
+
+def ihc_like(rgb: np.ndarray) -> np.ndarray:
+    """Recolour an H&E tile as hematoxylin (blue) + DAB (brown), like an IHC slide.
+
+    Colour deconvolution (Ruifrok & Johnston) splits the tile into stain amounts; the eosin
+    amount is then re-drawn with the DAB vector.
+    """
+    stains = np.stack([v / np.linalg.norm(v) for v in (HEMATOXYLIN, EOSIN, DAB)])
+    amounts = _to_optical_density(rgb).reshape(-1, 3) @ np.linalg.inv(stains)
+    amounts = np.clip(amounts, 0, None)
+    amounts[:, 2] = amounts[:, 1] * 1.5  # eosin -> DAB
+    od = amounts[:, 0:1] * stains[0] + amounts[:, 2:3] * stains[2]
+    return _from_optical_density(od.reshape(rgb.shape))
+
+
+def hue_rotated(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """The same tile with every hue turned by ``degrees`` (e.g. a green/yellow 'stain')."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(round(degrees / 2))) % 180).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def other_stain_variants(tiles: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """Real tiles turned into 'other stain' look-alikes: harder, nearer OOD than generated kinds.
+
+    Keys: ``stain_greyscale``, ``stain_inverted``, ``stain_ihc_dab``, ``stain_hue_rotated``.
+    """
+    rng = np.random.default_rng(seed)
+    grey = np.stack([np.repeat(cv2.cvtColor(t, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=-1) for t in tiles])
+    return {
+        "stain_greyscale": grey,
+        "stain_inverted": 255 - np.asarray(tiles),
+        "stain_ihc_dab": np.stack([ihc_like(t) for t in tiles]),
+        "stain_hue_rotated": np.stack([hue_rotated(t, rng.uniform(90, 270)) for t in tiles]),
+    }
+
+
+def shared_dataset_images(root: str | Path, n: int, *, kind: str, size: tuple[int, int] = (224, 224),
+                          seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` images spread over another dataset (e.g. CT slices, dermoscopy) as one kind.
+
+    Returns ``{}`` when the folder is absent, so callers can offer whatever is installed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        return {}
+    chosen = np.random.default_rng(seed).choice(len(files), size=min(n, len(files)), replace=False)
+    return {kind: np.stack([load_model_input(files[i], size=size) for i in sorted(chosen)])}
