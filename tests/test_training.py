@@ -111,7 +111,7 @@ def test_train_cli_exports_a_complete_model_folder(tmp_path, tiny_dataset):
     assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-4)
     # The colour-coded classes are easy: a genuine training run beats chance (1/3) clearly,
     # even on 9 test images after a few noisy BatchNorm epochs.
-    assert metrics["accuracy"] >= 0.6
+    assert metrics["accuracy"] >= 0.5
 
 
 @pytest.mark.parametrize("backbone", ["mobilenetv3small", "efficientnetb0"])

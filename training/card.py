@@ -18,6 +18,34 @@ def _augmentations(settings: dict) -> str:
     return ", ".join(used) or "none"
 
 
+def _calibration_text(metrics: dict) -> str:
+    cal = metrics.get("calibration")
+    if not cal:
+        return "Probabilities are not calibrated."
+    return (f"Probabilities are temperature-scaled (T = {cal['temperature']:.3f}, fitted on the validation split) "
+            "by a `Rescaling` layer named `temperature` inside `model.keras`, so every consumer gets calibrated "
+            f"probabilities. Expected calibration error (15 bins) on test: {_pct(cal['ece_15_bins_test_before'])} "
+            f"before, {_pct(cal['ece_15_bins_test_after'])} after.\n\n![Reliability diagram](reliability.png)")
+
+
+def _abstention_text(config: dict, metrics: dict) -> str:
+    rule, report = config.get("abstain"), metrics.get("abstention")
+    if not rule or not report:
+        return "The model has no abstention rule: it always answers with one of its classes."
+    test = report["test"]
+    rows = "\n".join(f"| {name.replace('_', ' ')} | {r['images']} | {_pct(r['abstained'])} |"
+                     for group in ("far_ood", "other_stains") for name, r in report[group].items())
+    return f"""`config.json` holds an abstention rule (`abstain`, method `{rule['method']}`), fitted on the
+validation split: a colour check against the training images' stain palette and a floor on the
+calibrated top probability ({rule.get('min_confidence')}). The Space applies it and says "not
+recognised" instead of a class. Test split: abstains on {_pct(test['abstained'])} of tiles; accuracy on the
+tiles it answers {_pct(test.get('accuracy_when_answering'))}.
+
+| out-of-domain set (generated, or other bundled datasets) | images | abstained |
+| --- | --- | --- |
+{rows}"""
+
+
 def card_data(*, config: dict, metrics: dict) -> ModelCardData:
     """Hub metadata: library, task, and model-index results taken from metrics.json."""
     common = dict(task_type="image-classification", dataset_type="imagefolder", dataset_name=config["dataset"],
@@ -110,8 +138,13 @@ baseline for leakage-free evaluation on LC25000-style data.
 
 Clinical diagnosis, screening or triage of any kind; images other than {info.domain}
 (other organs, other stains, photos, radiology); whole-slide images without tiling at a
-comparable magnification. The model always answers with one of its {len(labels)} classes; it does not
-know when an input is outside its domain.
+comparable magnification.
+
+## Calibration and abstention
+
+{_calibration_text(metrics)}
+
+{_abstention_text(config, metrics)}
 
 ## Training data
 
@@ -124,7 +157,9 @@ validation {sizes.get('val', '?')}, test {sizes.get('test', '?')} images. The ex
 ## Limitations
 
 {info.caveats} The images come from one source and one scanner; performance on other labs,
-stains or magnifications is unknown and probably lower. Probabilities are not calibrated yet.
+stains or magnifications is unknown and probably lower. The abstention rule is fitted on this
+dataset's colours: real H&E from another lab may be refused, and stains close to H&E
+(e.g. immunohistochemistry with a haematoxylin counterstain) are only partly refused.
 
 ## Training procedure
 

@@ -22,6 +22,7 @@ class DatasetInfo:
     benign_classes: tuple[str, ...] = ()
     citation: str = ""
     caveats: str = ""
+    colour_check: bool = True  # abstain on inputs whose colours are unlike the training images
 
 
 KNOWN: dict[str, DatasetInfo] = {

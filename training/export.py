@@ -31,7 +31,8 @@ def code_version() -> str:
         return "unknown"
 
 
-def export_model_folder(model, out, *, config, class_ids, info, metrics, history, manifest, code=None) -> Path:
+def export_model_folder(model, out, *, config, class_ids, info, metrics, history, manifest, code=None,
+                        extras=None) -> Path:
     """Write every file of the model repo into ``out`` and return its path."""
     from training.augment import Augmentation
     from training.card import write_model_card
@@ -71,11 +72,14 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
         "code_version": code or code_version(),
         "keras_version": __import__("keras").__version__,
         "training_run": run,
+        **(extras or {}),  # calibration and the abstention rule
     }
     (out / "config.json").write_text(json.dumps(model_config, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "confusion_matrix.json").write_text(json.dumps(metrics["confusion_matrix"], indent=2) + "\n")
     plot_confusion_matrix(metrics, out / "confusion_matrix.png")
-    plot_history(history, out / "training_curves.png")
+    if history:  # absent when an earlier run's model is reused; its curves stay in place
+        (out / "history.json").write_text(json.dumps({k: [float(v) for v in vs] for k, vs in history.items()}) + "\n")
+        plot_history(history, out / "training_curves.png")
     write_model_card(out, config=model_config, labels=labels, metrics=metrics, info=info)
     return out

@@ -8,14 +8,16 @@ The story, step by step:
 1. Index the dataset and split it by group (or reuse the committed manifest).
 2. Decode every image once into memory (optionally cached on disk).
 3. Stream batches through ``tf.data`` with histology-safe augmentation.
-4. Train; keep the weights of the best validation epoch.
-5. Evaluate once on the test split.
-6. Export model, labels, config, metrics, plots and model card (``training.export``).
+4. Train; keep the weights of the best validation epoch (or reuse a run: ``--from-run``).
+5. Calibrate (temperature) and fit the abstention rule on the validation split.
+6. Evaluate once on the test split: accuracy, calibration, abstention, far-OOD rejection.
+7. Export model, labels, config, metrics, plots and model card (``training.export``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ class TrainConfig:
     widths: tuple[int, ...] = (32, 64, 128, 192)
     augmentation: dict = field(default_factory=dict)  # overrides of training.augment.Augmentation
     verbose: int = 1
+    from_run: str | None = None  # skip fitting: reuse the model of this run folder
 
 
 # Step 1: the split -------------------------------------------------------------------------
@@ -91,13 +94,11 @@ def make_dataset(images, labels, *, batch_size: int, training: bool, seed: int =
 def train(config: TrainConfig) -> dict:
     """Run the whole story and return the test metrics (also written to ``config.out``)."""
     import keras
-    import numpy as np
 
     from training.data import load_split
     from training.datasets import describe
-    from training.evaluate import classification_metrics
     from training.export import code_version, export_model_folder
-    from training.model import build_model
+    from training.finish import calibrate_and_evaluate
 
     keras.utils.set_random_seed(config.seed)
     code = code_version()  # at the start: the code that actually trained the model
@@ -117,16 +118,41 @@ def train(config: TrainConfig) -> dict:
     print(f"decoded {sum(len(r) for r in split.values())} images in {time.monotonic() - started:.0f}s "
           f"(train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])})", flush=True)
 
+    if config.from_run:
+        model, history, training = reuse_run(config.from_run)
+        curves = Path(config.from_run) / "training_curves.png"
+        if curves.is_file() and curves.resolve() != (out / curves.name).resolve():
+            shutil.copyfile(curves, out / curves.name)
+    else:
+        model, history, training = fit(config, arrays, num_classes=len(class_ids), out=out)
+    training["split_sizes"] = {name: len(rows) for name, rows in split.items()}
+
+    # Steps 5-6: calibrate and fit abstention on validation, then measure everything on test once.
+    model, metrics, extras = calibrate_and_evaluate(model, arrays, class_ids=class_ids, info=info, out=out,
+                                                    data_root=config.data)
+    metrics["training"] = training
+    export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
+                        history=history, manifest=manifest, code=code, extras=extras)
+    return metrics
+
+
+def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path):
+    """Step 4: train with AdamW + cosine decay; keep the best validation epoch's weights."""
+    import keras
+    import numpy as np
+
+    from training.model import build_model
+
     train_ds = make_dataset(*arrays["train"], batch_size=config.batch_size, training=True, seed=config.seed,
                             augmentation=config.augmentation)
     val_ds = make_dataset(*arrays["val"], batch_size=64, training=False)
-
+    size = (config.input_size, config.input_size)
     model = build_model(
-        num_classes=len(class_ids), input_size=size, work_size=config.work_size,
+        num_classes=num_classes, input_size=size, work_size=config.work_size,
         backbone=config.backbone, backbone_weights=config.backbone_weights, widths=tuple(config.widths),
         name=config.model_name.replace("-", "_"),
     )
-    steps = config.epochs * int(np.ceil(len(split["train"]) / config.batch_size))
+    steps = config.epochs * int(np.ceil(len(arrays["train"][1]) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(steps, 1), alpha=0.02)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
@@ -141,29 +167,42 @@ def train(config: TrainConfig) -> dict:
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                       start_from_epoch=config.epochs // 2),
     ]
-    fit_started = time.monotonic()
+    started = time.monotonic()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                        verbose=config.verbose)
-    train_seconds = time.monotonic() - fit_started
+                        verbose=config.verbose).history
+    train_seconds = time.monotonic() - started
     model.load_weights(checkpoint)
     checkpoint.unlink()
-
-    test_images, test_labels = arrays["test"]
-    probabilities = model.predict(test_images, batch_size=64, verbose=0)
-    metrics = classification_metrics(test_labels, probabilities, class_ids=class_ids,
-                                     benign_classes=info.benign_classes)
-    val_loss = history.history["val_loss"]
-    metrics["training"] = {
-        "epochs_run": len(val_loss),
-        "best_epoch": int(np.argmin(val_loss)) + 1,
-        "best_val_loss": round(float(min(val_loss)), 4),
-        "best_val_accuracy": round(float(history.history["val_accuracy"][int(np.argmin(val_loss))]), 4),
+    best = int(np.argmin(history["val_loss"]))
+    training = {
+        "epochs_run": len(history["val_loss"]),
+        "best_epoch": best + 1,
+        "best_val_loss": round(float(history["val_loss"][best]), 4),
+        "best_val_accuracy": round(float(history["val_accuracy"][best]), 4),
         "train_seconds": round(train_seconds, 1),
-        "split_sizes": {name: len(rows) for name, rows in split.items()},
     }
-    export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
-                        history=history.history, manifest=manifest, code=code)
-    return metrics
+    return model, history, training
+
+
+def reuse_run(folder: str | Path):
+    """Instead of step 4: take the trained model of an earlier run folder (to recalibrate or re-export).
+
+    The model is used without its calibration layer so that the temperature is fitted afresh.
+    """
+    import keras
+
+    from training.calibrate import logits_model
+
+    folder = Path(folder)
+    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    logits = logits_model(model).output
+    probabilities = keras.layers.Softmax(name="probabilities")(logits)
+    model = keras.Model(model.inputs, probabilities, name=model.name)
+    history_file = folder / "history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else {}
+    training = json.loads((folder / "metrics.json").read_text()).get("training", {})
+    training["reused_from"] = str(folder)
+    return model, history, training
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -189,6 +228,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                         help="channels of the compact CNN's stages, e.g. 32,64,128,192")
     parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
                         help="override one augmentation setting, e.g. hed_jitter=0 (see training/augment.py)")
+    parser.add_argument("--from-run", help="skip training: recalibrate and re-export the model in this folder")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line/epoch")
     args = vars(parser.parse_args(argv))
     args["augmentation"] = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.pop("augment"))}

@@ -1,0 +1,57 @@
+"""Steps 5-6 of training: calibrate and fit abstention on validation, then measure on test once.
+
+Example:
+    >>> calibrated, metrics, extras = calibrate_and_evaluate(model, arrays, class_ids=ids, info=info,
+    ...                                                      out="hub_model", data_root=data)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, out: str | Path, data_root: str | Path):
+    """Return the calibrated model, the test metrics, and the config entries for export.
+
+    ``arrays`` maps "train"/"val"/"test" to (uint8 images, integer labels).
+    """
+    from space.ood import AbstainRule, decide
+    from training.abstain import calibrate_and_fit_abstention, evaluate_abstention
+    from training.calibrate import expected_calibration_error, logits_model, softmax
+    from training.datasets import SHARED_DATA
+    from training.evaluate import classification_metrics
+
+    out = Path(out)
+    val_images, val_labels = arrays["val"]
+    test_images, test_labels = arrays["test"]
+    # Every 5th training tile widens the colour check's view of stain variety.
+    calibrated, calibration = calibrate_and_fit_abstention(
+        model, val_images, val_labels, colour_images=arrays["train"][0][::5], stain_check=info.colour_check,
+        reliability_plot=out / "reliability.png")
+    rule = AbstainRule.from_dict(calibration["abstain"])
+
+    logits = np.asarray(logits_model(model).predict(test_images, batch_size=64, verbose=0), np.float64)
+    probabilities = softmax(logits, calibration["temperature"])
+    metrics = classification_metrics(test_labels, probabilities, class_ids=class_ids,
+                                     benign_classes=info.benign_classes)
+    metrics["calibration"] = {
+        "temperature": calibration["temperature"],
+        "ece_15_bins_val_before": calibration["ece_before"],
+        "ece_15_bins_val_after": calibration["ece_after"],
+        "ece_15_bins_test_before": round(expected_calibration_error(softmax(logits), test_labels), 4),
+        "ece_15_bins_test_after": round(expected_calibration_error(probabilities, test_labels), 4),
+    }
+    # Other bundled datasets are out of domain for this one (CT slices, dermoscopy, ...).
+    others = {p.name: p for p in sorted(SHARED_DATA.glob("*"))
+              if p.is_dir() and p.resolve() != Path(data_root).resolve()}
+    abstention = evaluate_abstention(calibrated, rule, test_images, test_probabilities=probabilities,
+                                     other_datasets=others)
+    # Accuracy on the test tiles the model does answer (abstained ones are "no answer").
+    kept = np.array([not decide(image, row, rule)[0] for image, row in zip(test_images, probabilities)])
+    abstention["test"]["accuracy_when_answering"] = (
+        round(float((probabilities[kept].argmax(1) == test_labels[kept]).mean()), 4) if kept.any() else None)
+    metrics["abstention"] = abstention
+    extras = {"abstain": calibration["abstain"], "calibration": {"temperature": calibration["temperature"],
+                                                                 "applied": "inside model.keras (layer 'temperature')"}}
+    return calibrated, metrics, extras
