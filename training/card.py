@@ -37,7 +37,7 @@ def _abstention_text(config: dict, metrics: dict) -> str:
                      for group in ("far_ood", "other_stains") for name, r in report[group].items())
     return f"""`config.json` holds an abstention rule (`abstain`, method `{rule['method']}`), fitted on the
 validation split: a colour check against the training images' stain palette and a floor on the
-calibrated top probability ({rule.get('min_confidence')}). The Space applies it and says "not
+calibrated top probability ({rule.get('min_confidence') or 0:.3f}). The Space applies it and says "not
 recognised" instead of a class. Test split: abstains on {_pct(test['abstained'])} of tiles; accuracy on the
 tiles it answers {_pct(test.get('accuracy_when_answering'))}.
 

@@ -131,6 +131,9 @@ def train(config: TrainConfig) -> dict:
     model, metrics, extras = calibrate_and_evaluate(model, arrays, class_ids=class_ids, info=info, out=out,
                                                     data_root=config.data)
     metrics["training"] = training
+    if config.from_run:  # provenance of the reused model, not of this re-export
+        source = json.loads((Path(config.from_run) / "config.json").read_text())
+        code, extras["training_run"] = source["code_version"], source["training_run"]
     export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
                         history=history, manifest=manifest, code=code, extras=extras)
     return metrics
