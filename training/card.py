@@ -174,7 +174,35 @@ Code version `{config['code_version']}`, Keras {config['keras_version']}.
 def write_model_card(out: str | Path, *, config: dict, labels: dict, metrics: dict, info) -> ModelCard:
     """Write ``README.md`` (YAML metadata + body) into the model folder."""
     data = card_data(config=config, metrics=metrics)
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n" + card_text(config=config, labels=labels, metrics=metrics,
-                                                                  info=info))
+    text = card_text(config=config, labels=labels, metrics=metrics, info=info)
+    benchmark = Path(out) / "benchmark.md"  # written by scripts/benchmark.py, when it has been run
+    if benchmark.is_file():
+        body = "\n".join(line for line in benchmark.read_text().splitlines() if not line.startswith("# "))
+        text += "\n## Compared with the seed projects' architectures\n" + body + "\n"
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n" + text)
     card.save(Path(out) / "README.md")
     return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Rewrite a model folder's card from its files, e.g. after adding benchmark.md.
+
+    Usage: python -m training.card hub_model
+    """
+    import argparse
+    import json
+
+    from training.datasets import describe
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    folder = parser.parse_args(argv).folder
+    config = json.loads((folder / "config.json").read_text())
+    write_model_card(folder, config=config, labels=json.loads((folder / "labels.json").read_text()),
+                     metrics=json.loads((folder / "metrics.json").read_text()),
+                     info=describe(config["training_run"]["data"]))
+    print(f"wrote {folder / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
