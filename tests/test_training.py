@@ -121,3 +121,22 @@ def test_imagenet_backbone_path_builds_offline_from_scratch(backbone):
     assert model.input.dtype == "uint8"
     probs = model.predict(np.zeros((2, 64, 64, 3), np.uint8), verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_from_run_recalibrates_and_keeps_provenance(tmp_path, tiny_dataset):
+    first = tmp_path / "first"
+    train(TrainConfig(data=str(tiny_dataset), out=str(first), input_size=32, work_size=None, epochs=2,
+                      batch_size=16, verbose=0))
+    again = tmp_path / "again"
+    metrics = train(TrainConfig(data=str(tiny_dataset), out=str(again), input_size=32, work_size=None,
+                                manifest=str(first / "split_manifest.csv"), from_run=str(first), verbose=0,
+                                widths=(8, 8, 8, 8)))  # ignored: the reused model is not rebuilt
+    source, config = (json.loads((f / "config.json").read_text()) for f in (first, again))
+    assert config["code_version"] == source["code_version"]
+    assert config["training_run"] == source["training_run"]
+    assert metrics["training"]["reused_from"] == str(first)
+    assert metrics["accuracy"] == json.loads((first / "metrics.json").read_text())["accuracy"]
+    assert (again / "training_curves.png").is_file()
+    model = keras.saving.load_model(again / "model.keras", compile=False, safe_mode=True)
+    assert [layer.name for layer in model.layers][-2:] == ["temperature", "probabilities"]
+    assert "abstain" in config and config["calibration"]["temperature"] > 0

@@ -177,7 +177,8 @@ def write_model_card(out: str | Path, *, config: dict, labels: dict, metrics: di
     text = card_text(config=config, labels=labels, metrics=metrics, info=info)
     benchmark = Path(out) / "benchmark.md"  # written by scripts/benchmark.py, when it has been run
     if benchmark.is_file():
-        body = "\n".join(line for line in benchmark.read_text().splitlines() if not line.startswith("# "))
+        body = "\n".join("#" + line if line.startswith("## ") else line  # nest under this section
+                         for line in benchmark.read_text().splitlines() if not line.startswith("# "))
         text += "\n## Compared with the seed projects' architectures\n" + body + "\n"
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n" + text)
     card.save(Path(out) / "README.md")

@@ -118,11 +118,10 @@ def train(config: TrainConfig) -> dict:
     print(f"decoded {sum(len(r) for r in split.values())} images in {time.monotonic() - started:.0f}s "
           f"(train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])})", flush=True)
 
+    provenance = {}
     if config.from_run:
-        model, history, training = reuse_run(config.from_run)
-        curves = Path(config.from_run) / "training_curves.png"
-        if curves.is_file() and curves.resolve() != (out / curves.name).resolve():
-            shutil.copyfile(curves, out / curves.name)
+        model, history, training, provenance = reuse_run(config.from_run, out=out)
+        code = provenance.pop("code_version")
     else:
         model, history, training = fit(config, arrays, num_classes=len(class_ids), out=out)
     training["split_sizes"] = {name: len(rows) for name, rows in split.items()}
@@ -131,11 +130,8 @@ def train(config: TrainConfig) -> dict:
     model, metrics, extras = calibrate_and_evaluate(model, arrays, class_ids=class_ids, info=info, out=out,
                                                     data_root=config.data)
     metrics["training"] = training
-    if config.from_run:  # provenance of the reused model, not of this re-export
-        source = json.loads((Path(config.from_run) / "config.json").read_text())
-        code, extras["training_run"] = source["code_version"], source["training_run"]
     export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
-                        history=history, manifest=manifest, code=code, extras=extras)
+                        history=history, manifest=manifest, code=code, extras={**extras, **provenance})
     return metrics
 
 
@@ -187,10 +183,11 @@ def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path):
     return model, history, training
 
 
-def reuse_run(folder: str | Path):
+def reuse_run(folder: str | Path, *, out: Path):
     """Instead of step 4: take the trained model of an earlier run folder (to recalibrate or re-export).
 
-    The model is used without its calibration layer so that the temperature is fitted afresh.
+    The model is used without its calibration layer so that the temperature is fitted afresh;
+    its training curves and provenance (code version, training settings) are carried over.
     """
     import keras
 
@@ -198,14 +195,17 @@ def reuse_run(folder: str | Path):
 
     folder = Path(folder)
     model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
-    logits = logits_model(model).output
-    probabilities = keras.layers.Softmax(name="probabilities")(logits)
+    probabilities = keras.layers.Softmax(name="probabilities")(logits_model(model).output)
     model = keras.Model(model.inputs, probabilities, name=model.name)
     history_file = folder / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else {}
+    curves = folder / "training_curves.png"
+    if curves.is_file() and curves.resolve() != (out / curves.name).resolve():
+        shutil.copyfile(curves, out / curves.name)
     training = json.loads((folder / "metrics.json").read_text()).get("training", {})
     training["reused_from"] = str(folder)
-    return model, history, training
+    source = json.loads((folder / "config.json").read_text())
+    return model, history, training, {"code_version": source["code_version"], "training_run": source["training_run"]}
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
