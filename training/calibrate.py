@@ -19,6 +19,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from training.model import model_input
+
 # Temperatures outside this range mean something is wrong (or the set is too easy to tell).
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
@@ -29,12 +31,7 @@ def logits_model(model: keras.Model) -> keras.Model:
     Example:
         >>> logits_model(model).predict(images[:2]).shape  # (2, num_classes)
     """
-    return keras.Model(_inputs(model), model.get_layer("logits").output, name=f"{model.name}_logits")
-
-
-def _inputs(model: keras.Model):
-    # A single input stays a single tensor, so callers may pass a plain array (no warning).
-    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(model_input(model), model.get_layer("logits").output, name=f"{model.name}_logits")
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -164,4 +161,4 @@ def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
     logits = model.get_layer("logits").output
     scaled = keras.layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
     probabilities = keras.layers.Softmax(name="probabilities")(scaled)
-    return keras.Model(_inputs(model), probabilities, name=model.name)
+    return keras.Model(model_input(model), probabilities, name=model.name)

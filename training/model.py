@@ -89,6 +89,12 @@ def build_model(
     return keras.Model(inputs, probabilities, name=name)
 
 
+def model_input(model: keras.Model):
+    """The model's input as given to ``keras.Model``: a single tensor stays single (not a list),
+    so users may call ``model.predict(array)`` and read ``model.input.dtype``."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def inference_copy(model: keras.Model) -> keras.Model:
     """The same layers and weights as an uncompiled model: saves without optimizer state."""
-    return keras.Model(model.inputs, model.outputs, name=model.name)
+    return keras.Model(model_input(model), model.outputs[0], name=model.name)

@@ -192,11 +192,12 @@ def reuse_run(folder: str | Path, *, out: Path):
     import keras
 
     from training.calibrate import logits_model
+    from training.model import model_input
 
     folder = Path(folder)
     model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
     probabilities = keras.layers.Softmax(name="probabilities")(logits_model(model).output)
-    model = keras.Model(model.inputs, probabilities, name=model.name)
+    model = keras.Model(model_input(model), probabilities, name=model.name)
     history_file = folder / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else {}
     curves = folder / "training_curves.png"
