@@ -88,7 +88,7 @@ def make_dataset(images, labels, *, batch_size: int, training: bool, seed: int =
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-# Steps 2-6 -----------------------------------------------------------------------------------
+# Steps 2-7 -----------------------------------------------------------------------------------
 
 
 def train(config: TrainConfig) -> dict:
