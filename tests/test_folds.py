@@ -1,0 +1,57 @@
+"""Grouped k-fold manifests: each group tested exactly once, never split across train/val/test."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from training.data import index_dataset, leaked_groups, read_manifest
+from training.folds import grouped_folds, main, summarise
+
+
+def test_every_group_is_tested_exactly_once(tiny_dataset):
+    samples = index_dataset(tiny_dataset)
+    folds = grouped_folds(samples, folds=4, seed=1)
+    assert len(folds) == 4
+    tested = Counter(s.path for fold in folds for s in fold if s.split == "test")
+    assert set(tested) == {s.path for s in samples} and set(tested.values()) == {1}
+    for fold in folds:
+        assert not leaked_groups(fold)
+        assert {s.path for s in fold} == {s.path for s in samples}
+        # every class appears in every split of every fold (stratified by class)
+        for split in ("train", "val", "test"):
+            assert {s.label for s in fold if s.split == split} == {"alpha", "beta", "gamma"}
+    assert grouped_folds(samples, folds=4, seed=1) == folds  # deterministic
+    with pytest.raises(ValueError):
+        grouped_folds(samples, folds=1)
+
+
+def test_committed_lung_folds_cover_the_dataset_without_leakage(lung_data):
+    from tests.conftest import ROOT
+
+    folds = [read_manifest(ROOT / f"training/splits/folds/fold-{k}.csv") for k in range(5)]
+    tested = Counter(s.path for fold in folds for s in fold if s.split == "test")
+    assert len(tested) == 15000 and set(tested.values()) == {1}
+    assert all(not leaked_groups(fold) for fold in folds)
+
+
+def test_summary_gives_mean_std_and_pooled_accuracy(tmp_path, capsys):
+    runs = []
+    for k, (matrix, ece) in enumerate((([[9, 1], [0, 10]], 0.02), ([[10, 0], [2, 8]], 0.04))):
+        run = tmp_path / f"fold-{k}"
+        run.mkdir()
+        correct = matrix[0][0] + matrix[1][1]
+        (run / "metrics.json").write_text(json.dumps({
+            "accuracy": correct / 20, "macro_f1": correct / 20, "cancer_sensitivity": 1.0,
+            "confusion_matrix": {"rows_true_cols_pred": matrix},
+            "calibration": {"ece_15_bins_test_after": ece}}))
+        runs.append(run)
+    result = summarise(runs)
+    assert result["accuracy"]["mean"] == pytest.approx(0.925)
+    assert result["accuracy"]["std"] == pytest.approx(0.0353553, abs=1e-6)
+    assert result["ece_test"]["mean"] == pytest.approx(0.03)
+    assert result["pooled_accuracy"] == pytest.approx(37 / 40)
+    main(["summary", *map(str, runs), "--out", str(tmp_path / "s.json")])
+    assert "accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s.json").read_text())["pooled_test_tiles"] == 40
