@@ -55,3 +55,19 @@ def test_summary_gives_mean_std_and_pooled_accuracy(tmp_path, capsys):
     main(["summary", *map(str, runs), "--out", str(tmp_path / "s.json")])
     assert "accuracy" in capsys.readouterr().out
     assert json.loads((tmp_path / "s.json").read_text())["pooled_test_tiles"] == 40
+
+
+def test_group_bootstrap_interval_is_wider_than_tile_bootstrap_when_errors_cluster():
+    import numpy as np
+
+    from training.uncertainty import group_bootstrap_ci
+
+    # 50 groups of 20 tiles; 3 groups entirely wrong: 94% accuracy.
+    groups = [f"g{i // 20}" for i in range(1000)]
+    correct = [not (i // 20 < 3) for i in range(1000)]
+    by_group = group_bootstrap_ci(correct, groups, seed=1)
+    by_tile = group_bootstrap_ci(correct, [str(i) for i in range(1000)], seed=1)
+    assert by_group["groups"] == 50 and by_tile["groups"] == 1000
+    assert by_group["low"] < 0.94 < by_group["high"]
+    assert (by_group["high"] - by_group["low"]) > 3 * (by_tile["high"] - by_tile["low"])
+    assert np.isclose(group_bootstrap_ci([1, 1], ["a", "b"])["low"], 1.0)
