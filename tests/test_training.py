@@ -112,6 +112,10 @@ def test_train_cli_exports_a_complete_model_folder(tmp_path, tiny_dataset):
     # The colour-coded classes are easy: a genuine training run beats chance (1/3) clearly,
     # even on 9 test images after a few noisy BatchNorm epochs.
     assert metrics["accuracy"] >= 0.5
+    # The accuracy interval resamples the test split's groups (3 tiles each here).
+    interval = metrics["accuracy_ci95"]
+    assert interval["groups"] == len({s.group for s in samples})
+    assert interval["low"] <= metrics["accuracy"] <= interval["high"]
 
 
 @pytest.mark.parametrize("backbone", ["mobilenetv3small", "efficientnetb0"])

@@ -11,16 +11,19 @@ from pathlib import Path
 import numpy as np
 
 
-def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, out: str | Path, data_root: str | Path):
+def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, out: str | Path, data_root: str | Path,
+                           test_groups: list[str] | None = None):
     """Return the calibrated model, the test metrics, and the config entries for export.
 
-    ``arrays`` maps "train"/"val"/"test" to (uint8 images, integer labels).
+    ``arrays`` maps "train"/"val"/"test" to (uint8 images, integer labels); ``test_groups``
+    (one group id per test image) adds a 95% interval for the accuracy, resampling groups.
     """
     from space.ood import AbstainRule, decide
     from training.abstain import calibrate_and_fit_abstention, evaluate_abstention
     from training.calibrate import expected_calibration_error, logits_model, softmax
     from training.datasets import SHARED_DATA
     from training.evaluate import classification_metrics
+    from training.uncertainty import group_bootstrap_ci
 
     out = Path(out)
     val_images, val_labels = arrays["val"]
@@ -35,6 +38,8 @@ def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, o
     probabilities = softmax(logits, calibration["temperature"])
     metrics = classification_metrics(test_labels, probabilities, class_ids=class_ids,
                                      benign_classes=info.benign_classes)
+    if test_groups is not None:
+        metrics["accuracy_ci95"] = group_bootstrap_ci(probabilities.argmax(1) == test_labels, test_groups)
     metrics["calibration"] = {
         "temperature": calibration["temperature"],
         "ece_15_bins_val_before": calibration["ece_before"],

@@ -128,7 +128,8 @@ def train(config: TrainConfig) -> dict:
 
     # Steps 5-6: calibrate and fit abstention on validation, then measure everything on test once.
     model, metrics, extras = calibrate_and_evaluate(model, arrays, class_ids=class_ids, info=info, out=out,
-                                                    data_root=config.data)
+                                                    data_root=config.data,
+                                                    test_groups=[s.group for s in split["test"]])
     metrics["training"] = training
     export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
                         history=history, manifest=manifest, code=code, extras={**extras, **provenance})
