@@ -52,8 +52,10 @@ def test_summary_gives_mean_std_and_pooled_accuracy(tmp_path, capsys):
     assert result["accuracy"]["std"] == pytest.approx(0.0353553, abs=1e-6)
     assert result["ece_test"]["mean"] == pytest.approx(0.03)
     assert result["pooled_accuracy"] == pytest.approx(37 / 40)
-    main(["summary", *map(str, runs), "--out", str(tmp_path / "s.json")])
+    main(["summary", *map(str, runs), "--out", str(tmp_path / "s.json"), "--markdown", str(tmp_path / "cv.md")])
     assert "accuracy" in capsys.readouterr().out
+    table = (tmp_path / "cv.md").read_text()
+    assert "| 1 | 20 | 90.00% |" in table and "**92.50% +/- 3.54%**" in table and "92.50%." in table
     assert json.loads((tmp_path / "s.json").read_text())["pooled_test_tiles"] == 40
 
 

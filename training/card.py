@@ -93,7 +93,7 @@ A compact convolutional network, trained from scratch, that classifies {info.dom
 | accuracy | {_pct(metrics['accuracy'])} |
 | macro F1 | {_pct(metrics['macro_f1'])} |
 | cancer sensitivity (a cancer predicted as any cancer class) | {_pct(metrics.get('cancer_sensitivity'))} |
-| test images | {metrics['num_images']} |
+| test images | {metrics['num_images']} |{_interval_row(metrics)}
 
 | class | name | precision | recall | F1 | false-negative rate | support |
 | --- | --- | --- | --- | --- | --- | --- |
@@ -171,15 +171,32 @@ Code version `{config['code_version']}`, Keras {config['keras_version']}.
 """
 
 
+# Optional report files in the model folder -> card section titles (in this order).
+EXTRA_SECTIONS = {
+    "cross_validation.md": "Robustness: five grouped folds",  # python -m training.folds summary --markdown
+    "ablation.md": "What each choice bought (validation)",
+    "benchmark.md": "Compared with the seed projects' architectures",  # scripts/benchmark.py
+}
+
+
+def _interval_row(metrics: dict) -> str:
+    ci = metrics.get("accuracy_ci95")
+    if not ci:
+        return ""
+    return (f"\n| accuracy, 95% interval (bootstrap over the {ci['groups']} test originals) | "
+            f"{_pct(ci['low'])} - {_pct(ci['high'])} |")
+
+
 def write_model_card(out: str | Path, *, config: dict, labels: dict, metrics: dict, info) -> ModelCard:
     """Write ``README.md`` (YAML metadata + body) into the model folder."""
     data = card_data(config=config, metrics=metrics)
     text = card_text(config=config, labels=labels, metrics=metrics, info=info)
-    benchmark = Path(out) / "benchmark.md"  # written by scripts/benchmark.py, when it has been run
-    if benchmark.is_file():
-        body = "\n".join("#" + line if line.startswith("## ") else line  # nest under this section
-                         for line in benchmark.read_text().splitlines() if not line.startswith("# "))
-        text += "\n## Compared with the seed projects' architectures\n" + body + "\n"
+    for name, title in EXTRA_SECTIONS.items():  # reports written by other scripts, when run
+        extra = Path(out) / name
+        if extra.is_file():
+            body = "\n".join("#" + line if line.startswith("## ") else line  # nest under this section
+                             for line in extra.read_text().splitlines() if not line.startswith("# "))
+            text += f"\n## {title}\n" + body + "\n"
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n" + text)
     card.save(Path(out) / "README.md")
     return card

@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = sub.add_parser("summary", help="mean +/- std of the fold runs' test metrics")
     summary.add_argument("runs", nargs="+")
     summary.add_argument("--out", help="also write the summary as JSON here")
+    summary.add_argument("--markdown", help="also write a Markdown table here (e.g. hub_model/cross_validation.md)")
     args = parser.parse_args(argv)
     if args.command == "split":
         for k, manifest in enumerate(grouped_folds(index_dataset(args.data), folds=args.folds, seed=args.seed)):
@@ -139,6 +140,28 @@ def main(argv: list[str] | None = None) -> None:
     print(f"pooled accuracy        {result['pooled_accuracy']:.4f} over {result['pooled_test_tiles']} test tiles")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(summary_markdown(result))
+
+
+def summary_markdown(result: dict) -> str:
+    """The fold summary as a Markdown section (the model card includes it)."""
+    names = {"accuracy": "accuracy", "macro_f1": "macro F1", "cancer_sensitivity": "cancer sensitivity",
+             "ece_test": "ECE (15 bins)", "abstained_test": "abstained"}
+    keys = [key for key in SUMMARY_KEYS if key in result]
+    lines = ["The same recipe trained five times, each time testing on a different fifth of the",
+             "originals (grouped folds, `training/splits/folds/`; validation carved from the other four",
+             "fifths). Every one of the 15,000 tiles is a test tile exactly once.", "",
+             "| fold | test tiles | " + " | ".join(names[k] for k in keys) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in keys) + " |"]
+    for k, row in enumerate(result["folds"]):
+        lines.append(f"| {k} | {row['test_tiles']} | "
+                     + " | ".join("-" if row[key] is None else f"{row[key]:.2%}" for key in keys) + " |")
+    lines.append("| **mean +/- std** | | " + " | ".join(
+        f"**{result[k]['mean']:.2%} +/- {result[k]['std']:.2%}**" for k in keys) + " |")
+    lines += ["", f"Pooled accuracy over all {result['pooled_test_tiles']:,} test tiles: "
+              f"{result['pooled_accuracy']:.2%}.", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
