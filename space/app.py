@@ -1,31 +1,40 @@
-"""Gradio Space: classify one image with the model named by the environment.
+"""Gradio Space: classify an image, show where the model looked, and map large images tile by tile.
 
 Run locally: ``python space/app.py`` (serves ``hub_model/`` unless MODEL_REPO or MODEL_DIR is
-set; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT pick the address, 127.0.0.1:7860 by default).
+set; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT pick the address, 127.0.0.1:7860 by default;
+EXAMPLES_DIR adds example images; GRADIO_MCP_SERVER=true also serves the endpoints as MCP tools
+at /gradio_api/mcp/).
 
-API (one public endpoint), for example:
+API (named endpoints; the README's "Space API" section has copy-paste code):
     >>> from gradio_client import Client, handle_file
     >>> client = Client("http://127.0.0.1:7860")
-    >>> client.predict(handle_file("tile.jpeg"), api_name="/predict")
-    {'label': 'Some class', 'confidences': [{'label': 'Some class', 'confidence': 0.97}, ...]}
+    >>> labels, result = client.predict(handle_file("tile.jpeg"), api_name="/predict")
+    >>> result["label"], result["abstained"]
+    ('class_b', False)
+    >>> client.predict([handle_file("a.png"), handle_file("b.png")], api_name="/predict_batch")[0]["label"]
+    'class_a'
+    >>> client.predict(handle_file("tile.jpeg"), 0.45, api_name="/explain")      # Grad-CAM overlay file
+    >>> client.predict(handle_file("slide.png"), api_name="/predict_tiles")       # (tile map, JSON)
+    GET /healthz -> {"status": "ok", "model_repo": ..., "model_revision": ..., "model_name": ...}
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import html
 import logging
 import sys
 from typing import Any
 
 import gradio as gr
+from fastapi.routing import APIRoute
 
+import panels
+import tiling
+from examples import find_examples
+from explain import overlay
 from model_source import ModelSource, ModelSourceError, resolve_model_source
-from predictor import ImageError, ModelFolderError, Predictor
+from predictor import ModelFolderError, Predictor
+from service import DEFAULT_OPACITY, UPLOADS, Service
 
 TOP_CLASSES = 3
-API_DESCRIPTION = ("Classify one image file. Returns a Label: the top class name and up to "
-                   f"{TOP_CLASSES} {{label, confidence}} pairs, best first.")
 DEFAULT_DISCLAIMER = (
     "Research and education demo only. This is not a medical or diagnostic device; "
     "do not use its output for diagnosis or treatment decisions."
@@ -40,114 +49,127 @@ try:
     PREDICTOR = Predictor(SOURCE.folder)
 except (ModelSourceError, ModelFolderError) as err:
     sys.exit(f"Cannot start the Space: {err}")
-log.info("Serving %s from %s", PREDICTOR.model_name, SOURCE.description)
-
-
-def predict(image: dict[str, Any] | None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Classify one image file; returns the class probabilities keyed by class name.
-
-    The upload arrives unprocessed (``preprocess=False``) so it is decoded by the same
-    ``imaging.decode_image`` as in training, and an unreadable file becomes a clear message.
-    """
-    if not image:
-        raise gr.Error("No image received. Upload, drag or paste an image first.",
-                       print_exception=False)
-    try:
-        result = PREDICTOR.predict(_image_data(image))
-    except ImageError as err:
-        raise gr.Error(html.escape(str(err)), title="Cannot read this image",
-                       print_exception=False) from None
-    return result["confidences"], result
+SERVICE = Service(PREDICTOR, SOURCE)
+EXAMPLES = find_examples(SOURCE)
+log.info("Serving %s from %s (%d example images)", PREDICTOR.model_name, SOURCE.description, len(EXAMPLES))
 
 
 def verdict(result: dict[str, Any] | None) -> str:
-    """The prediction in words, e.g. ``"**Most likely: X** (97% model probability)."``."""
-    if not result:
-        return ""
-    ranked = sorted(result["confidences"].items(), key=lambda item: item[1], reverse=True)
-    (name, p), runner_up = ranked[0], ranked[1:2]
-    if result.get("abstained"):
-        # No class is named: the probabilities beside it are not an answer for this image.
-        domain = PREDICTOR.domain or "an image this model was trained for"
-        reason = result.get("abstain_reason") or "The model abstained."
-        return f"**Not recognised as {domain}:** {reason} Treat this as no answer."
-    text = f"**Most likely: {name}** ({p:.0%} model probability)."
-    if runner_up:
-        text += f" Next: {runner_up[0][0]} ({runner_up[0][1]:.0%})."
-    return text
+    """The single-image answer in words, e.g. ``"**Class B — 97% (calibrated)**"``."""
+    return panels.verdict(result, domain=PREDICTOR.domain, calibrated=SERVICE.calibrated)
 
 
-def _blank() -> tuple[None, None, str]:
-    return None, None, ""
+def healthz() -> dict[str, Any]:
+    """Liveness and model identity for load balancers and deploy checks (the model is loaded)."""
+    return {"status": "ok", **panels.model_fields(SOURCE), "model_name": PREDICTOR.model_name}
 
 
-def _image_data(payload: dict[str, Any]) -> str | bytes:
-    """The uploaded file's path in Gradio's upload cache, or the bytes of a data: URL."""
-    if payload.get("path"):
-        return str(payload["path"])
-    url = payload.get("url") or ""
-    if url.startswith("data:") and "," in url:
-        try:
-            return base64.b64decode(url.split(",", 1)[1], validate=True)
-        except (binascii.Error, ValueError):
-            raise ImageError("The image data is not valid base64.") from None
-    raise ImageError("No image data received.")
-
-
-def _source_line(source: ModelSource) -> str:
-    if source.is_local:
-        return f"local folder `{source.folder}`"
-    commit = f" (commit `{source.commit}`)" if source.commit and source.commit != source.revision else ""
-    return f"Hub repo `{source.repo_id}` · revision `{source.revision}`{commit}"
-
-
-def _about(predictor: Predictor, source: ModelSource) -> str:
-    rows = "\n".join(f"| {i} | `{cid}` | {name} |"
-                     for i, (cid, name) in enumerate(zip(predictor.class_ids, predictor.names, strict=True)))
-    lines = [f"**Model:** {predictor.model_name}  ", f"**Source:** {_source_line(source)}  ",
-             f"**Input:** RGB, {predictor.input_size[0]} x {predictor.input_size[1]} px "
-             "(images are resized)  "]
-    scores = [f"{key.replace('_', ' ')} {predictor.metrics[key]:.3f}"
-              for key in ("accuracy", "macro_f1")
-              if isinstance(predictor.metrics.get(key), (int, float))]
-    if scores:
-        lines.append(f"**Held-out test:** {', '.join(scores)} (from metrics.json)  ")
-    lines += ["", "| index | class id | name |", "| --- | --- | --- |", rows, "",
-              "**API:** `Client(space).predict(handle_file(path), api_name=\"/predict\")` "
-              "returns `{label, confidences}`."]
-    return "\n".join(lines)
-
-
-with gr.Blocks(title=PREDICTOR.model_name) as demo:
+# delete_cache: every 5 min, remove cached files older than 10 min (UI uploads, outputs).
+with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
     gr.Markdown(f"# {PREDICTOR.model_name}")
-    gr.Markdown(
-        (f"For **{PREDICTOR.domain}** only; other images get meaningless answers.  \n"
-         if PREDICTOR.domain else "")
-        + f"Model **{PREDICTOR.model_name}** from {_source_line(SOURCE)}."
-    )
+    gr.Markdown((f"For **{PREDICTOR.domain}** only; other images get meaningless answers.  \n"
+                 if PREDICTOR.domain else "") + f"Model **{PREDICTOR.model_name}** from {panels.source_line(SOURCE)}.")
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"])
-            classify = gr.Button("Classify", variant="primary")
+            image = gr.Image(label="Image: upload, drop or paste", type="filepath",
+                             sources=["upload", "clipboard"], elem_id="input-image")
+            classify = gr.Button("Classify", variant="primary", elem_id="classify-button")
+            examples = (gr.Examples([[str(path)] for path in EXAMPLES], inputs=image, label="Examples",
+                                    elem_id="examples", examples_per_page=12, cache_examples=False,
+                                    api_visibility="private") if EXAMPLES else None)
         with gr.Column():
-            label = gr.Label(num_top_classes=TOP_CLASSES, label="Top classes")
-            verdict_md = gr.Markdown()
-    gr.Markdown(f"> **Disclaimer:** {PREDICTOR.disclaimer or DEFAULT_DISCLAIMER}")
-    with gr.Accordion("About this model", open=False):
-        gr.Markdown(_about(PREDICTOR, SOURCE))
-    result_state = gr.State()
+            verdict_md = gr.Markdown(elem_id="verdict")
+            top_classes = gr.Label(num_top_classes=TOP_CLASSES, label="Top classes", elem_id="top-classes")
+            with gr.Group(visible=False) as cam_box:
+                gradcam = gr.Image(label="Grad-CAM", type="numpy", format="png", interactive=False,
+                                   elem_id="gradcam")
+                opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity",
+                                    elem_id="gradcam-opacity")
+            with gr.Group(visible=False) as tile_box:
+                tile_map = gr.Image(label="Tile map", type="numpy", format="png", interactive=False,
+                                    elem_id="tile-map")
+                tile_summary = gr.HTML(elem_id="tile-summary")
+    with gr.Accordion("Raw result", open=False):
+        raw = gr.JSON(label="Result", elem_id="raw-result")
+    with gr.Accordion("Several files at once", open=False):
+        files = gr.File(file_count="multiple", label="Image files", elem_id="batch-files")
+        classify_all = gr.Button("Classify all", elem_id="batch-button")
+        batch_rows = gr.JSON(label="One row per file", elem_id="batch-result")
+    gr.Markdown(f"> **Disclaimer:** {PREDICTOR.disclaimer or DEFAULT_DISCLAIMER}", elem_id="disclaimer")
+    with gr.Accordion("About this model", open=False, elem_id="about-model"):
+        gr.Markdown(panels.about_markdown(PREDICTOR, SOURCE))
+    cam_state = gr.State()  # {"image", "heatmap"}: the slider re-blends without recomputing Grad-CAM
 
-    # The only public endpoint: "/predict" (file in, label confidences out; State is not
-    # part of the client's answer). The verdict line is a private follow-up step.
-    answer_outputs = [label, result_state, verdict_md]
-    event = gr.on([image.upload, classify.click], predict, inputs=image, outputs=[label, result_state],
-                  api_name="predict", api_description=API_DESCRIPTION, preprocess=False)
-    event.success(verdict, inputs=result_state, outputs=verdict_md, api_visibility="private")
+    shown = [verdict_md, top_classes, raw, gradcam, cam_state, cam_box, tile_map, tile_summary, tile_box]
+
+    def analyze(image_file: dict[str, Any] | None, alpha: float,
+                progress: gr.Progress = gr.Progress()) -> dict[Any, Any]:
+        """UI only: one image in, everything shown out (single input + Grad-CAM, or the tile map)."""
+        rgb = SERVICE.decode(image_file, forget_upload=False)  # the page still shows this file
+        if tiling.needs_tiling(*rgb.shape[:2], tile=PREDICTOR.input_size):
+            analysis, painted = SERVICE.tiles(rgb, progress=progress)
+            return {**_blank(), verdict_md: panels.tile_verdict(analysis, PREDICTOR.names),
+                    top_classes: panels.tile_label(analysis, PREDICTOR.names),
+                    raw: panels.tiles_json(analysis, PREDICTOR.names, SOURCE), tile_map: painted,
+                    tile_summary: panels.tile_summary_html(analysis, PREDICTOR.names),
+                    tile_box: gr.update(visible=True)}
+        result = SERVICE.runner(PREDICTOR.prepare(rgb))
+        answer = {**_blank(), verdict_md: verdict(result), raw: panels.result_json(result, SOURCE)}
+        if result["abstained"]:  # no answer: name no class (the raw JSON keeps the probabilities)
+            return answer
+        answer[top_classes] = result["confidences"]
+        if SERVICE.cam is not None:
+            cam = SERVICE.gradcam(rgb)
+            label = f"Grad-CAM: where the model looked for {PREDICTOR.names[cam['class_index']]}"
+            answer.update({gradcam: gr.update(value=_blend(cam, alpha), label=label), cam_state: cam,
+                           cam_box: gr.update(visible=True)})
+        return answer
+
+    def reblend(cam: dict[str, Any] | None, alpha: float) -> Any:
+        """UI only: the same heatmap at a new opacity (no model call)."""
+        return gr.skip() if not cam else _blend(cam, alpha)
+
+    def _blend(cam: dict[str, Any], alpha: float) -> Any:
+        return overlay(cam["image"], cam["heatmap"], opacity=DEFAULT_OPACITY if alpha is None else alpha)
+
+    def _blank() -> dict[Any, Any]:
+        return {verdict_md: "", top_classes: None, raw: None, gradcam: None, cam_state: None,
+                cam_box: gr.update(visible=False), tile_map: None, tile_summary: "",
+                tile_box: gr.update(visible=False)}
+
+    # UI events: private (not in the API docs, not callable by clients).
+    ui = dict(inputs=[image, opacity], outputs=shown, preprocess=False, api_visibility="private")
+    event = gr.on([image.upload, classify.click], analyze, **ui)
+    if examples is not None:
+        event_example = examples.load_input_event.then(analyze, **ui)
+        event_example.failure(_blank, outputs=shown, api_visibility="private", queue=False)
     # After an error (or a cleared image) no stale answer may stay next to a different image.
-    event.failure(_blank, outputs=answer_outputs, api_visibility="private", queue=False)
-    image.clear(_blank, outputs=answer_outputs, api_visibility="private", queue=False)
+    event.failure(_blank, outputs=shown, api_visibility="private", queue=False)
+    image.clear(_blank, outputs=shown, api_visibility="private", queue=False)
+    opacity.change(reblend, inputs=[cam_state, opacity], outputs=gradcam, api_visibility="private",
+                   queue=False, show_progress="hidden", trigger_mode="always_last")
+
+    # Public API: stable names. /predict runs up to 16 requests at once; their model inputs
+    # meet in SERVICE.runner's batches (see batching.py for why not Gradio's batch=True).
+    gr.on([], SERVICE.predict, inputs=image, outputs=[top_classes, raw], api_name="predict",
+          preprocess=False, concurrency_limit=16, concurrency_id="predict")
+    classify_all.click(SERVICE.predict_batch, inputs=files, outputs=batch_rows, api_name="predict_batch",
+                       concurrency_limit=2, concurrency_id="predict_batch")
+    gr.on([], SERVICE.explain, inputs=[image, opacity], outputs=gradcam, api_name="explain",
+          preprocess=False)
+    gr.on([], SERVICE.predict_tiles, inputs=image, outputs=[tile_map, raw], api_name="predict_tiles",
+          preprocess=False)
+
+UPLOADS.registry = demo.upload_file_set  # only real uploads are deleted, never example images
 
 
 if __name__ == "__main__":
-    # Address and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them).
-    demo.queue(default_concurrency_limit=1, max_size=64).launch()
+    # Queue: every event runs at most 2 at a time by default (2 CPU cores; /predict overrides it
+    # to feed the batch runner); at most 256 requests wait, beyond that callers get "queue full".
+    # Uploads above 25 MB are refused before they reach any function. Address and port come from
+    # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT and the MCP switch from GRADIO_MCP_SERVER (Gradio
+    # reads all three). /healthz is a plain FastAPI route on the same app.
+    demo.queue(default_concurrency_limit=2, max_size=256).launch(
+        max_file_size="25mb",
+        app_kwargs={"routes": [APIRoute("/healthz", healthz, methods=["GET"], include_in_schema=False)]},
+    )

@@ -11,6 +11,11 @@ With neither ``MODEL_REPO`` nor ``MODEL_DIR`` set, the project's ``hub_model/`` 
 so a restart with a pinned commit does not download again, and ``HF_TOKEN`` / ``HF_ENDPOINT``
 work as usual.
 
+Hub faults: unreachable Hub with the revision cached -> served from the cache with one
+warning; nothing cached, unknown repo/revision, a required file missing, or a download that
+stays short or damaged after one retry -> ``ModelSourceError``, one line naming the repo,
+the revision and the endpoint. Every file is checked against the Hub's checksum.
+
 Example:
     >>> source = resolve_model_source({"MODEL_DIR": "hub_model"})
     >>> source.description
@@ -23,9 +28,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hub_cache import checksum_problem, remember_ref
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")
 OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md")
@@ -122,61 +130,152 @@ def download_hub_model(
     *,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    attempts: int = 3,
+    retry_wait: float = 1.0,
 ) -> ModelSource:
     """Download (or reuse from the Hub cache) the model files of one repo revision.
 
-    The first file fixes the commit; the others are fetched at that exact commit, so a push
-    to a branch between two downloads cannot mix files from two model versions.
+    A pinned commit whose files are all cached needs no network at all. Otherwise one
+    request asks the Hub which commit the revision is (``attempts`` tries, waiting
+    ``retry_wait`` s, then twice that), and every file is fetched at that exact commit, so
+    a push between two downloads cannot mix two model versions. Hub unreachable: the
+    cached copy of the revision is served with one warning; nothing cached: an error.
+    Every file is checked against the checksum the Hub gave for it (its cache blob name)
+    and downloaded once more if it does not match.
 
     Example:
         >>> download_hub_model("someone/some-model", revision="0123...cdef").commit
         '0123...cdef'
+
+    Raises:
+        ModelSourceError: one line naming the repo, the revision and the endpoint.
     """
-    # Imported here so local-folder use (tests, training scripts) does not need the Hub client.
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+    from huggingface_hub import constants
 
     if revision is None:
         log.warning("MODEL_REVISION is not set; serving the moving 'main' branch of %s.", repo_id)
     asked = revision or "main"
-    commit = asked if _COMMIT_SHA.fullmatch(asked) else None
-    files: dict[str, Path] = {}
-    used_network = False
-
-    def fetch(name: str, *, cache_only: bool = False) -> Path:
-        nonlocal used_network
-        rev = commit or asked
-        if commit is not None:  # a pinned commit already in the cache needs no network at all
-            try:
-                return Path(hf_hub_download(repo_id, name, revision=rev, cache_dir=cache_dir,
-                                            local_files_only=True))
-            except EntryNotFoundError:
-                if cache_only:
-                    raise
-        used_network = True
-        return Path(hf_hub_download(repo_id, name, revision=rev, cache_dir=cache_dir))
-
-    for name in REQUIRED_FILES:
-        try:
-            files[name] = fetch(name)
-        except Exception as err:  # any Hub/network failure becomes one clear line
-            raise ModelSourceError(
-                f"Could not get {name} from Hub repo {repo_id} at revision {asked} "
-                f"(endpoint {constants.ENDPOINT}): {_first_line(err)}"
-            ) from err
-        if commit is None:
-            # Cache layout: .../snapshots/<commit sha>/<file>; pin the rest to that commit.
-            candidate = files[name].parent.name
-            commit = candidate if _COMMIT_SHA.fullmatch(candidate) else None
+    where = f"Hub repo {repo_id} at revision {asked} (endpoint {constants.ENDPOINT})"
+    if _COMMIT_SHA.fullmatch(asked):
+        cached = _cached_files(repo_id, asked, cache_dir=cache_dir)
+        if cached is not None:
+            log.info("Model files of %s found in the Hub cache; no download needed.", where)
+            return _source(repo_id, asked, cached)
+    try:
+        commit = _resolve_commit(repo_id, asked, where=where, attempts=attempts, retry_wait=retry_wait)
+    except _HubUnreachable as err:
+        cached = _cached_files(repo_id, asked, cache_dir=cache_dir)
+        if cached is None:
+            raise ModelSourceError(f"Cannot reach the Hub to get {where}: {err}; "
+                                   "no intact copy is cached, so there is no model to serve.") from None
+        source = _source(repo_id, asked, cached)
+        log.warning("Cannot reach the Hub (%s); serving the cached copy of %s, commit %s, "
+                    "which may be out of date.", err, where, source.commit)
+        return source
+    files = {name: _download(repo_id, name, commit, where=where, cache_dir=cache_dir)
+             for name in REQUIRED_FILES}
+    if asked != commit:  # only now that the snapshot is complete: the cache fallback uses it
+        remember_ref(repo_id, asked, commit, cache_dir=cache_dir)
     for name in OPTIONAL_FILES:
-        # Required files all cached => this commit was fetched before, and so were its optional
-        # files if they exist; asking the Hub again would only stall a start-up when it is down.
         try:
-            files[name] = fetch(name, cache_only=not used_network)
-        except (EntryNotFoundError, HfHubHTTPError, OSError) as err:
-            log.info("Optional %s not available from %s: %s", name, repo_id, _first_line(err))
-    folder = files["config.json"].parent
+            files[name] = _download(repo_id, name, commit, where=where, cache_dir=cache_dir)
+        except ModelSourceError as err:
+            log.info("Optional %s not used: %s", name, err)
+    return _source(repo_id, asked, files)
+
+
+class _HubUnreachable(Exception):
+    """No answer from the Hub (network, DNS, timeout, 5xx, offline mode); the text says why."""
+
+
+def _source(repo_id: str, asked: str, files: dict[str, Path]) -> ModelSource:
+    folder = files["config.json"].parent  # .../snapshots/<commit sha>/
+    commit = folder.name if _COMMIT_SHA.fullmatch(folder.name) else None
     return ModelSource(folder=folder, files=files, repo_id=repo_id, revision=asked, commit=commit)
+
+
+def _cached_files(repo_id: str, revision: str, *, cache_dir: str | os.PathLike | None
+                  ) -> dict[str, Path] | None:
+    """The revision's files from the Hub cache if every required one is there and intact."""
+    from huggingface_hub import hf_hub_download
+
+    files: dict[str, Path] = {}
+    for name in REQUIRED_FILES + OPTIONAL_FILES:
+        try:
+            path = Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
+                                        local_files_only=True))
+        except Exception:  # not cached (or cached as "does not exist")
+            if name in REQUIRED_FILES:
+                return None
+            continue
+        problem = checksum_problem(path)
+        if problem:
+            log.warning("Cached %s of %s@%s is damaged (%s); it will be downloaded again.",
+                        name, repo_id, revision, problem)
+            return None
+        files[name] = path
+    return files
+
+
+def _resolve_commit(repo_id: str, revision: str, *, where: str, attempts: int, retry_wait: float) -> str:
+    """The commit sha ``revision`` points to now, from one metadata request (retried if unanswered)."""
+    import httpx2
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import (
+        HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+
+    reason = "no attempt made"
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            time.sleep(retry_wait * 2 ** (attempt - 1))
+        try:
+            info = HfApi().model_info(repo_id, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+            return str(info.sha)
+        except RevisionNotFoundError:
+            raise ModelSourceError(f"Cannot get {where}: that revision does not exist.") from None
+        except RepositoryNotFoundError:
+            raise ModelSourceError(f"Cannot get {where}: the repo does not exist, or it is private "
+                                   "and HF_TOKEN is missing or has no access.") from None
+        except OfflineModeIsEnabled:
+            raise _HubUnreachable("HF_HUB_OFFLINE is set") from None
+        except HfHubHTTPError as err:
+            status = err.response.status_code if err.response is not None else 0
+            if status < 500 and status != 429:
+                why = {401: "the Hub rejected the token (check HF_TOKEN)",
+                       403: "the token has no access to this repo"}.get(status, "the Hub refused")
+                raise ModelSourceError(f"Cannot get {where}: {why} (HTTP {status}).") from None
+            reason = f"HTTP {status}"
+        except (httpx2.TransportError, ConnectionError, TimeoutError) as err:
+            reason = f"{type(err).__name__}: {_first_line(err)}"
+        log.debug("Hub metadata request %d/%d for %s failed: %s", attempt + 1, attempts, where, reason)
+    raise _HubUnreachable(f"{attempts} attempt(s) failed, last: {reason}")
+
+
+def _download(repo_id: str, name: str, commit: str, *, where: str,
+              cache_dir: str | os.PathLike | None) -> Path:
+    """One file at ``commit``, checksum-verified; a bad copy is downloaded once more."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    problem = "no attempt made"
+    for force in (False, True):
+        try:
+            path = Path(hf_hub_download(repo_id, name, revision=commit, cache_dir=cache_dir,
+                                        force_download=force))
+        except EntryNotFoundError:
+            raise ModelSourceError(f"{where} has no {name} (commit {commit[:12]}); a model repo "
+                                   f"needs {', '.join(REQUIRED_FILES)}.") from None
+        except Exception as err:  # network, HTTP or size-check failure: one line, not a traceback
+            problem = _first_line(err)
+            log.warning("Downloading %s from %s failed: %s", name, where, problem)
+            continue
+        problem = checksum_problem(path)
+        if not problem:
+            return path
+        log.warning("Downloaded %s from %s is damaged: %s", name, where, problem)
+        path.resolve().unlink(missing_ok=True)  # never leave a bad copy for the next start
+    raise ModelSourceError(f"Could not download an intact {name} from {where} "
+                           f"(commit {commit[:12]}), tried twice: {problem}")
 
 
 def _first_line(err: BaseException) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 
 import ood
 from imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
+from model_safety import UnsafeModelError, unsafe_parts
 
 # Keep TensorFlow's C++ start-up chatter out of Space logs; set before Keras imports TF.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,7 +46,9 @@ class Predictor:
 
     Loads ``model.keras`` once (``safe_mode=True``, no compile) and checks it against
     ``config.json`` and ``labels.json`` with one probe prediction, which also warms the
-    model up so the first real request is not slow.
+    model up so the first real request is not slow. A model with anything but built-in
+    Keras objects (a ``Lambda`` layer, a custom class) is refused before Keras reads it
+    (``space/model_safety.py``).
 
     Example:
         >>> Predictor("hub_model").predict(np.zeros((224, 224, 3), np.uint8))["name"]
@@ -63,7 +66,7 @@ class Predictor:
         model_path = self.folder / "model.keras"
         if not model_path.is_file():
             raise ModelFolderError(f"{model_path} not found.")
-        self.model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        self.model = _load_model(model_path)
         self._check_model()
 
     @property
@@ -146,6 +149,28 @@ class Predictor:
             )
         if not np.isclose(probe.sum(), 1.0, atol=1e-3) or (probe < 0).any():
             raise ModelFolderError("Model outputs are not softmax probabilities (they do not sum to 1).")
+
+
+def _load_model(path: Path) -> keras.Model:
+    """Load a ``.keras`` file made of built-in Keras objects only; anything else is refused."""
+    try:
+        problems = unsafe_parts(path)
+    except UnsafeModelError as err:
+        raise ModelFolderError(str(err)) from None
+    if problems:
+        raise ModelFolderError(
+            f"{path} is refused: it contains {', '.join(problems)}, which can run arbitrary code "
+            "when loaded. Rebuild the model from built-in Keras layers only."
+        )
+    try:
+        # safe_mode=True stays on as the second line of defence (it refuses Python lambdas).
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # a damaged archive or an unknown class: one line, not a traceback
+        raise ModelFolderError(f"{path} could not be loaded: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

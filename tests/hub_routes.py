@@ -269,7 +269,8 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._send(200, b"", {"ETag": f'"{oid}"'})
         if oid not in storage.lfs:
             raise HubError(404, "Not found")
-        self._send(200, storage.lfs[oid], {"ETag": f'"{oid}"', "Content-Type": "application/octet-stream"})
+        body = self.server.hub.cdn_overrides.get(oid, storage.lfs[oid])  # fault injection, see LocalHub
+        self._send(200, body, {"ETag": f'"{oid}"', "Content-Type": "application/octet-stream"})
 
 
 _RUNTIME = {"stage": "RUNNING", "hardware": {"current": "cpu-basic", "requested": "cpu-basic"}}

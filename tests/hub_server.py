@@ -53,6 +53,8 @@ class LocalHub:
 
     `stop()` makes the endpoint refuse connections; `start()` brings it back on the same ports, same data.
     `requests` logs `(is_cdn, method, path, status, had_auth_header)` for each request.
+    `cdn_overrides` maps an LFS sha256 to the bytes the CDN serves instead (fault injection: a short or
+    corrupted download), e.g. `hub.cdn_overrides[oid] = blob[:100]`.
     """
 
     def __init__(self, *, tokens: dict[str, str] | None = None) -> None:
@@ -61,6 +63,7 @@ class LocalHub:
         self.tokens = tokens if tokens is not None else {FAKE_TOKEN: "testuser"}
         self.requests: list[tuple[bool, str, str, int, bool]] = []
         self.errors: list[Exception] = []
+        self.cdn_overrides: dict[str, bytes] = {}
         self.hf_home: Path | None = None  # set by the `local_hub` fixture
         self.env: dict[str, str] = {}  # env overrides for subprocesses, set by the `local_hub` fixture
         self._servers: list[_Server] = []

@@ -91,7 +91,7 @@ def test_hub_errors_name_repo_revision_and_endpoint(local_hub, tmp_path):
         resolve_model_source({"MODEL_REPO": REPO, "MODEL_REVISION": "no-such-branch"})
     message = str(info.value)
     assert "\n" not in message
-    assert re.search(rf"model\.keras from Hub repo {REPO} at revision no-such-branch "
-                     rf"\(endpoint {re.escape(local_hub.endpoint)}\)", message)
+    assert re.search(rf"Hub repo {REPO} at revision no-such-branch "
+                     rf"\(endpoint {re.escape(local_hub.endpoint)}\): that revision does not exist", message)
     with pytest.raises(ModelSourceError, match="Hub repo testuser/missing at revision main"):
         resolve_model_source({"MODEL_REPO": "testuser/missing"})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from imaging import ImageError, decode_image
 from predictor import Predictor
 from scripts.predict_client import (
     SpaceUnreachableError,
@@ -19,6 +20,13 @@ from scripts.predict_client import (
 from tests.tiny_model import DEFAULT_LABELS, free_port, run_space, write_test_image, write_tiny_model_folder
 
 NAMES = sorted(name for _, name in DEFAULT_LABELS)
+
+
+def _decode_error(path: Path) -> str:
+    """The message the Space's decoder gives for a file (the client must pass it on unchanged)."""
+    with pytest.raises(ImageError) as info:
+        decode_image(path)
+    return str(info.value)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +67,7 @@ def test_folder_to_csv_matches_the_predictor(space_url, tiny_folder, image_folde
     assert sorted(rows) == ["a.png", "b.jpeg", "broken.jpg", "c.png"]
 
     broken = rows.pop("broken.jpg")
-    assert "not an image that can be read" in broken["error"]
+    assert broken["error"] == _decode_error(image_folder / "broken.jpg")
     assert broken["label"] == "" and all(broken[name] == "" for name in NAMES)
 
     predictor = Predictor(tiny_folder)
@@ -84,7 +92,7 @@ def test_single_bad_image_reports_on_stderr(space_url, image_folder, capsys):
     assert main([space_url, str(image_folder / "broken.jpg")]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "broken.jpg: error: This file is not an image that can be read" in captured.err
+    assert f"broken.jpg: error: {_decode_error(image_folder / 'broken.jpg')}" in captured.err
 
 
 def test_core_functions_keep_going_after_errors(space_url, image_folder):
@@ -115,3 +123,78 @@ def test_missing_input_path(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     assert main(["http://127.0.0.1:9", str(tmp_path / "empty")]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+def test_chunks_keep_order_and_isolate_errors(space_url, tiny_folder, tmp_path):
+    """Several /predict_batch calls in flight: rows stay in input order, bad files stay in their row."""
+    files = [write_test_image(tmp_path / f"t{i}.png", seed=50 + i) for i in range(6)]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    paths = files[:2] + [broken, tmp_path / "gone.png"] + files[2:]
+    rows = classify_files(connect(space_url), paths, progress=False, chunk_size=2, in_flight=2)
+    assert [row["path"] for row in rows] == [str(p) for p in paths]
+    assert rows[2]["error"] == _decode_error(broken) and rows[3]["error"].endswith("gone.png does not exist")
+    predictor = Predictor(tiny_folder)
+    for row in rows[:2] + rows[4:]:
+        direct = predictor.predict(row["path"])
+        assert row["error"] == "" and row["label"] == direct["name"]
+        assert row["probabilities"] == pytest.approx(direct["confidences"], abs=1e-6)  # all classes
+
+
+class _PredictOnly:
+    """A client for a Space that has /predict but not /predict_batch (an older deployment)."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.batch_calls = 0
+
+    def view_api(self, **kwargs):
+        info = self._client.view_api(**kwargs)
+        info["named_endpoints"] = {"/predict": info["named_endpoints"]["/predict"]}
+        return info
+
+    def predict(self, *args, api_name, **kwargs):
+        self.batch_calls += api_name == "/predict_batch"
+        return self._client.predict(*args, api_name=api_name, **kwargs)
+
+
+def test_falls_back_to_predict_per_file(space_url, tiny_folder, image_folder):
+    client = _PredictOnly(connect(space_url))
+    rows = classify_files(client, list_images(image_folder), progress=False)
+    assert client.batch_calls == 0
+    assert [bool(row["error"]) for row in rows] == [False, False, True, False]
+    direct = Predictor(tiny_folder).predict(rows[0]["path"])
+    assert rows[0]["label"] == direct["name"] and rows[0]["confidence"] == pytest.approx(direct["confidence"])
+
+
+def test_a_dropped_job_is_sent_once_more():
+    """gradio_client can cancel a job submitted as its shared event stream closes: resend that chunk."""
+    from concurrent.futures import CancelledError
+
+    from scripts import predict_client
+
+    class Job:
+        def __init__(self, outcome):
+            self.outcome = outcome
+
+        def result(self):
+            if isinstance(self.outcome, BaseException):
+                raise self.outcome
+            return self.outcome
+
+    class Resender:
+        def __init__(self):
+            self.submitted = []
+
+        def submit(self, files, api_name):
+            self.submitted.append((len(files), api_name))
+            return Job([{"name": "Alpha tissue", "confidence": 0.9, "confidences": {"Alpha tissue": 0.9},
+                         "error": None}])
+
+    row = {"path": __file__, "label": "", "confidence": None, "probabilities": {}, "error": ""}
+    client = Resender()
+    assert predict_client._fill_from_batch(client, [row], Job(CancelledError())) == 1
+    assert client.submitted == [(1, "/predict_batch")] and row["label"] == "Alpha tissue" and not row["error"]
+    failed = {"path": __file__, "label": "", "confidence": None, "probabilities": {}, "error": ""}
+    predict_client._fill_from_batch(client, [failed], Job(RuntimeError("connection reset")))
+    assert failed["error"] == "RuntimeError: connection reset" and len(client.submitted) == 1  # no retry

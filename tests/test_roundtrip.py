@@ -26,7 +26,7 @@ def test_pushed_model_served_by_the_space_predicts_like_plain_keras(local_hub, l
     env = {**local_hub.env, "MODEL_REPO": "testuser/lung-histopathology-cnn", "MODEL_REVISION": sha}
     with run_space(None, env=env) as url:
         client = Client(url, verbose=False, download_files=False)
-        answer = client.predict(handle_file(str(tile)), api_name="/predict")
+        answer, result = client.predict(handle_file(str(tile)), api_name="/predict")
         info = client.view_api(print_info=False, return_format="dict")
     assert "/predict" in info["named_endpoints"]
 
@@ -39,3 +39,5 @@ def test_pushed_model_served_by_the_space_predicts_like_plain_keras(local_hub, l
     served = {c["label"]: c["confidence"] for c in answer["confidences"]}
     assert served == pytest.approx(expected_by_name, abs=1e-5)
     assert answer["label"] == labels[str(int(np.argmax(expected)))]["name"]
+    assert result["label"] == labels[str(int(np.argmax(expected)))]["id"]
+    assert result["model_repo"] == "testuser/lung-histopathology-cnn" and result["model_revision"] == sha

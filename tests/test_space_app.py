@@ -1,22 +1,32 @@
 """``space/app.py`` as a real server (``python space/app.py`` subprocess) called through ``gradio_client``."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
+import html
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import cv2
+import gradio as gr
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from huggingface_hub import HfApi
 
+import panels
+import tiling
+from explain import overlay
+from imaging import ImageError, decode_image
 from predictor import Predictor
 from tests.hub_server import local_hub  # noqa: F401 - fixture
 from tests.tiny_model import REPO_ROOT, run_space, write_test_image, write_tiny_model_folder
@@ -38,6 +48,7 @@ def _page_text(url: str) -> str:
 
 
 def _as_probs(answer: dict) -> dict[str, float]:
+    """gr.Label output -> {class name: probability}."""
     return {c["label"]: c["confidence"] for c in answer["confidences"]}
 
 
@@ -47,8 +58,16 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def space_url(tiny_folder):
-    with run_space(tiny_folder) as url:
+def examples_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("examples")
+    for i, name in enumerate(["tile_b.png", "tile_a.png"]):
+        write_test_image(folder / name, seed=60 + i)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def space_url(tiny_folder, examples_dir):
+    with run_space(tiny_folder, env={"EXAMPLES_DIR": str(examples_dir)}) as url:
         yield url
 
 
@@ -57,18 +76,27 @@ def client(space_url) -> Client:
     return _client(space_url)
 
 
-def test_one_public_endpoint_named_predict(client):
-    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert list(endpoints) == ["/predict"]
-    assert [p["component"] for p in endpoints["/predict"]["parameters"]] == ["Image"]
-    assert [r["component"] for r in endpoints["/predict"]["returns"]] == ["Label"]
+def _config(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/config", timeout=10) as response:
+        return json.load(response)
+
+
+def test_public_endpoints_only(client, space_url):
+    info = client.view_api(return_format="dict", print_info=False)
+    assert list(info["named_endpoints"]) == ["/predict", "/predict_batch", "/explain", "/predict_tiles"]
+    assert info["unnamed_endpoints"] == {}
+    # MCP is off unless GRADIO_MCP_SERVER=true (tests/test_space_api.py runs it on).
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{space_url}/gradio_api/mcp/schema", timeout=10)
+    assert err.value.code == 404
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpeg"])
 def test_predict_equals_the_predictor(client, tiny_folder, tmp_path, suffix):
     image = write_test_image(tmp_path / f"tile{suffix}", size=(70, 50), seed=11)
-    answer = client.predict(handle_file(image), api_name="/predict")
+    answer, result = client.predict(handle_file(image), api_name="/predict")
     direct = Predictor(tiny_folder).predict(image)
+    assert result["label"] == direct["label"] and result["confidence"] == pytest.approx(direct["confidence"])
     assert answer["label"] == direct["name"]
     assert _as_probs(answer) == pytest.approx(direct["confidences"], abs=1e-6)
     # sorted best-first, as gr.Label shows them
@@ -76,15 +104,19 @@ def test_predict_equals_the_predictor(client, tiny_folder, tmp_path, suffix):
     assert confidences == sorted(confidences, reverse=True)
 
 
-def test_unreadable_file_is_a_clear_error_and_the_server_keeps_serving(client, tmp_path):
+@pytest.mark.parametrize("api_name", ["/predict", "/explain", "/predict_tiles"])
+def test_unreadable_file_is_a_clear_error_and_the_server_keeps_serving(client, tmp_path, api_name):
     bad = tmp_path / "broken.jpg"
-    bad.write_bytes(b"\xff\xd8 this is not really a JPEG")
-    with pytest.raises(AppError, match="not an image that can be read"):
-        client.predict(handle_file(bad), api_name="/predict")
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+    with pytest.raises(ImageError) as expected:
+        decode_image(bad)
+    with pytest.raises(AppError) as err:
+        client.predict(handle_file(bad), api_name=api_name)
+    assert str(err.value) == html.escape(str(expected.value))
     with pytest.raises(AppError, match="No image received"):
-        client.predict(None, api_name="/predict")
+        client.predict(None, api_name=api_name)
     good = write_test_image(tmp_path / "ok.png")
-    assert client.predict(handle_file(good), api_name="/predict")["label"]
+    assert client.predict(handle_file(good), api_name="/predict")[1]["label"]
 
 
 def test_page_shows_model_source_and_disclaimer(space_url, tiny_folder):
@@ -95,39 +127,82 @@ def test_page_shows_model_source_and_disclaimer(space_url, tiny_folder):
     assert "synthetic test images" in text  # domain from config.json
     assert "Alpha tissue" in text and "`gamma`" in text  # class table from labels.json
     assert "lung" not in text.lower()  # nothing lung-specific is hard-coded
+    # The model panel: metrics.json, the card, data and limitations (generic fallbacks here).
+    assert "| Accuracy | 50.00% |" in text and "| Macro F1 | 40.00% |" in text
+    assert f"**Model card:** `{tiny_folder.resolve() / 'README.md'}`" in text
+    assert "**Training data:** Not stated in the model's config.json." in text
+    assert "**Limitations:** Made for synthetic test images only. The model has only seen" in text
+    assert "**Repo:** none (local folder)" in text
+
+
+def test_examples_gallery_from_examples_dir(space_url, examples_dir):
+    config = _config(space_url)
+    dataset = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "examples")
+    samples = dataset["props"]["samples"]
+    assert [sample[0]["orig_name"] for sample in samples] == ["tile_a.png", "tile_b.png"]
+    with urllib.request.urlopen(samples[0][0]["url"].replace("localhost", "127.0.0.1"), timeout=10) as response:
+        assert response.read() == (examples_dir / "tile_a.png").read_bytes()  # served as is
 
 
 def test_ui_wiring(space_url):
-    """Upload or button -> predict; its success fills the verdict; failure or clear blanks all."""
-    with urllib.request.urlopen(f"{space_url}/config", timeout=10) as response:
-        config = json.load(response)
+    """Upload, button or example -> one private "analyze" step; failure or clear blanks everything;
+    the slider re-blends; the public endpoints have stable names and no hidden UI side effects."""
+    config = _config(space_url)
     kind = {c["id"]: c["type"] for c in config["components"]}
-    deps = {d["api_name"]: d for d in config["dependencies"]}
-    predict = deps["predict"]
-    assert sorted((kind[t], event) for t, event in predict["targets"]) == [("button", "click"),
-                                                                            ("image", "upload")]
-    assert [kind[i] for i in predict["inputs"]] == ["image"]
-    assert [kind[o] for o in predict["outputs"]] == ["label", "state"]
-    after = [d for d in config["dependencies"] if d["trigger_after"] == predict["id"]]
-    on_success = [d for d in after if d["trigger_only_on_success"]]
-    on_failure = [d for d in after if d["trigger_only_on_failure"]]
-    assert [kind[o] for d in on_success for o in d["outputs"]] == ["markdown"]
-    assert sorted(kind[o] for d in on_failure for o in d["outputs"]) == ["label", "markdown", "state"]
-    assert all(d["api_visibility"] == "private" for d in config["dependencies"] if d is not predict)
+    elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    by_id = {e: i for i, e in elem.items() if e}
+    for name in ("input-image", "verdict", "top-classes", "gradcam", "gradcam-opacity", "tile-map",
+                 "tile-summary", "raw-result", "examples", "batch-files", "batch-result"):
+        assert name in by_id, name
+    deps = config["dependencies"]
+    analyze = [d for d in deps if d["api_name"].startswith("analyze")]
+    direct = next(d for d in analyze if d["targets"] != [[None, "then"]])
+    assert sorted((kind[t], event) for t, event in direct["targets"]) == [("button", "click"), ("image", "upload")]
+    assert [elem[i] for i in direct["inputs"]] == ["input-image", "gradcam-opacity"]
+    shown = [elem[o] or kind[o] for o in direct["outputs"]]
+    assert shown == ["verdict", "top-classes", "raw-result", "gradcam", "state", "group", "tile-map",
+                     "tile-summary", "group"]
+    example_dep = next(d for d in deps if d["api_name"] == "load_example")
+    assert any(d["trigger_after"] == example_dep["id"] for d in analyze)  # examples run the analysis
+    for dep in analyze:
+        failure = [d for d in deps if d["trigger_after"] == dep["id"] and d["trigger_only_on_failure"]]
+        assert [sorted(d["outputs"]) for d in failure] == [sorted(dep["outputs"])]
+    clear = next(d for d in deps if d["targets"] == [[by_id["input-image"], "clear"]])
+    assert sorted(clear["outputs"]) == sorted(direct["outputs"])
+    slider = next(d for d in deps if d["targets"] == [[by_id["gradcam-opacity"], "change"]])
+    assert slider["outputs"] == [by_id["gradcam"]] and slider["queue"] is False
+    public = {d["api_name"]: d for d in deps if d["api_visibility"] == "public"}
+    assert sorted(public) == ["explain", "predict", "predict_batch", "predict_tiles"]
+    assert public["predict_batch"]["targets"] == [[by_id["batch-button"], "click"]]
+    assert all(public[name]["targets"] == [] for name in ("predict", "explain", "predict_tiles"))  # API only
 
 
 def test_space_serves_a_pinned_hub_model(local_hub, tiny_folder, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_folder, repo)
+    (repo / "examples").mkdir()
+    write_test_image(repo / "examples" / "hub_example.png", seed=70)
     api = HfApi()
     api.create_repo("testuser/tiny-model", exist_ok=True)
-    sha = api.upload_folder(repo_id="testuser/tiny-model", folder_path=tiny_folder).oid
+    sha = api.upload_folder(repo_id="testuser/tiny-model", folder_path=repo).oid
     image = write_test_image(tmp_path / "tile.png", seed=5)
     env = {**local_hub.env, "MODEL_REPO": "testuser/tiny-model", "MODEL_REVISION": sha}
     with run_space(None, env=env) as url:
-        answer = _client(url).predict(handle_file(image), api_name="/predict")
+        answer, result = _client(url).predict(handle_file(image), api_name="/predict")
         text = _page_text(url)
+        config = _config(url)
+        with urllib.request.urlopen(f"{url}/healthz", timeout=10) as response:
+            health = json.load(response)
     assert _as_probs(answer) == pytest.approx(Predictor(tiny_folder).predict(image)["confidences"], abs=1e-6)
+    assert result["model_repo"] == "testuser/tiny-model" and result["model_revision"] == sha
+    assert health == {"status": "ok", "model_repo": "testuser/tiny-model", "model_revision": sha,
+                      "model_name": "tiny-test-model"}
     assert f"Hub repo `testuser/tiny-model` · revision `{sha}`" in text
+    assert f"**Model card:** https://huggingface.co/testuser/tiny-model/blob/{sha}/README.md" in text
+    assert f"**Repo:** `testuser/tiny-model` · **pinned revision:** `{sha}`" in text
     assert "local folder" not in text
+    dataset = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "examples")
+    assert [s[0]["orig_name"] for s in dataset["props"]["samples"]] == ["hub_example.png"]
 
 
 def test_bad_model_folder_stops_start_with_one_clear_line(tmp_path):
@@ -140,26 +215,107 @@ def test_bad_model_folder_stops_start_with_one_clear_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_verdict_and_data_url_input(tiny_folder, monkeypatch):
-    # In-process import of the app module for its small helpers (it loads the model at import).
+@pytest.fixture
+def app_module(tiny_folder, monkeypatch):
+    """The app module imported in-process (it loads the model at import) for its UI functions."""
     monkeypatch.setenv("MODEL_DIR", str(tiny_folder))
     monkeypatch.delenv("MODEL_REPO", raising=False)
+    monkeypatch.delenv("EXAMPLES_DIR", raising=False)
     monkeypatch.delitem(sys.modules, "app", raising=False)
-    app = importlib.import_module("app")
     try:
-        result = app.PREDICTOR.predict(np.full((64, 64, 3), 128, np.uint8))
-        words = app.verdict(result)
-        assert words.startswith(f"**Most likely: {result['name']}**")
-        assert f"({result['confidence']:.0%} model probability)" in words
-        assert app.verdict(None) == ""
-        abstained = app.verdict({**result, "abstained": True, "abstain_reason": "Because."})
-        assert abstained == "**Not recognised as synthetic test images:** Because. Treat this as no answer."
-        assert result["name"] not in abstained  # no class is named when the model abstains
-        data = base64.b64encode(write_test_image(Path(tiny_folder).parent / "d.png").read_bytes()).decode()
-        labels, full = app.predict({"path": None, "url": f"data:image/png;base64,{data}"})
-        assert labels == full["confidences"] and sum(labels.values()) == pytest.approx(1.0, abs=1e-5)
+        yield importlib.import_module("app")
     finally:
         sys.modules.pop("app", None)
+
+
+def test_verdict_and_data_url_input(app_module, tiny_folder):
+    app = app_module
+    result = app.PREDICTOR.predict(np.full((64, 64, 3), 128, np.uint8))
+    words = app.verdict(result)
+    # tiny model: no fitted temperature, so not called calibrated
+    assert words.startswith(f"**{result['name']} — {result['confidence']:.0%} (model probability, not calibrated)**")
+    assert app.verdict(None) == ""
+    abstained = app.verdict({**result, "abstained": True, "abstain_reason": "Because."})
+    assert abstained == "**Not recognised as synthetic test images:** Because. Treat this as no answer."
+    assert result["name"] not in abstained  # no class is named when the model abstains
+    data = base64.b64encode(write_test_image(Path(tiny_folder).parent / "d.png").read_bytes()).decode()
+    labels, full = app.SERVICE.predict({"path": None, "url": f"data:image/png;base64,{data}"})
+    assert labels == pytest.approx(app.PREDICTOR.predict(Path(tiny_folder).parent / "d.png")["confidences"])
+    assert sum(labels.values()) == pytest.approx(1.0, abs=1e-5) and full["label"] in app.PREDICTOR.class_ids
+
+
+def _run_ui(app, fn_name: str, inputs: list):
+    """Run one UI event through Gradio's own pre/postprocessing, as a browser click would."""
+    from gradio.state_holder import SessionState
+
+    fn = next(f for f in app.demo.fns.values() if f.name == fn_name)
+    out = asyncio.run(app.demo.process_api(block_fn=fn, inputs=inputs, state=SessionState(app.demo)))
+    return {(c.elem_id or type(c).__name__.lower()) + ("" if c.elem_id else f"#{i}"): value
+            for i, (c, value) in enumerate(zip(fn.outputs, out["data"], strict=True))}
+
+
+def test_ui_small_image_shows_verdict_and_grad_cam(app_module, tmp_path):
+    rgb = np.random.default_rng(2).integers(0, 256, (100, 90, 3), dtype=np.uint8)
+    path = tmp_path / "small.png"
+    cv2.imwrite(str(path), rgb[..., ::-1])
+    shown = _run_ui(app_module, "analyze", [{"path": str(path)}, 0.3])
+    direct = app_module.PREDICTOR.predict(path)
+    assert shown["verdict"].startswith(f"**{direct['name']} — ")
+    assert shown["top-classes"]["label"] == direct["name"]
+    assert shown["gradcam"]["label"] == f"Grad-CAM: where the model looked for {direct['name']}"
+    assert shown["group#5"] == {"visible": True, "__type__": "update"}      # Grad-CAM panel shown
+    assert shown["group#8"] == {"visible": False, "__type__": "update"}     # tile panel hidden
+    assert shown["tile-map"] is None and shown["tile-summary"] == ""
+    cam = app_module.SERVICE.gradcam(rgb)
+    again = app_module.reblend(cam, 0.8)  # the slider: same heatmap, new opacity, no model call
+    assert np.array_equal(again, overlay(rgb, cam["heatmap"], opacity=0.8))
+    assert app_module.reblend(None, 0.8) == gr.skip()
+
+
+def test_ui_abstained_image_names_no_class(tmp_path, monkeypatch):
+    """When the model abstains the page names no class: no top classes, no class-labelled Grad-CAM."""
+    folder = write_tiny_model_folder(tmp_path / "abstaining",  # top probability is never >= 1.0
+                                     config_extra={"abstain": {"method": "softmax", "min_confidence": 1.0}})
+    monkeypatch.setenv("MODEL_DIR", str(folder))
+    monkeypatch.delenv("MODEL_REPO", raising=False)
+    monkeypatch.delenv("EXAMPLES_DIR", raising=False)
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    try:
+        app = importlib.import_module("app")
+        path = write_test_image(tmp_path / "small.png", size=(100, 90), seed=2)
+        assert app.PREDICTOR.predict(path)["abstained"]
+        shown = _run_ui(app, "analyze", [{"path": str(path)}, 0.45])
+    finally:
+        sys.modules.pop("app", None)
+    assert shown["verdict"].startswith("**Not recognised as synthetic test images:**")
+    assert not any(name in shown["verdict"] for name in app.PREDICTOR.names)
+    assert not (shown["top-classes"] or {}).get("confidences")
+    assert shown["gradcam"] is None and shown["group#5"]["visible"] is False  # Grad-CAM panel hidden
+    raw = shown["raw-result"].root  # gr.JSON's postprocessed value
+    assert raw["abstained"] is True and len(raw["probabilities"]) == 3  # the numbers stay in the raw JSON
+
+
+def test_ui_large_image_goes_through_the_tiles(app_module, tmp_path):
+    rgb = np.full((700, 300, 3), 250, np.uint8)
+    rgb[:400] = np.random.default_rng(4).integers(40, 220, (400, 300, 3), dtype=np.uint8)
+    path = tmp_path / "large.png"
+    cv2.imwrite(str(path), rgb[..., ::-1])
+    shown = _run_ui(app_module, "analyze", [{"path": str(path)}, 0.45])
+    analysis = tiling.classify_tiles(rgb, app_module.PREDICTOR)
+    assert shown["verdict"].startswith(f"**Whole image, {analysis.classified} tissue tiles classified:**")
+    assert shown["group#5"]["visible"] is False and shown["group#8"]["visible"] is True
+    assert shown["gradcam"] is None and shown["tile-map"]["path"].endswith(".png")
+    assert "background tiles skipped" in shown["tile-summary"]
+    shares = {c["label"]: c["confidence"] for c in shown["top-classes"]["confidences"]}
+    names = dict(zip(app_module.PREDICTOR.class_ids, app_module.PREDICTOR.names, strict=True))
+    assert shares == pytest.approx({names[c]: f for c, f in analysis.fractions.items()})
+
+
+def test_ui_bad_file_is_an_error(app_module, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    with pytest.raises(gr.Error):
+        _run_ui(app_module, "analyze", [{"path": str(bad)}, 0.45])
 
 
 def _real_tiles(class_ids: list[str], *, per_class: int = 8) -> list[tuple[str, Path]]:
@@ -197,10 +353,14 @@ def test_real_model_on_real_tiles():
         assert "local folder" in _page_text(url)
         correct = 0
         for class_id, tile in tiles:
-            shown = _as_probs(client.predict(handle_file(tile), api_name="/predict"))
+            shown = _as_probs(client.predict(handle_file(tile), api_name="/predict")[0])
             direct = predictor.predict(tile)
             # the Space shows the top classes (all of them for a 3-class model), same numbers
             assert shown == pytest.approx({name: direct["confidences"][name] for name in shown}, abs=1e-5)
             assert max(shown, key=shown.get) == direct["name"]
             correct += direct["label"] == class_id
     assert correct >= 0.75 * len(tiles), f"only {correct}/{len(tiles)} real tiles classified correctly"
+    # The bundled model carries a fitted temperature: its verdict says "calibrated".
+    result = predictor.predict(tiles[0][1])
+    words = panels.verdict(result, domain=predictor.domain, calibrated=panels.is_calibrated(predictor))
+    assert words.startswith(f"**{result['name']} — ") and "(calibrated)**" in words or result["abstained"]

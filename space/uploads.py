@@ -1,0 +1,105 @@
+"""Take each upload out of Gradio's upload cache as its request reads it: no image file outlives it.
+
+Gradio saves an upload as ``<GRADIO_TEMP_DIR>/<hash of the bytes>/<file name>`` and keeps it
+until ``delete_cache`` (if set) ages it out. ``UploadJanitor.take`` reads the file and deletes
+it at once. Identical bytes under the same name share one path, so another request may still
+be queued for the file just deleted; for it, the bytes are kept in memory for ``keep_s``
+seconds (at most ``keep_bytes`` in all), never on disk. Only files inside the upload folder are
+touched, and with a ``registry`` (Gradio's ``demo.upload_file_set``) only real uploads, so the
+copies Gradio keeps of example images stay.
+
+Example (in a Gradio handler that receives the raw payload, ``preprocess=False``):
+    >>> UPLOADS = UploadJanitor()               # reads GRADIO_TEMP_DIR like Gradio does
+    >>> UPLOADS.registry = demo.upload_file_set  # once the Blocks exist
+    >>> data = UPLOADS.take(payload["path"])     # the bytes; the file is gone
+    >>> rgb = decode_image(data)
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Container
+from pathlib import Path
+
+from imaging import ImageError, check_file_size
+
+GONE = ("The uploaded file is no longer on the server (it was removed after an earlier request); "
+        "please send it again.")
+
+
+def upload_folder() -> Path:
+    """Gradio's upload folder: ``GRADIO_TEMP_DIR``, else ``<system temp>/gradio`` (as Gradio 6)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+class UploadJanitor:
+    """Reads uploads and deletes them; remembers recent ones briefly, in memory, for identical requests.
+
+    Args:
+        folder: the upload folder (default: ``upload_folder()``).
+        registry: paths Gradio recorded as uploads (``demo.upload_file_set``), read only;
+            ``None`` treats every file in ``folder`` as an upload.
+        keep_s: how long the bytes of a deleted upload stay in memory for identical requests.
+        keep_bytes: memory cap for those bytes (oldest dropped first).
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None, *, registry: Container[str] | None = None,
+                 keep_s: float = 60.0, keep_bytes: int = 64 * 2**20) -> None:
+        self.folder = Path(folder).resolve() if folder is not None else upload_folder()
+        self.registry = registry
+        self.keep_s, self.keep_bytes = keep_s, keep_bytes
+        self._recent: OrderedDict[Path, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, path: str | os.PathLike) -> bytes | str:
+        """The upload's bytes, its file deleted; any other path is returned unchanged.
+
+        Example:
+            >>> janitor.take("/tmp/gradio/ab12.../tile.png")   # -> b"\\x89PNG..."; file deleted
+            >>> janitor.take("/srv/examples/tile.png")         # -> "/srv/examples/tile.png"
+
+        Raises:
+            ImageError: the upload is too large, or was deleted longer than ``keep_s`` ago.
+        """
+        raw = os.fspath(path)
+        real = Path(raw).resolve()
+        if self.folder not in real.parents:
+            return raw
+        with self._lock:  # read-and-delete is one step for concurrent identical uploads
+            self._expire(time.monotonic())
+            if real.is_file():
+                if self.registry is not None and raw not in self.registry:
+                    return raw  # a file Gradio cached itself (an example image): not ours to delete
+                try:
+                    check_file_size(real.stat().st_size)
+                    data = real.read_bytes()
+                finally:
+                    _remove(real)
+                self._remember(real, data)
+                return data
+            if real in self._recent:
+                return self._recent[real][1]
+        raise ImageError(GONE)
+
+    def _remember(self, path: Path, data: bytes) -> None:
+        self._recent.pop(path, None)
+        if len(data) > self.keep_bytes or self.keep_s <= 0:
+            return
+        self._recent[path] = (time.monotonic() + self.keep_s, data)
+        while sum(len(entry[1]) for entry in self._recent.values()) > self.keep_bytes:
+            self._recent.popitem(last=False)
+
+    def _expire(self, now: float) -> None:
+        for path in [p for p, (until, _) in self._recent.items() if until <= now]:
+            del self._recent[path]
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    try:  # the per-upload folder, when nothing else is in it
+        path.parent.rmdir()
+    except OSError:
+        pass

@@ -1,0 +1,104 @@
+"""``space/uploads.py``: an upload's file is deleted as its request reads it."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+import imaging
+from imaging import ImageError
+from uploads import GONE, UploadJanitor, upload_folder
+
+
+@pytest.fixture
+def janitor(tmp_path) -> UploadJanitor:
+    return UploadJanitor(tmp_path / "gradio")
+
+
+def _upload(janitor: UploadJanitor, name: str = "tile.png", digest: str = "ab12", data: bytes = b"pixels") -> str:
+    path = janitor.folder / digest / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_take_returns_the_bytes_and_deletes_the_file_and_its_folder(janitor):
+    path = _upload(janitor)
+    assert janitor.take(path) == b"pixels"
+    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+
+
+def test_identical_upload_queued_behind_is_served_from_memory_then_forgotten(janitor):
+    path = _upload(janitor)  # two requests uploaded the same bytes under the same name: one file
+    assert janitor.take(path) == b"pixels"
+    assert janitor.take(path) == b"pixels"  # the second request, after the file is gone
+    janitor._expire(float("inf"))  # keep_s later
+    with pytest.raises(ImageError, match="no longer on the server"):
+        janitor.take(path)
+    assert GONE.endswith("please send it again.")
+
+
+def test_nothing_kept_in_memory_when_disabled_or_too_big(tmp_path):
+    for janitor in (UploadJanitor(tmp_path / "a", keep_s=0), UploadJanitor(tmp_path / "b", keep_bytes=3)):
+        path = _upload(janitor)
+        janitor.take(path)
+        with pytest.raises(ImageError, match="no longer on the server"):
+            janitor.take(path)
+
+
+def test_memory_cap_drops_the_oldest(tmp_path):
+    janitor = UploadJanitor(tmp_path / "g", keep_bytes=10)
+    first, second = _upload(janitor, "a.png", "01", b"123456"), _upload(janitor, "b.png", "02", b"abcdef")
+    janitor.take(first), janitor.take(second)
+    assert janitor.take(second) == b"abcdef"
+    with pytest.raises(ImageError):
+        janitor.take(first)
+
+
+def test_oversized_upload_is_refused_and_still_deleted(janitor, monkeypatch):
+    monkeypatch.setattr(imaging, "MAX_BYTES", 3)
+    path = _upload(janitor)
+    with pytest.raises(ImageError, match="The file is too large"):
+        janitor.take(path)
+    assert not os.path.exists(path)
+
+
+def test_concurrent_takes_of_one_file_all_get_the_bytes(janitor):
+    path = _upload(janitor, data=os.urandom(4096))
+    expected = Path(path).read_bytes()
+    results: list[bytes | str] = []
+    threads = [threading.Thread(target=lambda: results.append(janitor.take(path))) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert results == [expected] * 16 and not os.path.exists(path)
+
+
+def test_files_outside_the_upload_folder_are_never_touched(janitor, tmp_path):
+    outside = tmp_path / "example.png"
+    outside.write_bytes(b"x")
+    escape = janitor.folder / "cd34" / "link.png"
+    escape.parent.mkdir(parents=True)
+    escape.symlink_to(outside)  # inside by name, outside in fact
+    for path in (str(outside), str(escape), str(janitor.folder / ".." / "example.png")):
+        assert janitor.take(path) == path
+    assert outside.read_bytes() == b"x" and escape.is_symlink()
+
+
+def test_with_a_registry_only_recorded_uploads_are_taken(janitor):
+    upload, example = _upload(janitor, "tile.png", "ab12"), _upload(janitor, "example.png", "ef56")
+    janitor.registry = {upload}  # what Gradio's /upload route recorded (demo.upload_file_set)
+    assert janitor.take(upload) == b"pixels" and not os.path.exists(upload)
+    assert janitor.take(example) == example and os.path.isfile(example)  # Gradio's example copy stays
+
+
+def test_upload_folder_follows_gradio_temp_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    assert upload_folder() == (tmp_path / "uploads").resolve()
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    from gradio.utils import get_upload_folder  # the same default as Gradio itself
+
+    assert upload_folder() == Path(get_upload_folder()).resolve()
