@@ -20,11 +20,15 @@ def require_dataset(name: str) -> Path:
     """Path of a shared dataset; skip when it is missing, but fail under CI=true where it must exist."""
     path = SHARED_DATA / name
     if not path.is_dir():
-        message = f"dataset {name!r} not found at {path} (it lives in ../shared/data beside the project)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " -- CI must have it")
-        pytest.skip(message)
+        missing(f"dataset {name!r} not found at {path} (it lives in ../shared/data beside the project)")
     return path
+
+
+def missing(message: str, *, ci_hint: str = "CI must have it") -> None:
+    """Skip a test whose prerequisite is absent (a user's fresh clone); fail under CI=true."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} -- {ci_hint}")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
