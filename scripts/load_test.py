@@ -4,7 +4,7 @@ Every client connects first; then all start together and send their requests one
 other, so up to N requests wait in the Space's queue at once. Printed: failures (with the
 first messages), wall time, throughput and latency percentiles. Exit code 1 on any failure.
 
-Example:
+Example (figures illustrative; measured ones are in README.md, "Reliability"):
     ```bash
     $ python -m scripts.load_test --url http://127.0.0.1:7860 --clients 64 --requests 10
     load test: 64 clients x 10 requests = 640 requests to http://127.0.0.1:7860

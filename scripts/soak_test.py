@@ -5,7 +5,7 @@ caches) and every ``--every`` requests, then the growth over the run. The server
 known when this script starts the Space itself (default) or is given with ``--pid``.
 Exit code 1 on any failed request, or when ``--max-growth-mb`` is given and exceeded.
 
-Example:
+Example (figures illustrative; measured ones are in README.md, "Reliability"):
     ```bash
     $ python -m scripts.soak_test --requests 2000
     soak test: 2000 sequential requests to http://127.0.0.1:40123 (server pid 81234)
