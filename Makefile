@@ -9,14 +9,16 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-tracking.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-tracking.txt  # optional MLflow tracking, tested by make test
 	touch $@
 
-demo: setup  ## the Space on hub_model/, at http://127.0.0.1:7860
-	$(PY) space/app.py
+demo: setup  ## the Space on hub_model/, at http://127.0.0.1:7860 (test-split examples when the data is there)
+	@$(PY) -m scripts.pick_examples hub_model --out .cache/examples || echo "(no examples: the Space runs without them)"
+	EXAMPLES_DIR=.cache/examples $(PY) space/app.py
 
 test: setup
 	$(PY) -m pytest -q
