@@ -106,7 +106,8 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
                 progress: gr.Progress = gr.Progress()) -> dict[Any, Any]:
         """UI only: one image in, everything shown out (single input + Grad-CAM, or the tile map)."""
         rgb = SERVICE.decode(image_file, forget_upload=False)  # the page still shows this file
-        if tiling.needs_tiling(*rgb.shape[:2], tile=PREDICTOR.input_size):
+        if panels.tiles_large_images(PREDICTOR.config) and tiling.needs_tiling(*rgb.shape[:2],
+                                                                              tile=PREDICTOR.input_size):
             analysis, painted = SERVICE.tiles(rgb, progress=progress)
             return {**_blank(), verdict_md: panels.tile_verdict(analysis, PREDICTOR.names),
                     top_classes: panels.tile_label(analysis, PREDICTOR.names),

@@ -10,7 +10,7 @@ Example:
     >>> rule = AbstainRule.from_dict(config["abstain"])      # None or {"method": "none"} disables it
     >>> abstained, reason = decide(rgb, probabilities, rule)  # rgb: the uint8 model input
     >>> abstained, reason
-    (True, 'This does not look like the stained tissue images the model was trained on (colour check).')
+    (True, 'Its colours are unlike those of the images the model was trained on (colour check).')
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import numpy as np
 
 VERSION = 1
 METHODS = ("colour+softmax", "colour", "softmax", "none")
-# Worded for any stain: the check is fitted to whatever stained tissue the model was trained on.
-COLOUR_REASON = "This does not look like the stained tissue images the model was trained on (colour check)."
+# Worded for any dataset: the check is fitted to whatever images the model was trained on.
+COLOUR_REASON = "Its colours are unlike those of the images the model was trained on (colour check)."
 CONFIDENCE_REASON = "The model is not confident enough that this is one of its classes."
 # Which side of each feature is bounded: (low, high). An unbounded side is stored as null.
 FEATURE_SIDES = {
@@ -254,7 +254,7 @@ def decide(rgb: np.ndarray, probabilities: np.ndarray, rule: AbstainRule | None)
 
     Example:
         >>> decide(np.full((224, 224, 3), 255, np.uint8), np.array([0.9, 0.05, 0.05]), rule)
-        (True, 'This does not look like the stained tissue images the model was trained on (colour check).')
+        (True, 'Its colours are unlike those of the images the model was trained on (colour check).')
     """
     if not colour_ok(rgb, rule):
         return True, COLOUR_REASON

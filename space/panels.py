@@ -155,8 +155,10 @@ def about_markdown(predictor: Any, source: ModelSource) -> str:
     lines = [f"**Model:** {predictor.model_name}  ", f"**Source:** {source_line(source)}  ",
              f"**Repo:** {repo} · **pinned revision:** {revision}  ",
              f"**Model card:** {card_link(source)}  ", f"**Training data:** {data}  ",
-             f"**Input:** RGB, {h} x {w} px. Smaller or slightly larger images are resized to it; "
-             f"much larger ones are cut into {h} x {w} px tiles at their own resolution.  "]
+             f"**Input:** RGB, {h} x {w} px. " + (
+                 "Smaller or slightly larger images are resized to it; "
+                 f"much larger ones are cut into {h} x {w} px tiles at their own resolution.  "
+                 if tiles_large_images(config) else "Every image is resized to it as a whole.  ")]
     rows = metric_rows(predictor.metrics)
     if rows:
         lines += ["", "**Held-out test results** (metrics.json):", "", "| metric | value |", "| --- | --- |",
@@ -171,6 +173,12 @@ def about_markdown(predictor: Any, source: ModelSource) -> str:
         limitations = f"Made for {predictor.domain} only. {limitations}"
     lines += ["", f"**Limitations:** {limitations}"]
     return "\n".join(lines)
+
+
+def tiles_large_images(config: dict[str, Any]) -> bool:
+    """Whether the model classifies tiles of larger images (histology) or whole images (a CT slice,
+    a skin photo): config.json ``input_unit``; folders without it are tile models."""
+    return config.get("input_unit", "tile") == "tile"
 
 
 def is_calibrated(predictor: Any) -> bool:

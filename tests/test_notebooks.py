@@ -43,3 +43,19 @@ def test_push_notebook_round_trips_through_the_hub(tmp_path, notebook_model, loc
     executed = (tmp_path / "out.ipynb").read_text()
     assert "pin this revision in the Space:" in executed
     assert "max difference between pinned download and local model: 0.0" in executed
+
+
+def test_train_notebook_takes_another_dataset_layout_and_a_class_map(tmp_path):
+    from training.data import read_manifest
+
+    from .test_folders import make_split_dataset
+
+    data = make_split_dataset(tmp_path / "data", per_class=(30, 6))  # train/ and test/ folders, no valid/
+    run_notebook("01_train_evaluate.ipynb", tmp_path / "out.ipynb", data=str(data), manifest=str(tmp_path / "m.csv"),
+                 out=str(tmp_path / "model"), epochs=1, input_size=32, work_size=0, model_name="split-test",
+                 class_map="beta=other,gamma=other")
+    labels = json.loads((tmp_path / "model" / "labels.json").read_text())
+    assert [labels[str(i)]["id"] for i in range(len(labels))] == ["alpha", "other"]
+    rows = read_manifest(tmp_path / "m.csv")
+    assert {s.split for s in rows if s.path.startswith("test/")} == {"test"}
+    assert {s.path.split("/")[0] for s in rows if s.split == "val"} == {"train"}

@@ -28,28 +28,40 @@ def _calibration_text(metrics: dict) -> str:
             f"before, {_pct(cal['ece_15_bins_test_after'])} after.\n\n![Reliability diagram](reliability.png)")
 
 
-def _abstention_text(config: dict, metrics: dict) -> str:
+_NO_COLOUR_CHECK = ("the images are not stained tissue, so a stain palette says nothing; a confidence floor "
+                    "does not recognise unrelated images, see the table")
+
+
+def _abstention_text(config: dict, metrics: dict, info=None) -> str:
     rule, report = config.get("abstain"), metrics.get("abstention")
     if not rule or not report:
         return "The model has no abstention rule: it always answers with one of its classes."
     test = report["test"]
     rows = "\n".join(f"| {name.replace('_', ' ')} | {r['images']} | {_pct(r['abstained'])} |"
                      for group in ("far_ood", "other_stains") for name, r in report[group].items())
+    unit = info.unit if info else "tile"
+    floor = f"a floor on the\ncalibrated top probability ({rule.get('min_confidence') or 0:.3f})"
+    if not rule.get("min_confidence") and "colour" not in rule["method"]:
+        floor += (" that never abstains: the abstention budget (about 1% of the validation images) is less "
+                  "than one image")
+    palette = "stain" if _histology(info) else "colour"
+    checks = (f"a colour check against the training images' {palette} palette and {floor}" if "colour" in rule["method"]
+              else f"{floor}; no colour check ({_NO_COLOUR_CHECK})")
     return f"""`config.json` holds an abstention rule (`abstain`, method `{rule['method']}`), fitted on the
-validation split: a colour check against the training images' stain palette and a floor on the
-calibrated top probability ({rule.get('min_confidence') or 0:.3f}). The Space applies it and says "not
-recognised" instead of a class. Test split: abstains on {_pct(test['abstained'])} of tiles; accuracy on the
-tiles it answers {_pct(test.get('accuracy_when_answering'))}.
+validation split: {checks}. The Space applies it and says "not
+recognised" instead of a class. Test split: abstains on {_pct(test['abstained'])} of {unit}s; accuracy on the
+{unit}s it answers {_pct(test.get('accuracy_when_answering'))}.
 
 | out-of-domain set (generated, or other bundled datasets) | images | abstained |
 | --- | --- | --- |
 {rows}"""
 
 
-def card_data(*, config: dict, metrics: dict) -> ModelCardData:
+def card_data(*, config: dict, metrics: dict, info=None) -> ModelCardData:
     """Hub metadata: library, task, and model-index results taken from metrics.json."""
+    given = (config.get("data_layout") or {}).get("kind") == "given"
     common = dict(task_type="image-classification", dataset_type="imagefolder", dataset_name=config["dataset"],
-                  dataset_split="test (grouped)")
+                  dataset_split="test (as given)" if given else "test (grouped)")
     results = [
         EvalResult(metric_type="accuracy", metric_value=metrics["accuracy"], metric_name="Test accuracy", **common),
         EvalResult(metric_type="f1", metric_value=metrics["macro_f1"], metric_name="Macro F1", **common),
@@ -61,7 +73,7 @@ def card_data(*, config: dict, metrics: dict) -> ModelCardData:
         library_name="keras",
         pipeline_tag="image-classification",
         license="other",
-        tags=["histopathology", "medical-imaging", "keras", "image-classification"],
+        tags=[*(info.tags if info else ("histopathology", "medical-imaging")), "keras", "image-classification"],
         model_name=config["model_name"],
         eval_results=results,
     )
@@ -86,14 +98,14 @@ A compact convolutional network, trained from scratch, that classifies {info.dom
 
 > **{config['disclaimer']}**
 
-## Results on the held-out test split (split by near-duplicate group, never by tile)
+## Results on the held-out test split ({info.split_note})
 
 | metric | value |
 | --- | --- |
 | accuracy | {_pct(metrics['accuracy'])} |
 | macro F1 | {_pct(metrics['macro_f1'])} |
 | cancer sensitivity (a cancer predicted as any cancer class) | {_pct(metrics.get('cancer_sensitivity'))} |
-| test images | {metrics['num_images']} |{_interval_row(metrics)}
+| test images | {metrics['num_images']} |{_interval_row(metrics, info)}
 
 | class | name | precision | recall | F1 | false-negative rate | support |
 | --- | --- | --- | --- | --- | --- | --- |
@@ -104,9 +116,7 @@ A compact convolutional network, trained from scratch, that classifies {info.dom
 ![Training curves](training_curves.png)
 
 These figures were measured once on the test split after choosing the weights on the validation
-split. Tiles in the test split share no original photograph with the training split. Accuracies of
-99-100% reported elsewhere for this dataset usually come from random tile splits, where a rotated
-copy of almost every test tile was trained on; they are not comparable with these.
+split. {info.results_note}
 
 ## How to use
 
@@ -121,34 +131,32 @@ model = keras.saving.load_model(hf_hub_download(repo_id, "model.keras", revision
                                 compile=False, safe_mode=True)
 labels = json.load(open(hf_hub_download(repo_id, "labels.json", revision=revision)))
 
-tile = np.zeros(({h}, {w}, 3), np.uint8)     # an RGB uint8 tile, {h} x {w} px; no other preprocessing
-probabilities = model.predict(tile[None])[0]
+{info.unit} = np.zeros(({h}, {w}, 3), np.uint8)     # an RGB uint8 {info.unit}, {h} x {w} px; no other preprocessing
+probabilities = model.predict({info.unit}[None])[0]
 print({{labels[str(i)]["id"]: float(p) for i, p in enumerate(probabilities)}})
 ```
 
 The model takes raw RGB `uint8` pixels of {h} x {w}; resizing to its working resolution and scaling
-are layers inside the model. Larger images should be cut into {h} px tiles at the same magnification.
+are layers inside the model. {_larger_images(info, h)}
 
 ## Intended use
 
-Research and teaching: exploring how a small network separates these tissue classes, and as a
-baseline for leakage-free evaluation on LC25000-style data.
+{info.intended_use}
 
 ## Out-of-scope use
 
 Clinical diagnosis, screening or triage of any kind; images other than {info.domain}
-(other organs, other stains, photos, radiology); whole-slide images without tiling at a
-comparable magnification.
+{info.out_of_scope}.
 
 ## Calibration and abstention
 
 {_calibration_text(metrics)}
 
-{_abstention_text(config, metrics)}
+{_abstention_text(config, metrics, info)}
 
 ## Training data
 
-{info.title}. Split (seeded, stratified by class, by group): train {sizes.get('train', '?')},
+{info.title}. {_split_text(config)}: train {sizes.get('train', '?')},
 validation {sizes.get('val', '?')}, test {sizes.get('test', '?')} images. The exact file list is
 `split_manifest.csv` (sha256 `{config['training_manifest_sha256']}`).
 
@@ -156,10 +164,7 @@ validation {sizes.get('val', '?')}, test {sizes.get('test', '?')} images. The ex
 
 ## Limitations
 
-{info.caveats} The images come from one source and one scanner; performance on other labs,
-stains or magnifications is unknown and probably lower. The abstention rule is fitted on this
-dataset's colours: real H&E from another lab may be refused, and stains close to H&E
-(e.g. immunohistochemistry with a haematoxylin counterstain) are only partly refused.
+{info.caveats} {info.source_note}{_abstention_limits(config, info)}
 
 ## Training procedure
 
@@ -171,6 +176,46 @@ Code version `{config['code_version']}`, Keras {config['keras_version']}.
 """
 
 
+def _larger_images(info, h: int) -> str:
+    if info.unit == "tile":
+        return f"Larger images should be cut into {h} px tiles at the same magnification."
+    return f"Other sizes are resized to {h} px (as the training {info.unit}s were)."
+
+
+def _split_text(config: dict) -> str:
+    layout = config.get("data_layout") or {}
+    if layout.get("kind") != "given":
+        return "Split (seeded, stratified by class, by group)"
+    carved = layout.get("carved") or []
+    folders = ", ".join(f"`{folder}/`" for folder in layout["folders"].values())
+    text = f"The dataset's own split folders ({folders})"
+    if carved:
+        share = config["training_run"].get("val_fraction", 0.15)
+        names = {"val": "validation", "test": "test"}
+        text += (f", with {' and '.join(names[c] for c in carved)} carved from `train/` ({share:.0%} of each class, seeded, "
+                 "stratified; grouped when the dataset has a groups file)")
+    class_map = config["training_run"].get("class_map") or {}
+    if class_map:
+        text += "; folders merged by the class map " + ", ".join(f"`{k}` -> `{v}`" for k, v in class_map.items())
+    return text
+
+
+def _histology(info) -> bool:
+    return info is None or "histopathology" in info.tags
+
+
+def _abstention_limits(config: dict, info) -> str:
+    if "colour" not in (config.get("abstain") or {}).get("method", ""):
+        return (" The abstention rule has no colour check: it abstains only when the model is unsure,\n"
+                "and unrelated images often get a confident answer (see the out-of-domain table).")
+    if not _histology(info):
+        return (" The abstention rule is fitted on this dataset's colours: it refuses blank, noise and\n"
+                "graphics images, but not every unrelated photograph or medical image (see the out-of-domain table).")
+    return (""" The abstention rule is fitted on this
+dataset's colours: real H&E from another lab may be refused, and stains close to H&E
+(e.g. immunohistochemistry with a haematoxylin counterstain) are only partly refused.""")
+
+
 # Optional report files in the model folder -> card section titles (in this order).
 EXTRA_SECTIONS = {
     "cross_validation.md": "Robustness: five grouped folds",  # python -m training.folds summary --markdown
@@ -179,17 +224,19 @@ EXTRA_SECTIONS = {
 }
 
 
-def _interval_row(metrics: dict) -> str:
+def _interval_row(metrics: dict, info=None) -> str:
     ci = metrics.get("accuracy_ci95")
     if not ci:
         return ""
-    return (f"\n| accuracy, 95% interval (bootstrap over the {ci['groups']} test originals) | "
+    # Groups are originals when a groups file joined copies; else each image is its own group.
+    what = "originals" if ci["groups"] < metrics["num_images"] or info is None else f"{info.unit}s"
+    return (f"\n| accuracy, 95% interval (bootstrap over the {ci['groups']} test {what}) | "
             f"{_pct(ci['low'])} - {_pct(ci['high'])} |")
 
 
 def write_model_card(out: str | Path, *, config: dict, labels: dict, metrics: dict, info) -> ModelCard:
     """Write ``README.md`` (YAML metadata + body) into the model folder."""
-    data = card_data(config=config, metrics=metrics)
+    data = card_data(config=config, metrics=metrics, info=info)
     text = card_text(config=config, labels=labels, metrics=metrics, info=info)
     for name, title in EXTRA_SECTIONS.items():  # reports written by other scripts, when run
         extra = Path(out) / name

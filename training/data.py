@@ -40,30 +40,42 @@ class Sample:
     split: str = ""
 
 
-def index_dataset(root: str | Path, *, groups_csv: str | Path | None = None) -> list[Sample]:
-    """List every image under ``root/<class>/``, with its group.
+def index_dataset(root: str | Path, *, groups_csv: str | Path | None = None, folder: str = "",
+                  split: str = "") -> list[Sample]:
+    """List every image under ``root/<folder>/<class>/``, with its group.
 
-    ``groups_csv`` defaults to ``root/groups.csv`` when that file exists; without one,
-    each image is its own group.
+    Paths are relative to ``root`` (``folder`` names a subfolder such as ``train`` of a dataset
+    that comes split; ``split`` is then written into each sample). ``groups_csv`` defaults to
+    ``root/groups.csv`` when that file exists; without one, each image is its own group.
+
+    Example:
+        >>> index_dataset("../shared/data/chest-ct", folder="valid", split="val")[0].path
+        'valid/adenocarcinoma/...'
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"Dataset folder not found: {root}")
-    groups: dict[str, str] = {}
-    groups_path = Path(groups_csv) if groups_csv else root / "groups.csv"
-    if groups_path.is_file():
-        with groups_path.open(newline="") as handle:
-            groups = {row["path"]: row["group"] for row in csv.DictReader(handle)}
+    base = root / folder
+    if not base.is_dir():
+        raise DatasetError(f"Dataset folder not found: {base}")
+    groups = read_groups(root, groups_csv)
     samples = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
         for image in sorted(class_dir.iterdir()):
             if image.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             rel = image.relative_to(root).as_posix()
-            samples.append(Sample(path=rel, label=class_dir.name, group=groups.get(rel, rel)))
+            samples.append(Sample(path=rel, label=class_dir.name, group=groups.get(rel, rel), split=split))
     if not samples:
-        raise DatasetError(f"No images found in class folders under {root}")
+        raise DatasetError(f"No images found in class folders under {base}")
     return samples
+
+
+def read_groups(root: str | Path, groups_csv: str | Path | None = None) -> dict[str, str]:
+    """``{path relative to root: group}`` from the groups CSV (``root/groups.csv`` by default), else ``{}``."""
+    groups_path = Path(groups_csv) if groups_csv else Path(root) / "groups.csv"
+    if not groups_path.is_file():
+        return {}
+    with groups_path.open(newline="") as handle:
+        return {row["path"]: row["group"] for row in csv.DictReader(handle)}
 
 
 def grouped_split(

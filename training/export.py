@@ -51,7 +51,8 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
     manifest = Path(manifest)
     if manifest.resolve() != (out / "split_manifest.csv").resolve():
         shutil.copyfile(manifest, out / "split_manifest.csv")  # which tiles trained / tested it
-    run = {k: v for k, v in asdict(config).items() if k not in ("out", "cache_dir", "verbose")}
+    run = {k: v for k, v in asdict(config).items()
+           if k not in ("out", "cache_dir", "verbose", "mlflow", "mlflow_experiment")}  # not provenance
     run["augmentation"] = Augmentation(**config.augmentation).to_dict()  # the settings in force, not overrides
     run["data"] = Path(config.data).name
     model_config = {
@@ -59,6 +60,7 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
         "task": "image-classification",
         "model_file": "model.keras",
         "input_size": [config.input_size, config.input_size],
+        "input_unit": info.unit,  # "tile": the Space tiles much larger images; else it resizes them whole
         "channel_order": "RGB",
         "dtype": "uint8",
         "value_range": [0, 255],
@@ -67,6 +69,8 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
         "domain": info.domain,
         "disclaimer": DISCLAIMER,
         "dataset": info.title,
+        # The dataset's caveats, shown by the Space's "About this model" panel (else generic text).
+        **({"limitations": " ".join(f"{info.caveats} {info.source_note}".split())} if info.caveats else {}),
         "training_manifest": "split_manifest.csv",
         "training_manifest_sha256": manifest_sha256(manifest),
         "code_version": code or code_version(),

@@ -3,23 +3,28 @@
 Usage:
     python -m training.train --data ../shared/data/lc25000-lung-224 \
         --manifest training/splits/lc25000-lung-grouped.csv --out hub_model
+    # any class-per-folder dataset, also one that comes split (train/valid/test), N classes or 2:
+    python -m training.train --data ../shared/data/chest-ct --out runs/ct \
+        --class-map adenocarcinoma=cancer,large_cell_carcinoma=cancer,squamous_cell_carcinoma=cancer
 
 The story, step by step:
-1. Index the dataset and split it by group (or reuse the committed manifest).
+1. Index the dataset and split it by group, or use its own split folders (``training.folders``),
+   or reuse the committed manifest.
 2. Decode every image once into memory (optionally cached on disk).
-3. Stream batches through ``tf.data`` with histology-safe augmentation.
-4. Train; keep the weights of the best validation epoch (or reuse a run: ``--from-run``).
+3. Stream batches through ``tf.data`` with augmentation suited to the dataset (``DatasetInfo``).
+4. Train, on one device or several workers (``--strategy``, ``training.strategy``); keep the
+   weights of the best validation epoch (or reuse a run: ``--from-run``).
 5. Calibrate (temperature) and fit the abstention rule on the validation split.
 6. Evaluate once on the test split: accuracy, calibration, abstention, far-OOD rejection.
-7. Export model, labels, config, metrics, plots and model card (``training.export``).
+7. Export model, labels, config, metrics, plots and model card (``training.export``);
+   optionally log the run to MLflow (``--mlflow``, ``training.tracking``).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from training.datasets import DEFAULT_DATA
@@ -49,35 +54,25 @@ class TrainConfig:
     augmentation: dict = field(default_factory=dict)  # overrides of training.augment.Augmentation
     verbose: int = 1
     from_run: str | None = None  # skip fitting: reuse the model of this run folder
-
-
-# Step 1: the split -------------------------------------------------------------------------
-
-
-def prepare_split(config: TrainConfig):
-    """Load the committed manifest, or make a grouped split and write it."""
-    from training.data import grouped_split, index_dataset, leaked_groups, random_split, read_manifest, write_manifest
-
-    manifest = Path(config.manifest) if config.manifest else Path(config.out) / "split_manifest.csv"
-    if manifest.is_file():
-        samples = read_manifest(manifest)
-    else:
-        split = random_split if config.split_mode == "random" else grouped_split
-        samples = split(index_dataset(config.data), seed=config.seed)
-        write_manifest(samples, manifest)
-    if config.split_mode == "grouped" and leaked_groups(samples):
-        raise ValueError(f"Manifest {manifest} puts a group in more than one split")
-    return samples, manifest
+    class_map: dict[str, str] = field(default_factory=dict)  # folder -> class, e.g. merge carcinomas
+    val_fraction: float = 0.15  # share carved for validation when the dataset brings none
+    strategy: str = "default"  # tf.distribute: default, mirrored or multi_worker (training.strategy)
+    mlflow: bool = False  # log to MLflow (also when MLFLOW_TRACKING_URI is set)
+    mlflow_experiment: str | None = None  # default: the model name
 
 
 # Step 3: the input pipeline -----------------------------------------------------------------
 
 
 def make_dataset(images, labels, *, batch_size: int, training: bool, seed: int = 0, augmentation: dict | None = None):
-    """A ``tf.data`` pipeline over in-memory uint8 images; training batches are augmented."""
+    """A ``tf.data`` pipeline over in-memory uint8 images; training batches are augmented.
+
+    ``batch_size`` is the global batch; under several workers each keeps every N-th example.
+    """
     import tensorflow as tf
 
     from training.augment import Augmentation
+    from training.strategy import distributable
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
@@ -85,28 +80,53 @@ def make_dataset(images, labels, *, batch_size: int, training: bool, seed: int =
     ds = ds.batch(batch_size)
     if training:
         ds = ds.map(Augmentation(**(augmentation or {})), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return distributable(ds.prefetch(tf.data.AUTOTUNE))
 
 
 # Steps 2-7 -----------------------------------------------------------------------------------
 
 
 def train(config: TrainConfig) -> dict:
-    """Run the whole story and return the test metrics (also written to ``config.out``)."""
+    """Run the whole story and return the test metrics (also written to ``config.out``).
+
+    Under ``--strategy multi_worker`` every worker trains; only the chief calibrates, evaluates,
+    exports and tracks. The other workers return ``{"training": ...}`` and leave no files behind.
+    """
+    from training.datasets import describe
+    from training.strategy import is_chief, make_strategy, output_folder
+    from training.tracking import start_tracking, tracking_requested
+
+    strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TF op
+    chief = is_chief(strategy)
+    info = describe(config.data)
+    # The dataset's own augmentation defaults (e.g. no stain jitter on CT), then --augment overrides.
+    config = replace(config, augmentation={**info.augmentation, **config.augmentation})
+    with output_folder(config.out, chief=chief) as out:
+        params = {k: v for k, v in asdict(config).items() if k not in ("verbose", "mlflow", "mlflow_experiment")}
+        tracker = start_tracking(requested=chief and tracking_requested(config.mlflow), params=params,
+                                 experiment=config.mlflow_experiment or config.model_name, run_name=out.name)
+        try:
+            metrics = run_steps(config, info, out=out, strategy=strategy, chief=chief, callbacks=tracker.callbacks())
+        except BaseException:
+            tracker.fail()
+            raise
+        tracker.finish(metrics, folder=out)
+    return metrics
+
+
+def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, callbacks: list) -> dict:
+    """Steps 1-7 (see the module docstring) in ``out``."""
     import keras
 
     from training.data import load_split
-    from training.datasets import describe
     from training.export import code_version, export_model_folder
     from training.finish import calibrate_and_evaluate
+    from training.folders import describe_split, layout_of, prepare_split
 
     keras.utils.set_random_seed(config.seed)
     code = code_version()  # at the start: the code that actually trained the model
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    samples, manifest = prepare_split(config)
+    samples, manifest = prepare_split(config, out=out, chief=chief)  # step 1
     class_ids = sorted({s.label for s in samples})
-    info = describe(config.data)
     size = (config.input_size, config.input_size)
 
     started = time.monotonic()
@@ -116,49 +136,67 @@ def train(config: TrainConfig) -> dict:
         for name, rows in split.items()
     }
     print(f"decoded {sum(len(r) for r in split.values())} images in {time.monotonic() - started:.0f}s "
-          f"(train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])})", flush=True)
+          f"(train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])})\n"
+          f"{describe_split(samples)}", flush=True)
 
     provenance = {}
     if config.from_run:
+        from training.reuse import reuse_run
+
         model, history, training, provenance = reuse_run(config.from_run, out=out)
         code = provenance.pop("code_version")
     else:
-        model, history, training = fit(config, arrays, num_classes=len(class_ids), out=out)
+        model, history, training = fit(config, arrays, num_classes=len(class_ids), out=out, strategy=strategy,
+                                       callbacks=callbacks)
     training["split_sizes"] = {name: len(rows) for name, rows in split.items()}
+    if not chief:  # the chief alone evaluates and exports
+        return {"training": training}
 
     # Steps 5-6: calibrate and fit abstention on validation, then measure everything on test once.
     model, metrics, extras = calibrate_and_evaluate(model, arrays, class_ids=class_ids, info=info, out=out,
                                                     data_root=config.data,
                                                     test_groups=[s.group for s in split["test"]])
     metrics["training"] = training
+    extras["data_layout"] = layout_of(config.data).to_dict()
     export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
                         history=history, manifest=manifest, code=code, extras={**extras, **provenance})
     return metrics
 
 
-def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path):
-    """Step 4: train with AdamW + cosine decay; keep the best validation epoch's weights."""
+def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path, strategy=None, callbacks=()):
+    """Step 4: train with AdamW + cosine decay; keep the best validation epoch's weights.
+
+    The model is built and compiled inside ``strategy.scope()`` (the default strategy: one
+    device); ``config.batch_size`` is per replica. The returned model lives on this device only,
+    so what follows (calibration, evaluation, export) needs no other worker.
+    """
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from training.model import build_model
+    from training.strategy import fit_multi_worker_ready, global_batch_size
 
-    train_ds = make_dataset(*arrays["train"], batch_size=config.batch_size, training=True, seed=config.seed,
+    strategy = strategy or tf.distribute.get_strategy()
+    batch_size = global_batch_size(config.batch_size, strategy)
+    train_ds = make_dataset(*arrays["train"], batch_size=batch_size, training=True, seed=config.seed,
                             augmentation=config.augmentation)
     val_ds = make_dataset(*arrays["val"], batch_size=64, training=False)
-    size = (config.input_size, config.input_size)
-    model = build_model(
-        num_classes=num_classes, input_size=size, work_size=config.work_size,
-        backbone=config.backbone, backbone_weights=config.backbone_weights, widths=tuple(config.widths),
-        name=config.model_name.replace("-", "_"),
-    )
-    steps = config.epochs * int(np.ceil(len(arrays["train"][1]) / config.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(steps, 1), alpha=0.02)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+
+    def new_model() -> keras.Model:
+        return build_model(num_classes=num_classes, input_size=(config.input_size, config.input_size),
+                           work_size=config.work_size, backbone=config.backbone,
+                           backbone_weights=config.backbone_weights, widths=tuple(config.widths),
+                           name=config.model_name.replace("-", "_"))
+
+    steps = config.epochs * int(np.ceil(len(arrays["train"][1]) / batch_size))
+    with strategy.scope():
+        model = new_model()
+        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(steps, 1),
+                                                          alpha=0.02)
+        model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    fit_multi_worker_ready(model, strategy)
     checkpoint = out / ".best.weights.h5"
     callbacks = [
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True, save_weights_only=True),
@@ -166,11 +204,14 @@ def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path):
         # high-learning-rate validation losses are noisy.
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                       start_from_epoch=config.epochs // 2),
+        *callbacks,
     ]
     started = time.monotonic()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
                         verbose=config.verbose).history
     train_seconds = time.monotonic() - started
+    if strategy is not tf.distribute.get_strategy():  # leave the distributed variables behind
+        model = new_model()
     model.load_weights(checkpoint)
     checkpoint.unlink()
     best = int(np.argmin(history["val_loss"]))
@@ -180,40 +221,21 @@ def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path):
         "best_val_loss": round(float(history["val_loss"][best]), 4),
         "best_val_accuracy": round(float(history["val_accuracy"][best]), 4),
         "train_seconds": round(train_seconds, 1),
+        "strategy": config.strategy,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "global_batch_size": batch_size,
     }
     return model, history, training
 
 
-def reuse_run(folder: str | Path, *, out: Path):
-    """Instead of step 4: take the trained model of an earlier run folder (to recalibrate or re-export).
-
-    The model is used without its calibration layer so that the temperature is fitted afresh;
-    its training curves and provenance (code version, training settings) are carried over.
-    """
-    import keras
-
-    from training.calibrate import logits_model
-    from training.model import model_input
-
-    folder = Path(folder)
-    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
-    probabilities = keras.layers.Softmax(name="probabilities")(logits_model(model).output)
-    model = keras.Model(model_input(model), probabilities, name=model.name)
-    history_file = folder / "history.json"
-    history = json.loads(history_file.read_text()) if history_file.is_file() else {}
-    curves = folder / "training_curves.png"
-    if curves.is_file() and curves.resolve() != (out / curves.name).resolve():
-        shutil.copyfile(curves, out / curves.name)
-    training = json.loads((folder / "metrics.json").read_text()).get("training", {})
-    training["reused_from"] = str(folder)
-    source = json.loads((folder / "config.json").read_text())
-    return model, history, training, {"code_version": source["code_version"], "training_run": source["training_run"]}
-
-
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    from training.folders import parse_class_map
+    from training.strategy import STRATEGIES
+
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=defaults.data, help="dataset root with one folder per class")
+    parser.add_argument("--data", default=defaults.data,
+                        help="dataset root: one folder per class, or train/[valid|val]/test folders of them")
     parser.add_argument("--out", default=defaults.out, help="folder to write the Hub model files into")
     parser.add_argument("--manifest", help="split manifest CSV (read if present, else written)")
     parser.add_argument("--split-mode", choices=["grouped", "random"], default="grouped",
@@ -234,9 +256,21 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
                         help="override one augmentation setting, e.g. hed_jitter=0 (see training/augment.py)")
     parser.add_argument("--from-run", help="skip training: recalibrate and re-export the model in this folder")
+    parser.add_argument("--class-map", default="", metavar="FOLDER=CLASS,...|FILE.json",
+                        help="merge or rename class folders, e.g. adenocarcinoma=cancer,squamous_cell_carcinoma=cancer")
+    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                        help="share of train carved for validation when the dataset has no valid/ folder")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=defaults.strategy,
+                        help="tf.distribute: default (one device), mirrored (local devices), "
+                             "multi_worker (reads TF_CONFIG); --batch-size is per replica")
+    parser.add_argument("--mlflow", action="store_true",
+                        help="log params, epochs, test metrics and the model folder to MLflow "
+                             "(also on when MLFLOW_TRACKING_URI is set; default store ./mlruns)")
+    parser.add_argument("--mlflow-experiment", help="MLflow experiment name (default: the model name)")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line/epoch")
     args = vars(parser.parse_args(argv))
     args["augmentation"] = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.pop("augment"))}
+    args["class_map"] = parse_class_map(args["class_map"])
     return TrainConfig(**args)
 
 
@@ -245,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = train(config)
     print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "cancer_sensitivity", "training") if k in metrics},
                      indent=2))
-    print(f"exported to {config.out}; config: {json.dumps(asdict(config))}")
+    if "accuracy" in metrics:  # a worker other than the chief exports nothing
+        print(f"exported to {config.out}; config: {json.dumps(asdict(config))}")
 
 
 if __name__ == "__main__":
