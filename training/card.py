@@ -220,6 +220,7 @@ dataset's colours: real H&E from another lab may be refused, and stains close to
 EXTRA_SECTIONS = {
     "cross_validation.md": "Robustness: five grouped folds",  # python -m training.folds summary --markdown
     "ablation.md": "What each choice bought (validation)",
+    "leaky_split.md": "For comparison with papers: a random (leaky) split",
     "benchmark.md": "Compared with the seed projects' architectures",  # scripts/benchmark.py
 }
 
