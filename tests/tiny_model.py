@@ -15,15 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from scripts.space_process import SpaceProcess, free_port  # noqa: F401  (free_port: re-exported for tests)
 
 import numpy as np
 
@@ -97,13 +93,6 @@ def write_test_image(path: str | os.PathLike, *, size: tuple[int, int] = (48, 80
     return path
 
 
-def free_port() -> int:
-    """A currently free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def run_space(model_dir: str | os.PathLike | None, *, env: Mapping[str, str] | None = None,
               timeout: float = 180.0) -> Iterator[str]:
@@ -111,53 +100,8 @@ def run_space(model_dir: str | os.PathLike | None, *, env: Mapping[str, str] | N
 
     ``model_dir=None`` leaves MODEL_DIR unset (the app's default ``hub_model/``).
     """
-    port = free_port()
-    child_env = {k: v for k, v in os.environ.items() if k not in ("MODEL_DIR", "MODEL_REPO",
-                                                                  "MODEL_REVISION")}
-    child_env.update({
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "PYTHONUNBUFFERED": "1",
-    })
-    if model_dir is not None:
-        child_env["MODEL_DIR"] = str(model_dir)
-    child_env.update(env or {})
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "space" / "app.py")],
-                                cwd=REPO_ROOT / "space", env=child_env,
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait_until_ready(url, proc, log, timeout=timeout)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_until_ready(url: str, proc: subprocess.Popen, log: Any, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Space exited with code {proc.returncode}:\n{_tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"Space at {url} not ready after {timeout:.0f} s:\n{_tail(log)}")
-
-
-def _tail(log: Any, *, chars: int = 4000) -> str:
-    log.seek(0)
-    return log.read().decode("utf-8", "replace")[-chars:]
+    with SpaceProcess(model_dir=model_dir, env=env, timeout=timeout) as space:
+        yield space.url
 
 
 def _write_json(path: Path, data: Any) -> None:
