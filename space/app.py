@@ -114,13 +114,14 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
                     raw: panels.tiles_json(analysis, PREDICTOR.names, SOURCE), tile_map: painted,
                     tile_summary: panels.tile_summary_html(analysis, PREDICTOR.names),
                     tile_box: gr.update(visible=True)}
-        result = SERVICE.runner(PREDICTOR.prepare(rgb))
+        model_input = PREDICTOR.prepare(rgb)  # resized once, for the prediction and Grad-CAM
+        result = SERVICE.runner(model_input)
         answer = {**_blank(), verdict_md: verdict(result), raw: panels.result_json(result, SOURCE)}
         if result["abstained"]:  # no answer: name no class (the raw JSON keeps the probabilities)
             return answer
         answer[top_classes] = result["confidences"]
         if SERVICE.cam is not None:
-            cam = SERVICE.gradcam(rgb)
+            cam = SERVICE.gradcam(rgb, model_input)
             label = f"Grad-CAM: where the model looked for {PREDICTOR.names[cam['class_index']]}"
             answer.update({gradcam: gr.update(value=_blend(cam, alpha), label=label), cam_state: cam,
                            cam_box: gr.update(visible=True)})

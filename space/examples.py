@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from model_source import ModelSource
+from model_source import ModelSource, first_line
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 MAX_EXAMPLES = 24
@@ -76,6 +76,5 @@ def hub_examples(repo_id: str, *, revision: str | None, limit: int = MAX_EXAMPLE
                        and Path(s.rfilename).suffix.lower() in IMAGE_SUFFIXES)
         return [Path(hf_hub_download(repo_id, name, revision=revision)) for name in names[:limit]]
     except Exception as err:  # examples are optional: never let them stop the Space
-        first = (str(err).strip() or type(err).__name__).splitlines()[0]
-        log.warning("No example images from %s at %s: %s", repo_id, revision or "main", first)
+        log.warning("No example images from %s at %s: %s", repo_id, revision or "main", first_line(err))
         return []

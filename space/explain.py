@@ -47,7 +47,6 @@ class CamResult:
 
     heatmap: np.ndarray  # (h, w) float32
     class_index: int
-    score: float         # the class score the gradients were taken of (a logit when available)
 
 
 def find_target_path(model: keras.Model) -> tuple[str, ...]:
@@ -137,7 +136,7 @@ class GradCam:
         cam = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1))[0].numpy().astype(np.float32)
         peak = float(cam.max())
         cam = cam / peak if peak > 1e-12 else np.zeros_like(cam)  # no positive evidence: flat map
-        return CamResult(heatmap=cam, class_index=index, score=float(score[0]))
+        return CamResult(heatmap=cam, class_index=index)
 
 
 def colourise(heatmap: np.ndarray, *, size: tuple[int, int]) -> np.ndarray:

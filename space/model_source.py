@@ -164,7 +164,8 @@ def download_hub_model(
     try:
         commit = _resolve_commit(repo_id, asked, where=where, attempts=attempts, retry_wait=retry_wait)
     except _HubUnreachable as err:
-        cached = _cached_files(repo_id, asked, cache_dir=cache_dir)
+        # A pinned sha was looked up (and hashed) above; only a branch needs the cache now.
+        cached = None if _COMMIT_SHA.fullmatch(asked) else _cached_files(repo_id, asked, cache_dir=cache_dir)
         if cached is None:
             raise ModelSourceError(f"Cannot reach the Hub to get {where}: {err}; "
                                    "no intact copy is cached, so there is no model to serve.") from None
@@ -246,7 +247,7 @@ def _resolve_commit(repo_id: str, revision: str, *, where: str, attempts: int, r
                 raise ModelSourceError(f"Cannot get {where}: {why} (HTTP {status}).") from None
             reason = f"HTTP {status}"
         except (httpx2.TransportError, ConnectionError, TimeoutError) as err:
-            reason = f"{type(err).__name__}: {_first_line(err)}"
+            reason = f"{type(err).__name__}: {first_line(err)}"
         log.debug("Hub metadata request %d/%d for %s failed: %s", attempt + 1, attempts, where, reason)
     raise _HubUnreachable(f"{attempts} attempt(s) failed, last: {reason}")
 
@@ -266,7 +267,7 @@ def _download(repo_id: str, name: str, commit: str, *, where: str,
             raise ModelSourceError(f"{where} has no {name} (commit {commit[:12]}); a model repo "
                                    f"needs {', '.join(REQUIRED_FILES)}.") from None
         except Exception as err:  # network, HTTP or size-check failure: one line, not a traceback
-            problem = _first_line(err)
+            problem = first_line(err)
             log.warning("Downloading %s from %s failed: %s", name, where, problem)
             continue
         problem = checksum_problem(path)
@@ -278,6 +279,7 @@ def _download(repo_id: str, name: str, commit: str, *, where: str,
                            f"(commit {commit[:12]}), tried twice: {problem}")
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): one line for a person."""
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]

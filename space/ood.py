@@ -155,6 +155,12 @@ def _prepare(rgb: np.ndarray, check: ColourCheck) -> tuple[np.ndarray, np.ndarra
     return small, cv2.cvtColor(small, cv2.COLOR_RGB2HSV), cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
 
 
+def tissue_pixels(hsv: np.ndarray, *, white_value: int, black_value: int, grey_saturation: int) -> np.ndarray:
+    """Pixels that are not background: neither bright and unsaturated (glass) nor black."""
+    s, v = hsv[..., 1], hsv[..., 2]
+    return ~(((v > white_value) & (s < grey_saturation)) | (v < black_value))
+
+
 def _masks(hsv: np.ndarray, check: ColourCheck) -> tuple[np.ndarray, np.ndarray]:
     """(tissue, coloured): not blank background, and tissue with a hue worth judging.
 
@@ -163,7 +169,8 @@ def _masks(hsv: np.ndarray, check: ColourCheck) -> tuple[np.ndarray, np.ndarray]
     """
     s, v = hsv[..., 1], hsv[..., 2]
     bright = v > check.white_value
-    tissue = ~((bright & (s < check.grey_saturation)) | (v < check.black_value))
+    tissue = tissue_pixels(hsv, white_value=check.white_value, black_value=check.black_value,
+                           grey_saturation=check.grey_saturation)
     return tissue, tissue & (s >= check.grey_saturation) & ~(bright & (s < check.tint_saturation))
 
 

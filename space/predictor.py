@@ -26,6 +26,7 @@ import numpy as np
 import ood
 from imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
 from model_safety import UnsafeModelError, unsafe_parts
+from model_source import first_line
 
 # Keep TensorFlow's C++ start-up chatter out of Space logs; set before Keras imports TF.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -166,11 +167,7 @@ def _load_model(path: Path) -> keras.Model:
         # safe_mode=True stays on as the second line of defence (it refuses Python lambdas).
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # a damaged archive or an unknown class: one line, not a traceback
-        raise ModelFolderError(f"{path} could not be loaded: {_first_line(err)}") from err
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelFolderError(f"{path} could not be loaded: {first_line(err)}") from err
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -157,11 +157,14 @@ class Service:
         except ImageError as err:
             raise gr.Error(html.escape(str(err)), title="Cannot read this image", print_exception=False) from None
 
-    def gradcam(self, rgb: np.ndarray) -> dict[str, Any]:
-        """Heatmap of the top class plus the (display-sized) image: what ``gr.State`` keeps for re-blending."""
+    def gradcam(self, rgb: np.ndarray, model_input: np.ndarray | None = None) -> dict[str, Any]:
+        """Heatmap of the top class plus the (display-sized) image: what ``gr.State`` keeps for re-blending.
+
+        ``model_input``: ``rgb`` already prepared for the model, when the caller has it.
+        """
         if self.cam is None:
             raise gr.Error("Grad-CAM is not available for this model.", print_exception=False)
-        result = self.cam.heatmap(self.predictor.prepare(rgb))
+        result = self.cam.heatmap(self.predictor.prepare(rgb) if model_input is None else model_input)
         scale = min(1.0, MAX_VIEW_SIDE / max(rgb.shape[:2]))
         view = rgb if scale == 1.0 else _resize(rgb, scale)
         return {"image": view, "heatmap": result.heatmap, "class_index": result.class_index}

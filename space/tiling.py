@@ -148,8 +148,7 @@ def tissue_mask(rgb: np.ndarray, rule: ood.AbstainRule | None = None) -> np.ndar
     black = check.black_value if check else _default("black_value")
     grey = check.grey_saturation if check else _default("grey_saturation")
     hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
-    s, v = hsv[..., 1], hsv[..., 2]
-    return ~(((v > white) & (s < grey)) | (v < black))
+    return ood.tissue_pixels(hsv, white_value=white, black_value=black, grey_saturation=grey)
 
 
 def tissue_threshold(rule: ood.AbstainRule | None) -> float:
