@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:  # ``python scripts/bench_space.py`` as well as ``
     sys.path.insert(0, str(ROOT))
 
 from scripts.space_process import SpaceProcess  # noqa: E402
+from scripts.traffic import has_label  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "lc25000-lung-224"
 DEFAULT_MANIFEST = ROOT / "training" / "splits" / "lc25000-lung-grouped.csv"
@@ -266,7 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 data = tile.read_bytes()
                 answer = raw.predict(tile, data)
-                if not (isinstance(answer, list) and isinstance(answer[0], dict) and answer[0].get("label")):
+                if not has_label(answer):
                     raise RuntimeError(f"/predict over raw HTTP answered {str(answer)[:200]}")
                 for _ in range(args.warmup):
                     raw.predict(tile, data), raw_noop.predict(tile, data)

@@ -128,17 +128,12 @@ class SpaceProcess:
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident memory of process ``pid`` in bytes (Linux ``/proc``; psutil elsewhere).
+    """Resident memory of process ``pid`` in bytes.
 
     Example:
         >>> rss_bytes(os.getpid()) > 0
         True
     """
-    status = Path(f"/proc/{pid}/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    import psutil  # not on Linux: fall back to the portable library
+    import psutil
 
     return int(psutil.Process(pid).memory_info().rss)

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from scripts.predict_client import connect, list_images  # noqa: F401  (connect: re-exported for the scripts)
 from scripts.space_process import SpaceProcess
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 
 
 class BadAnswerError(RuntimeError):
@@ -59,7 +58,7 @@ def sample_images(sources: Sequence[str | os.PathLike], *, count: int, out_dir: 
     files: list[Path] = []
     for source in map(Path, sources):
         if source.is_dir():
-            files += sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += list_images(source)
         elif source.is_file():
             files.append(source)
         else:
@@ -79,13 +78,6 @@ def sample_images(sources: Sequence[str | os.PathLike], *, count: int, out_dir: 
         cv2.imwrite(str(path), rgb)
         generated.append(path)
     return generated
-
-
-def connect(url: str) -> Any:
-    """A quiet ``gradio_client.Client`` for ``url`` (no downloads, no analytics)."""
-    from gradio_client import Client
-
-    return Client(url, verbose=False, download_files=False, analytics_enabled=False)
 
 
 def classify(client: Any, image: Path) -> Any:
