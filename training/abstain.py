@@ -186,10 +186,13 @@ def fit_abstention(
 
 
 def abstention_report(rule: AbstainRule | None, images_by_set: Mapping[str, np.ndarray],
-                      probabilities_by_set: Mapping[str, np.ndarray] | None = None) -> dict[str, dict]:
+                      probabilities_by_set: Mapping[str, np.ndarray] | None = None,
+                      labels_by_set: Mapping[str, np.ndarray] | None = None) -> dict[str, dict]:
     """How often ``rule`` abstains on each named set, overall and per signal.
 
     Sets without probabilities are judged by the colour check alone (``confidence`` is None).
+    Sets with labels (and probabilities) also get ``accuracy_when_answering``: accuracy on the
+    images the rule lets through.
 
     Example:
         >>> abstention_report(rule, {"test": test_images}, {"test": test_probabilities})
@@ -211,6 +214,11 @@ def abstention_report(rule: AbstainRule | None, images_by_set: Mapping[str, np.n
             "colour": round(float(colour.mean()), 4) if len(images) else None,
             "confidence": None if confidence is None else round(float(confidence.mean()), 4),
         }
+        labels = (labels_by_set or {}).get(name)
+        if labels is not None and probabilities is not None:
+            kept = ~abstained
+            report[name]["accuracy_when_answering"] = (
+                round(float((probabilities[kept].argmax(1) == labels[kept]).mean()), 4) if kept.any() else None)
     return report
 
 
@@ -263,6 +271,7 @@ def evaluate_abstention(
     test_images: np.ndarray,
     *,
     test_probabilities: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
     n_per_kind: int = 50,
     seed: int = 0,
     other_datasets: Mapping[str, str | Path] | None = None,
@@ -294,7 +303,8 @@ def evaluate_abstention(
     if test_probabilities is None:
         test_probabilities = probabilities(test_images)
     return {
-        "test": abstention_report(rule, {"test": test_images}, {"test": test_probabilities})["test"],
+        "test": abstention_report(rule, {"test": test_images}, {"test": test_probabilities},
+                                  None if test_labels is None else {"test": test_labels})["test"],
         "far_ood": abstention_report(rule, sets, {k: probabilities(v) for k, v in sets.items()}),
         "other_stains": abstention_report(rule, stains, {k: probabilities(v) for k, v in stains.items()}),
         "n_per_kind": n_per_kind,

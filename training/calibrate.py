@@ -93,17 +93,8 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, *,
         >>> expected_calibration_error(np.array([[0.9, 0.1], [0.9, 0.1]]), np.array([0, 1]))
         0.4
     """
-    probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels, int)
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
-    # Bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins bin 0.
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    ece = 0.0
-    for i in range(bins):
-        members = index == i
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(ece)
+    confidence, accuracy, count = reliability_curve(probabilities, labels, bins=bins)
+    return float(np.sum(count / count.sum() * np.abs(accuracy - confidence))) if count.size else 0.0
 
 
 def reliability_curve(probabilities: np.ndarray, labels: np.ndarray, *, bins: int = 15):
@@ -111,6 +102,7 @@ def reliability_curve(probabilities: np.ndarray, labels: np.ndarray, *, bins: in
     probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels, int)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
+    # Bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins bin 0.
     index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
     rows = [(confidence[index == i].mean(), correct[index == i].mean(), int((index == i).sum()))
             for i in range(bins) if (index == i).any()]

@@ -18,7 +18,7 @@ def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, o
     ``arrays`` maps "train"/"val"/"test" to (uint8 images, integer labels); ``test_groups``
     (one group id per test image) adds a 95% interval for the accuracy, resampling groups.
     """
-    from space.ood import AbstainRule, decide
+    from space.ood import AbstainRule
     from training.abstain import calibrate_and_fit_abstention, evaluate_abstention
     from training.calibrate import expected_calibration_error, logits_model, softmax
     from training.datasets import SHARED_DATA
@@ -50,13 +50,9 @@ def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, o
     # Other bundled datasets are out of domain for this one (CT slices, dermoscopy, ...).
     others = {p.name: p for p in sorted(SHARED_DATA.glob("*"))
               if p.is_dir() and p.resolve() != Path(data_root).resolve()}
-    abstention = evaluate_abstention(calibrated, rule, test_images, test_probabilities=probabilities,
-                                     other_datasets=others)
-    # Accuracy on the test tiles the model does answer (abstained ones are "no answer").
-    kept = np.array([not decide(image, row, rule)[0] for image, row in zip(test_images, probabilities)])
-    abstention["test"]["accuracy_when_answering"] = (
-        round(float((probabilities[kept].argmax(1) == test_labels[kept]).mean()), 4) if kept.any() else None)
-    metrics["abstention"] = abstention
+    # With the labels, the test report also gives the accuracy on the tiles the model answers.
+    metrics["abstention"] = evaluate_abstention(calibrated, rule, test_images, test_probabilities=probabilities,
+                                                test_labels=test_labels, other_datasets=others)
     extras = {"abstain": calibration["abstain"], "calibration": {"temperature": calibration["temperature"],
                                                                  "applied": "inside model.keras (layer 'temperature')"}}
     return calibrated, metrics, extras

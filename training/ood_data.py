@@ -96,8 +96,8 @@ def _blobs(rng, n, size):
     return out
 
 
-def _photo_crops(rng, n, size):
-    decoded = (cv2.imread(str(p)) for p in sample_photo_paths())
+def _photo_crops(rng, n, size, paths: list[Path]):
+    decoded = (cv2.imread(str(p)) for p in paths)
     photos = [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for bgr in decoded if bgr is not None]
     out = np.empty((n, *size, 3), np.uint8)
     for i in range(n):
@@ -132,8 +132,9 @@ def make_far_ood_set(n_per_kind: int, *, size: tuple[int, int] = (224, 224), see
         "stripes": _pattern(rng, n, size, stripes=True),
         "text": _text(rng, n, size),
     }
-    if sample_photo_paths():
-        sets["photo"] = _photo_crops(rng, n, size)
+    paths = sample_photo_paths()  # one scan of the installed packages
+    if paths:
+        sets["photo"] = _photo_crops(rng, n, size, paths)
     return sets
 
 

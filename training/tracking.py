@@ -61,10 +61,6 @@ class Tracker:
     def enabled(self) -> bool:
         return self.mlflow is not None
 
-    @property
-    def run_id(self) -> str | None:
-        return self.run.info.run_id if self.run else None
-
     def callbacks(self) -> list:
         """A Keras callback logging each epoch's ``logs`` (loss, accuracy, val_*) at step = epoch."""
         if not self.enabled:
