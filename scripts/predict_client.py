@@ -38,7 +38,8 @@ BATCH_API_NAME = "/predict_batch"
 CHUNK_SIZE = 32     # files per /predict_batch call
 IN_FLIGHT = 3       # calls at once: one runs, the others upload
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
-FIXED_COLUMNS = ("path", "label", "confidence")
+FIXED_COLUMNS = ("path", "label", "confidence", "abstained", "reason", "scale_factor")
+DEFAULT_SCALE = "auto"
 
 __all__ = ["SpaceUnreachableError", "connect", "list_images", "classify_file", "classify_files",
            "write_csv", "main"]
@@ -80,10 +81,11 @@ def list_images(folder: str | Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def classify_file(client: Any, path: str | Path) -> dict[str, Any]:
-    """Call ``/predict`` on one file; returns ``{"label": name, "probabilities": {name: p}}``.
+def classify_file(client: Any, path: str | Path, *, scale: str = DEFAULT_SCALE) -> dict[str, Any]:
+    """Call ``/predict`` on one file; returns the row fields (``label`` is a class name).
 
-    ``probabilities`` holds the top three classes (what the Space's Label shows).
+    When the Space abstains, ``label``, ``confidence`` and ``probabilities`` are empty and
+    ``abstained``/``reason`` say why: no class is named for an image the model does not answer.
 
     Raises:
         gradio_client.exceptions.AppError: the Space rejected the file (message says why).
@@ -91,31 +93,30 @@ def classify_file(client: Any, path: str | Path) -> dict[str, Any]:
     """
     from gradio_client import handle_file
 
-    answer = client.predict(handle_file(str(path)), api_name=API_NAME)
-    label = answer[0] if isinstance(answer, (list, tuple)) else answer  # (Label, JSON) since v2
-    probabilities = {str(c["label"]): float(c["confidence"])
-                     for c in label.get("confidences") or []}
-    return {"label": str(label.get("label", "")), "probabilities": probabilities}
+    label, result = client.predict(handle_file(str(path)), scale, api_name=API_NAME)
+    shown = {str(c["label"]): float(c["confidence"]) for c in (label or {}).get("confidences") or []}
+    return _row_fields(result, confidences=shown)
 
 
-def classify_files(client: Any, paths: Sequence[str | Path], *, progress: bool = True,
+def classify_files(client: Any, paths: Sequence[str | Path], *, progress: bool = True, scale: str = DEFAULT_SCALE,
                    chunk_size: int = CHUNK_SIZE, in_flight: int = IN_FLIGHT) -> list[dict[str, Any]]:
     """Classify each file; a failing file gives a row with ``error`` set and the rest go on.
 
-    Each row: ``{"path", "label", "confidence", "probabilities", "error"}``, in the order of
-    ``paths``; ``label`` and the ``probabilities`` keys are class names.
+    Each row: ``{"path", "label", "confidence", "probabilities", "abstained", "reason",
+    "scale_factor", "error"}``, in the order of ``paths``; ``label`` and the ``probabilities``
+    keys are class names (empty when the Space abstains). ``scale``: the Space's scale option.
 
     Example:
         >>> rows = classify_files(connect("http://127.0.0.1:7860"), list_images("tiles/"))
         >>> sum(not row["error"] for row in rows)
         300
     """
-    rows = [{"path": str(path), "label": "", "confidence": None, "probabilities": {}, "error": ""}
-            for path in paths]
+    rows = [{"path": str(path), "label": "", "confidence": None, "probabilities": {}, "abstained": None,
+             "reason": "", "scale_factor": None, "error": ""} for path in paths]
     with tqdm(total=len(rows), desc="Classifying", unit="image", disable=not progress) as bar:
         if BATCH_API_NAME not in _endpoints(client):
             for row in rows:
-                _fill_from_predict(client, row)
+                _fill_from_predict(client, row, scale)
                 bar.update(1)
             return rows
         # Missing files never leave this machine; the rest go in chunks, a few calls at a time.
@@ -129,11 +130,11 @@ def classify_files(client: Any, paths: Sequence[str | Path], *, progress: bool =
         chunks = [sendable[i:i + chunk_size] for i in range(0, len(sendable), max(chunk_size, 1))]
         pending: deque[tuple[list[dict[str, Any]], Any]] = deque()
         for chunk in chunks:
-            pending.append((chunk, _submit_chunk(client, chunk)))
+            pending.append((chunk, _submit_chunk(client, chunk, scale)))
             if len(pending) >= max(in_flight, 1):
-                bar.update(_fill_from_batch(client, *pending.popleft()))
+                bar.update(_fill_from_batch(client, *pending.popleft(), scale))
         while pending:
-            bar.update(_fill_from_batch(client, *pending.popleft()))
+            bar.update(_fill_from_batch(client, *pending.popleft(), scale))
     return rows
 
 
@@ -141,23 +142,32 @@ def _endpoints(client: Any) -> dict[str, Any]:
     return client.view_api(return_format="dict", print_info=False)["named_endpoints"]
 
 
-def _fill_from_predict(client: Any, row: dict[str, Any]) -> None:
+def _row_fields(result: dict[str, Any], *, confidences: dict[str, float] | None) -> dict[str, Any]:
+    """Row fields from the Space's result JSON; an abstention names no class and no number."""
+    scale = result.get("scale") or {}
+    fields = {"abstained": bool(result.get("abstained")), "reason": result.get("abstain_reason") or "",
+              "scale_factor": scale.get("factor"), "label": "", "confidence": None, "probabilities": {}}
+    if not fields["abstained"]:
+        names = confidences or {}
+        fields.update(label=str(result["name"]), confidence=float(result["confidence"]),
+                      probabilities={str(k): float(v) for k, v in names.items()})
+    return fields
+
+
+def _fill_from_predict(client: Any, row: dict[str, Any], scale: str) -> None:
     try:
-        result = classify_file(client, row["path"])
+        row.update(classify_file(client, row["path"], scale=scale))
     except Exception as err:  # one bad file or a dropped connection must not stop the run
         row["error"] = _error_text(err)
-    else:
-        row.update(result)
-        row["confidence"] = result["probabilities"].get(result["label"])
 
 
-def _submit_chunk(client: Any, chunk: list[dict[str, Any]]) -> Any:
+def _submit_chunk(client: Any, chunk: list[dict[str, Any]], scale: str) -> Any:
     from gradio_client import handle_file
 
-    return client.submit([handle_file(row["path"]) for row in chunk], api_name=BATCH_API_NAME)
+    return client.submit([handle_file(row["path"]) for row in chunk], scale, api_name=BATCH_API_NAME)
 
 
-def _fill_from_batch(client: Any, chunk: list[dict[str, Any]], job: Any) -> int:
+def _fill_from_batch(client: Any, chunk: list[dict[str, Any]], job: Any, scale: str) -> int:
     """Copy one ``/predict_batch`` answer into its rows (a failed call marks all); returns the row count."""
     try:
         try:
@@ -165,7 +175,7 @@ def _fill_from_batch(client: Any, chunk: list[dict[str, Any]], job: Any) -> int:
         except CancelledError:
             # gradio_client 2.7 can drop a job submitted just as its shared event stream
             # closes; classifying is idempotent, so send that chunk once more.
-            answers = _submit_chunk(client, chunk).result()
+            answers = _submit_chunk(client, chunk, scale).result()
         if len(answers) != len(chunk):
             raise RuntimeError(f"the Space answered {len(answers)} rows for {len(chunk)} files")
     except Exception as err:  # the whole call failed (connection, queue full, ...)
@@ -176,9 +186,7 @@ def _fill_from_batch(client: Any, chunk: list[dict[str, Any]], job: Any) -> int:
         if answer.get("error"):
             row["error"] = " ".join(str(answer["error"]).split())
             continue
-        row["label"] = str(answer["name"])
-        row["probabilities"] = {str(k): float(v) for k, v in (answer.get("confidences") or {}).items()}
-        row["confidence"] = float(answer["confidence"])
+        row.update(_row_fields(answer, confidences=answer.get("confidences")))
     return len(chunk)
 
 
@@ -197,8 +205,9 @@ def write_csv(rows: Iterable[dict[str, Any]], out: TextIO | str | Path) -> list[
     writer.writerow(header)
     for row in rows:
         probs = row["probabilities"]
-        writer.writerow([row["path"], row["label"], _fmt(row["confidence"]),
-                         *(_fmt(probs.get(name)) for name in classes), row["error"]])
+        abstained = "" if row["abstained"] is None else str(bool(row["abstained"])).lower()
+        writer.writerow([row["path"], row["label"], _fmt(row["confidence"]), abstained, row["reason"],
+                         _fmt(row["scale_factor"]), *(_fmt(probs.get(name)) for name in classes), row["error"]])
     return header
 
 
@@ -211,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="CSV file to write (default: a folder prints CSV to stdout)")
     parser.add_argument("--token", help="Hugging Face token for a private Space (default: HF_TOKEN / login)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--scale", default=DEFAULT_SCALE,
+                        help="auto (estimate magnification from nuclei, default), native, microns per pixel or 20x")
     args = parser.parse_args(argv)
 
     if not args.path.exists():
@@ -228,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     single = args.path.is_file() and args.out is None
-    rows = classify_files(client, paths, progress=not (single or args.no_progress))
+    rows = classify_files(client, paths, progress=not (single or args.no_progress), scale=args.scale)
     if single:
         print(_format_row(rows[0]), file=sys.stderr if rows[0]["error"] else sys.stdout)
     elif args.out is not None:
@@ -246,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _format_row(row: dict[str, Any]) -> str:
     if row["error"]:
         return f"{row['path']}: error: {row['error']}"
+    if row["abstained"]:
+        return f"{row['path']}: not recognised: {row['reason']}"
     out = io.StringIO()
     out.write(f"{row['path']}: {row['label']} ({row['confidence']:.1%})\n")
     for name, p in sorted(row["probabilities"].items(), key=lambda item: -item[1]):

@@ -27,12 +27,11 @@ import gradio as gr
 from fastapi.routing import APIRoute
 
 import panels
-import tiling
 from examples import find_examples
 from explain import overlay
 from model_source import ModelSource, ModelSourceError, resolve_model_source
 from predictor import ModelFolderError, Predictor
-from service import DEFAULT_OPACITY, UPLOADS, Service
+from service import DEFAULT_OPACITY, DEFAULT_SCALE, UPLOADS, Service
 
 TOP_CLASSES = 3
 DEFAULT_DISCLAIMER = (
@@ -54,9 +53,9 @@ EXAMPLES = find_examples(SOURCE)
 log.info("Serving %s from %s (%d example images)", PREDICTOR.model_name, SOURCE.description, len(EXAMPLES))
 
 
-def verdict(result: dict[str, Any] | None) -> str:
-    """The single-image answer in words, e.g. ``"**Class B — 97% (calibrated)**"``."""
-    return panels.verdict(result, domain=PREDICTOR.domain, calibrated=SERVICE.calibrated)
+def verdict(analysis: Any) -> str:
+    """The answer in words, e.g. ``"**Class B — 97% (calibrated)**"``, plus the scale used."""
+    return panels.verdict(analysis, domain=PREDICTOR.domain, calibrated=SERVICE.calibrated)
 
 
 def healthz() -> dict[str, Any]:
@@ -73,6 +72,10 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
         with gr.Column():
             image = gr.Image(label="Image: upload, drop or paste", type="filepath",
                              sources=["upload", "clipboard"], elem_id="input-image")
+            scale = gr.Dropdown(["auto", "native"], value=DEFAULT_SCALE, allow_custom_value=True,
+                                label="Scale", elem_id="scale",
+                                info="auto: estimate the magnification from nucleus size; native: use the "
+                                     "pixels as they are; or type microns per pixel (0.5) or a magnification (20x)")
             classify = gr.Button("Classify", variant="primary", elem_id="classify-button")
             examples = (gr.Examples([[str(path)] for path in EXAMPLES], inputs=image, label="Examples",
                                     elem_id="examples", examples_per_page=12, cache_examples=False,
@@ -102,26 +105,19 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
 
     shown = [verdict_md, top_classes, raw, gradcam, cam_state, cam_box, tile_map, tile_summary, tile_box]
 
-    def analyze(image_file: dict[str, Any] | None, alpha: float,
+    def analyze(image_file: dict[str, Any] | None, alpha: float, scale_option: str,
                 progress: gr.Progress = gr.Progress()) -> dict[Any, Any]:
-        """UI only: one image in, everything shown out (single input + Grad-CAM, or the tile map)."""
+        """UI only: one image in, everything shown out, by the same rule as /predict."""
         rgb = SERVICE.decode(image_file, forget_upload=False)  # the page still shows this file
-        if panels.tiles_large_images(PREDICTOR.config) and tiling.needs_tiling(*rgb.shape[:2],
-                                                                              tile=PREDICTOR.input_size):
-            analysis, painted = SERVICE.tiles(rgb, progress=progress)
-            return {**_blank(), verdict_md: panels.tile_verdict(analysis, PREDICTOR.names),
-                    top_classes: panels.tile_label(analysis, PREDICTOR.names),
-                    raw: panels.tiles_json(analysis, PREDICTOR.names, SOURCE), tile_map: painted,
-                    tile_summary: panels.tile_summary_html(analysis, PREDICTOR.names),
-                    tile_box: gr.update(visible=True)}
-        model_input = PREDICTOR.prepare(rgb)  # resized once, for the prediction and Grad-CAM
-        result = SERVICE.runner(model_input)
-        answer = {**_blank(), verdict_md: verdict(result), raw: panels.result_json(result, SOURCE)}
-        if result["abstained"]:  # no answer: name no class (the raw JSON keeps the probabilities)
-            return answer
-        answer[top_classes] = result["confidences"]
-        if SERVICE.cam is not None:
-            cam = SERVICE.gradcam(rgb, model_input)
+        analysis = SERVICE.analyze(rgb, scale_option, progress=progress)
+        answer = {**_blank(), verdict_md: verdict(analysis), raw: panels.result_json(analysis, SOURCE)}
+        if not analysis.abstained:  # no answer: name no class
+            answer[top_classes] = panels.label_value(analysis)
+        if analysis.fields is not None and not analysis.one_field:
+            answer.update({tile_map: panels.field_map(analysis), tile_summary: panels.field_summary_html(analysis),
+                           tile_box: gr.update(visible=True)})
+        elif not analysis.abstained and SERVICE.cam is not None:
+            cam = SERVICE.gradcam(rgb, analysis.model_input)  # the field is the whole upload, resized
             label = f"Grad-CAM: where the model looked for {PREDICTOR.names[cam['class_index']]}"
             answer.update({gradcam: gr.update(value=_blend(cam, alpha), label=label), cam_state: cam,
                            cam_box: gr.update(visible=True)})
@@ -140,7 +136,7 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
                 tile_box: gr.update(visible=False)}
 
     # UI events: private (not in the API docs, not callable by clients).
-    ui = dict(inputs=[image, opacity], outputs=shown, preprocess=False, api_visibility="private")
+    ui = dict(inputs=[image, opacity, scale], outputs=shown, preprocess=False, api_visibility="private")
     event = gr.on([image.upload, classify.click], analyze, **ui)
     if examples is not None:
         event_example = examples.load_input_event.then(analyze, **ui)
@@ -153,13 +149,13 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
 
     # Public API: stable names. /predict runs up to 16 requests at once; their model inputs
     # meet in SERVICE.runner's batches (see batching.py for why not Gradio's batch=True).
-    gr.on([], SERVICE.predict, inputs=image, outputs=[top_classes, raw], api_name="predict",
+    gr.on([], SERVICE.predict, inputs=[image, scale], outputs=[top_classes, raw], api_name="predict",
           preprocess=False, concurrency_limit=16, concurrency_id="predict")
-    classify_all.click(SERVICE.predict_batch, inputs=files, outputs=batch_rows, api_name="predict_batch",
+    classify_all.click(SERVICE.predict_batch, inputs=[files, scale], outputs=batch_rows, api_name="predict_batch",
                        concurrency_limit=2, concurrency_id="predict_batch")
-    gr.on([], SERVICE.explain, inputs=[image, opacity], outputs=gradcam, api_name="explain",
+    gr.on([], SERVICE.explain, inputs=[image, opacity, scale], outputs=gradcam, api_name="explain",
           preprocess=False)
-    gr.on([], SERVICE.predict_tiles, inputs=image, outputs=[tile_map, raw], api_name="predict_tiles",
+    gr.on([], SERVICE.predict_tiles, inputs=[image, scale], outputs=[tile_map, raw], api_name="predict_tiles",
           preprocess=False)
 
 UPLOADS.registry = demo.upload_file_set  # only real uploads are deleted, never example images

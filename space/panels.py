@@ -9,11 +9,15 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 from typing import Any
 
+import numpy as np
+
+from analysis import ImageAnalysis
 from model_source import ModelSource
-from tiling import ABSTAIN_COLOUR, TileAnalysis, class_colour
+from tiling import ABSTAIN_COLOUR, class_colour, render_tile_map
 
 GENERIC_LIMITATIONS = (
     "The model has only seen the images in its training data. Other scanners, stains, "
@@ -33,81 +37,81 @@ def percent(p: float) -> str:
     return f"{p:.0%}"
 
 
-def verdict(result: dict[str, Any] | None, *, domain: str | None, calibrated: bool) -> str:
-    """The single-image answer in words, or the abstention message (no class named)."""
-    if not result:
+def verdict(analysis: ImageAnalysis | None, *, domain: str | None, calibrated: bool) -> str:
+    """The answer in words, or the abstention message (no class named), plus the scale used."""
+    if analysis is None:
         return ""
-    if result.get("abstained"):
+    if analysis.abstained:
         what = domain or "an image this model was trained for"
-        reason = result.get("abstain_reason") or "The model abstained."
-        return f"**Not recognised as {what}:** {reason} Treat this as no answer."
-    ranked = sorted(result["confidences"].items(), key=lambda item: item[1], reverse=True)
+        return (f"**Not recognised as {what}:** {analysis.abstain_reason} Treat this as no answer."
+                f"  \n{scale_line(analysis)}")
+    ranked = sorted(analysis.confidences.items(), key=lambda item: item[1], reverse=True)
     (name, p), rest = ranked[0], ranked[1:2]
     kind = "calibrated" if calibrated else "model probability, not calibrated"
-    text = f"**{name} — {percent(p)} ({kind})**"
+    fields = analysis.fields
+    where = "" if analysis.one_field else f", mean over {fields.classified - fields.abstained} tissue fields"
+    text = f"**{name} — {percent(p)} ({kind}{where})**"
     if rest:
         text += f"  \nNext: {rest[0][0]} — {percent(rest[0][1])}."
-    return text
+    return text + f"  \n{scale_line(analysis)}"
 
 
-def tile_verdict(analysis: TileAnalysis, names: list[str]) -> str:
-    """Whole-image answer from tile counts, e.g. ``'**Whole image, 340 tissue tiles:** A 62%, ...'``."""
-    if analysis.classified == 0:
-        return ("**No tissue found:** every tile looks like background (blank or black). "
-                "Treat this as no answer.")
-    parts = [f"{name} {percent(frac)}" for name, frac in
-             sorted(zip(names, analysis.fractions.values(), strict=True), key=lambda item: -item[1])
-             if frac > 0]
-    if analysis.abstained:
-        parts.append(f"not recognised {percent(analysis.abstained_fraction)}")
-    text = f"**Whole image, {analysis.classified} tissue tiles classified:** {', '.join(parts)}."
-    if analysis.capped:
-        text += (f"  \nOnly {analysis.classified} of {analysis.tissue_tiles} tissue tiles were classified "
-                 f"(limit {analysis.max_tiles}), spread evenly over the image.")
-    return text + "  \nShares of tiles, not a diagnosis of the whole specimen."
+def scale_line(analysis: ImageAnalysis) -> str:
+    """How the image was brought to the model's scale, in one line."""
+    decision = analysis.scale
+    text = f"Scale: {decision.method}"
+    if decision.mode != "native" or decision.relative_size != 1.0:
+        text += f"; nuclei {decision.relative_size:.2f}x their training size, resampled x{decision.factor:.2f}"
+    fields = analysis.fields
+    if fields is not None and not analysis.one_field:
+        text += f"; {fields.classified} of {fields.tissue_tiles} tissue fields classified"
+        if fields.abstained:
+            text += f", {fields.abstained} not recognised"
+    return text + "."
 
 
-def tile_label(analysis: TileAnalysis, names: list[str]) -> dict[str, float]:
-    """Tile shares for ``gr.Label`` (abstained tiles as their own entry)."""
-    shares = dict(zip(names, analysis.fractions.values(), strict=True))
-    if analysis.abstained:
-        shares["Not recognised"] = analysis.abstained_fraction
-    return shares
+def label_value(analysis: ImageAnalysis) -> dict[str, float] | str:
+    """The ``gr.Label`` value: {class name: p}, or just "Not recognised" (no class, no number)."""
+    return "Not recognised" if analysis.abstained else analysis.confidences
 
 
-def tile_summary_html(analysis: TileAnalysis, names: list[str]) -> str:
-    """Colour legend plus counts table for the tile map (names escaped: they come from files)."""
-    rows = [(class_colour(i), names[i], analysis.counts.get(cid, 0), analysis.fractions[cid])
-            for i, cid in enumerate(analysis.class_ids)]
-    rows.append((ABSTAIN_COLOUR, "Not recognised (abstained)", analysis.abstained, analysis.abstained_fraction))
+def field_summary_html(analysis: ImageAnalysis) -> str:
+    """Colour legend plus counts table for the field map (names escaped: they come from files)."""
+    fields = analysis.fields
+    if fields is None:
+        return ""
+    rows = [] if analysis.abstained else [
+        (class_colour(i), analysis.names[i], fields.counts.get(cid, 0), fields.fractions[cid])
+        for i, cid in enumerate(analysis.class_ids)]
+    rows.append((ABSTAIN_COLOUR, "Not recognised (abstained)", fields.abstained, fields.abstained_fraction))
     body = "".join(
         f"<tr><td><span style='display:inline-block;width:1em;height:1em;background:rgb{colour}'>"
         f"</span> {html.escape(name)}</td><td>{count}</td><td>{frac:.1%}</td></tr>"
         for colour, name, count, frac in rows)
-    background = len(analysis.tiles) - analysis.tissue_tiles
-    th, tw = analysis.tile_size
-    note = (f"{len(analysis.tiles)} tiles of {tw} x {th} px ({analysis.grid[0]} rows x {analysis.grid[1]} "
-            f"columns); {background} background tiles skipped; {analysis.classified} classified.")
-    if analysis.capped:
-        note += f" Capped at {analysis.max_tiles} tiles: white outlines mark tissue tiles not classified."
-    return (f"<table><thead><tr><th>class</th><th>tiles</th><th>share</th></tr></thead><tbody>{body}"
+    background = len(fields.tiles) - fields.tissue_tiles
+    th, tw = fields.tile_size
+    note = (f"{len(fields.tiles)} fields of {tw} x {th} px at the model's scale ({fields.grid[0]} rows x "
+            f"{fields.grid[1]} columns); {background} background fields skipped; {fields.classified} classified.")
+    if fields.capped:
+        note += f" Capped at {fields.max_tiles} fields: white outlines mark tissue fields not classified."
+    return (f"<table><thead><tr><th>class</th><th>fields</th><th>share</th></tr></thead><tbody>{body}"
             f"</tbody></table><p>{html.escape(note)}</p>")
 
 
-def result_json(result: dict[str, Any], source: ModelSource) -> dict[str, Any]:
-    """The ``/predict`` JSON: class id, name, probabilities by class id, abstention, model version."""
-    return {
-        "label": result["label"], "name": result["name"], "confidence": result["confidence"],
-        "probabilities": dict(result["probabilities"]), "abstained": bool(result["abstained"]),
-        "abstain_reason": result["abstain_reason"], **model_fields(source),
-    }
+def field_map(analysis: ImageAnalysis) -> np.ndarray:
+    """The rescaled image with each classified field tinted (a blank square when there is no image)."""
+    if analysis.fields is None or analysis.view is None:
+        return np.full((64, 64, 3), 255, np.uint8)
+    fields = analysis.fields
+    if analysis.abstained:   # grey fields only: no class colour for an image the model does not answer
+        fields = dataclasses.replace(fields, tiles=[
+            dataclasses.replace(tile, abstained=tile.status == "classified") for tile in fields.tiles])
+    return render_tile_map(analysis.view, fields)
 
 
-def tiles_json(analysis: TileAnalysis, names: list[str], source: ModelSource) -> dict[str, Any]:
-    """The ``/predict_tiles`` JSON: the most frequent class (``None`` without any) and the tile summary."""
-    top = max(analysis.counts, key=analysis.counts.get) if analysis.counts else None
-    name = names[analysis.class_ids.index(top)] if top else None
-    return {"label": top, "name": name, "tiles": analysis.to_dict(), **model_fields(source)}
+def result_json(analysis: ImageAnalysis, source: ModelSource) -> dict[str, Any]:
+    """The JSON every endpoint returns: the shared result plus the model version."""
+    return {**analysis.to_json(), **model_fields(source)}
 
 
 def model_fields(source: ModelSource) -> dict[str, str | None]:
@@ -148,17 +152,23 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
 
 def about_markdown(predictor: Any, source: ModelSource) -> str:
     """The "About this model" panel: source, card, data, metrics, classes, limitations."""
-    config, h, w = predictor.config, *predictor.input_size
+    config, h, w = predictor.model_config, *predictor.input_size
     repo = f"`{source.repo_id}`" if source.repo_id else "none (local folder)"
     revision = f"`{source.commit or source.revision}`" if source.repo_id else "none (local folder)"
-    data = config.get("training_data") or config.get("dataset") or "Not stated in the model's config.json."
+    data = config.dataset or "Not stated in the model's config.json."
     lines = [f"**Model:** {predictor.model_name}  ", f"**Source:** {source_line(source)}  ",
              f"**Repo:** {repo} · **pinned revision:** {revision}  ",
              f"**Model card:** {card_link(source)}  ", f"**Training data:** {data}  ",
              f"**Input:** RGB, {h} x {w} px. " + (
-                 "Smaller or slightly larger images are resized to it; "
-                 f"much larger ones are cut into {h} x {w} px tiles at their own resolution.  "
-                 if tiles_large_images(config) else "Every image is resized to it as a whole.  ")]
+                 "Each image is first brought to the training magnification (scale: auto estimates it "
+                 "from nucleus size); then it is one field, resized to the input, or, when larger, "
+                 f"cut into {h} x {w} px fields whose answers are averaged.  "
+                 if config.input_unit == "tile" else "Every image is resized to it as a whole.  ")]
+    if config.scale is not None:
+        fov = config.scale.field_of_view_px
+        mpp = (f"{config.scale.microns_per_pixel:g} um/px" if config.scale.microns_per_pixel
+               else f"microns per pixel unknown ({config.scale.microns_per_pixel_note})")
+        lines.append(f"**Scale:** one input covers {fov or 'an unstated number of'} source px; {mpp}  ")
     rows = metric_rows(predictor.metrics)
     if rows:
         lines += ["", "**Held-out test results** (metrics.json):", "", "| metric | value |", "| --- | --- |",
@@ -166,7 +176,7 @@ def about_markdown(predictor: Any, source: ModelSource) -> str:
     lines += ["", "| index | class id | name |", "| --- | --- | --- |",
               *(f"| {i} | `{cid}` | {name} |" for i, (cid, name)
                 in enumerate(zip(predictor.class_ids, predictor.names, strict=True)))]
-    limitations = config.get("limitations") or GENERIC_LIMITATIONS
+    limitations = config.limitations or GENERIC_LIMITATIONS
     if isinstance(limitations, (list, tuple)):
         limitations = " ".join(str(item) for item in limitations)
     if predictor.domain:
@@ -175,15 +185,11 @@ def about_markdown(predictor: Any, source: ModelSource) -> str:
     return "\n".join(lines)
 
 
-def tiles_large_images(config: dict[str, Any]) -> bool:
-    """Whether the model classifies tiles of larger images (histology) or whole images (a CT slice,
-    a skin photo): config.json ``input_unit``; folders without it are tile models."""
-    return config.get("input_unit", "tile") == "tile"
-
-
 def is_calibrated(predictor: Any) -> bool:
     """True when the model folder records a fitted temperature (metrics.json or config.json)."""
-    for source in (predictor.metrics, predictor.config):
+    if predictor.model_config.temperature is not None:
+        return True
+    for source in (predictor.metrics,):
         calibration = source.get("calibration")
         if isinstance(calibration, dict) and isinstance(calibration.get("temperature"), (int, float)):
             return True

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 import ood
+from analysis import ImageAnalysis, analyze_image
 from imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
+from model_config import ConfigError, ModelConfig, read_config
 from model_safety import UnsafeModelError, unsafe_parts
 from model_source import first_line
 
@@ -58,10 +60,14 @@ class Predictor:
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
-        self.config: dict[str, Any] = _read_json(self.folder / "config.json")
+        try:
+            self.model_config: ModelConfig = read_config(self.folder)
+        except ConfigError as err:
+            raise ModelFolderError(str(err)) from None
+        self.config: dict[str, Any] = self.model_config.to_dict()  # read-only view for panels
         self.class_ids, self.names = _read_labels(self.folder / "labels.json", self.config)
-        self.input_size = _input_size(self.config)
-        self.abstain_rule: ood.AbstainRule = _abstain_rule(self.config.get("abstain"))
+        self.input_size: tuple[int, int] = tuple(self.model_config.input_size)
+        self.abstain_rule: ood.AbstainRule = _abstain_rule(self.model_config.abstain)
         metrics_path = self.folder / "metrics.json"
         self.metrics: dict[str, Any] = _read_json(metrics_path) if metrics_path.is_file() else {}
         model_path = self.folder / "model.keras"
@@ -72,17 +78,26 @@ class Predictor:
 
     @property
     def model_name(self) -> str:
-        return str(self.config.get("model_name") or self.folder.name)
+        return self.model_config.model_name or self.folder.name
 
     @property
     def disclaimer(self) -> str | None:
-        text = self.config.get("disclaimer")
-        return str(text) if text else None
+        return self.model_config.disclaimer or None
 
     @property
     def domain(self) -> str | None:
-        text = self.config.get("domain")
-        return str(text) if text else None
+        return self.model_config.domain or None
+
+    def analyze(self, image: ImageInput, *, scale: str | None = "auto", **options: Any) -> ImageAnalysis:
+        """Answer for a whole image of any size by the shared rule (``space/analysis.py``):
+        scale, fields, verdict. Every endpoint and client goes through this.
+
+        Example:
+            >>> Predictor("hub_model").analyze("lungaca1.jpeg", scale="auto").to_json()["label"]
+            'lung_aca'
+        """
+        rgb = to_rgb_uint8(image) if isinstance(image, np.ndarray) else decode_image(image)
+        return analyze_image(rgb, self, scale=scale, **options)
 
     def prepare(self, image: ImageInput) -> np.ndarray:
         """Turn a path, encoded bytes or an array into one model input (H x W x 3 uint8).
@@ -206,19 +221,6 @@ def _read_labels(path: Path, config: dict[str, Any]) -> tuple[list[str], list[st
     if expected is not None and list(map(str, expected)) != ids:
         raise ModelFolderError(f"config.json labels {expected} disagree with labels.json {ids}.")
     return ids, names
-
-
-def _input_size(config: dict[str, Any]) -> tuple[int, int]:
-    size = config.get("input_size")
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(
-            isinstance(v, int) and v > 0 for v in size)):
-        raise ModelFolderError(f"config.json input_size must be [height, width], got {size!r}.")
-    # Only RGB uint8 is fed; a model expecting anything else would get wrong inputs silently.
-    if str(config.get("channel_order", "RGB")).upper() != "RGB":
-        raise ModelFolderError(f"channel_order {config['channel_order']!r} unsupported (RGB only).")
-    if str(config.get("dtype", "uint8")) != "uint8":
-        raise ModelFolderError(f"dtype {config['dtype']!r} unsupported (uint8 only).")
-    return int(size[0]), int(size[1])
 
 
 def _abstain_rule(value: Any) -> ood.AbstainRule:

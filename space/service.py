@@ -16,6 +16,7 @@ import base64
 import binascii
 import html
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,20 @@ import gradio as gr
 import numpy as np
 
 import panels
-import tiling
+from analysis import ImageAnalysis
 from batching import BatchRunner
 from explain import GradCam, GradCamError, overlay
 from imaging import ImageError, decode_image
+from scale import ScaleError, ScaleRequest, decide_scale, parse_scale
 from model_source import ModelSource
 from uploads import UploadJanitor
 
 MAX_BATCH_FILES = 256      # files per /predict_batch call; clients send chunks (scripts/predict_client.py)
 DEFAULT_OPACITY = 0.45
+DEFAULT_SCALE = "auto"
+BATCH_THREADS = 8          # /predict_batch files in flight at once (their fields share forward passes)
+BATCH_ROW_KEYS = ("file", "label", "name", "confidence", "probabilities", "confidences", "abstained",
+                  "abstain_reason", "scale", "fields", "error")
 MAX_VIEW_SIDE = 1024       # Grad-CAM overlays are drawn at most this large (px)
 log = logging.getLogger("space")
 # API uploads are read once and deleted at once (app.py points .registry at Gradio's upload set).
@@ -55,91 +61,105 @@ class Service:
 
     # Public endpoints -------------------------------------------------------------------
 
-    def predict(self, image: dict[str, Any] | None) -> tuple[dict[str, float], dict[str, Any]]:
-        """Classify one image as a single model input (it is resized to the model's input size).
+    def predict(self, image: dict[str, Any] | None,
+                scale: str = DEFAULT_SCALE) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Classify one H&E image of any size: brought to the model's magnification first, then one field or the average over its tissue fields.
 
-        Concurrent calls are batched into one forward pass. For an image much larger than the
-        model input (a slide region), use predict_tiles instead.
+        Concurrent calls are batched into shared forward passes.
 
         Args:
             image: the image file (for example JPEG, PNG or TIFF).
+            scale: "auto" (estimate the magnification from nucleus size, the default), "native" (use the pixels as they are), microns per pixel (e.g. "0.5", only for models that declare theirs) or a magnification (e.g. "20x").
 
         Returns:
-            The class probabilities by class name (the top three, for a Label), and a JSON object with label (class id), name, confidence, probabilities (class id to probability), abstained (true when the model declines to answer for this image), abstain_reason, model_repo and model_revision.
+            The class probabilities by class name (for a Label; "Not recognised" when the model abstains), and a JSON object with label (class id), name, confidence, probabilities (class id to probability; all null when abstained), abstained, abstain_reason, scale (mode, method, relative_size, factor, nucleus_diameter_px), fields (how many tissue fields were classified and how many abstained), model_repo and model_revision.
         """
-        result = self.runner(self.predictor.prepare(self.decode(image)))
-        return result["confidences"], panels.result_json(result, self.source)
+        analysis = self.analyze(self.decode(image), scale)
+        return panels.label_value(analysis), panels.result_json(analysis, self.source)
 
-    def predict_batch(self, files: list[str] | None) -> list[dict[str, Any]]:
-        """Classify several image files in one call, each as a single model input.
+    def predict_batch(self, files: list[str] | None, scale: str = DEFAULT_SCALE) -> list[dict[str, Any]]:
+        """Classify several image files in one call, each by the same rule as predict.
 
         An unreadable file gets an error message in its row; the other files are still classified.
 
         Args:
             files: the image files (at most 256 per call).
+            scale: as for predict: "auto" (default), "native", microns per pixel or a magnification such as "20x".
 
         Returns:
-            One JSON row per file, in order: file (name), label (class id), name, confidence, probabilities (class id to probability), confidences (class name to probability), abstained, abstain_reason and error (null unless the file could not be read).
+            One JSON row per file, in order: file (name), label (class id), name, confidence, probabilities, confidences (class name to probability), abstained, abstain_reason, scale, fields and error (null unless the file could not be read). When abstained, every class field is null.
         """
         if not files:
             raise gr.Error("No files received. Send one or more image files.", print_exception=False)
         if len(files) > MAX_BATCH_FILES:
             raise gr.Error(f"Too many files ({len(files)}); send at most {MAX_BATCH_FILES} per call.",
                            print_exception=False)
-        rows: list[dict[str, Any]] = []
-        ready: list[tuple[int, np.ndarray]] = []
-        for path in files:
-            row = {"file": Path(str(path)).name, "label": None, "name": None, "confidence": None,
-                   "probabilities": None, "confidences": None, "abstained": None, "abstain_reason": None,
-                   "error": None}
+        request = self.scale_request(scale)
+
+        def one(path: Any) -> dict[str, Any]:
+            row = {key: None for key in BATCH_ROW_KEYS}
+            row["file"] = Path(str(path)).name
             try:
-                ready.append((len(rows), self.predictor.prepare(decode_image(UPLOADS.take(str(path))))))
+                analysis = self.analyze(decode_image(UPLOADS.take(str(path))), request)
             except ImageError as err:
                 row["error"] = str(err)
+                return row
             except Exception:  # one hostile file must not cost the others their answers
                 log.exception("Could not read %s", row["file"])
                 row["error"] = "This file could not be read as an image."
-            rows.append(row)
-        for start in range(0, len(ready), tiling.CHUNK):
-            chunk = ready[start:start + tiling.CHUNK]
-            results = self.predictor.predict_batch([array for _, array in chunk])
-            for (index, _), result in zip(chunk, results, strict=True):
-                full = {**panels.result_json(result, self.source), "confidences": dict(result["confidences"])}
-                rows[index].update({key: full[key] for key in rows[index] if key in full})
-        return rows
+                return row
+            row.update({key: value for key, value in panels.result_json(analysis, self.source).items()
+                        if key in row})
+            row["confidences"] = analysis.confidences
+            return row
 
-    def explain(self, image: dict[str, Any] | None, opacity: float = DEFAULT_OPACITY) -> np.ndarray:
+        # Files run side by side so their single fields meet in the batch runner's forward passes.
+        with ThreadPoolExecutor(max_workers=BATCH_THREADS) as pool:
+            return list(pool.map(one, files))
+
+    def explain(self, image: dict[str, Any] | None, opacity: float = DEFAULT_OPACITY,
+                scale: str = DEFAULT_SCALE) -> np.ndarray:
         """Grad-CAM heatmap of the predicted class over the image: where the model looked.
 
         Red areas raised the score of the predicted class most, blue areas least. It shows
-        what the model used, not whether the answer is right.
+        what the model used, not whether the answer is right. Only for images answered as one
+        field; an image the model does not answer, or a large image cut into fields, gets an error.
 
         Args:
             image: the image file (for example JPEG, PNG or TIFF).
             opacity: heatmap opacity from 0 (image only) to 1 (heatmap only).
+            scale: as for predict.
 
         Returns:
             The image with the heatmap blended over it (PNG).
         """
         rgb = self.decode(image)
-        cam = self.gradcam(rgb)
+        analysis = self.analyze(rgb, scale)
+        if analysis.abstained:
+            raise gr.Error(f"No heatmap: the model does not answer for this image. {analysis.abstain_reason}",
+                           print_exception=False)
+        if not analysis.one_field:
+            raise gr.Error("No heatmap for an image cut into several fields; use predict_tiles for its map.",
+                           print_exception=False)
+        cam = self.gradcam(rgb, analysis.model_input)   # the field is the whole upload, resized
         return overlay(cam["image"], cam["heatmap"], opacity=opacity)
 
-    def predict_tiles(self, image: dict[str, Any] | None,
+    def predict_tiles(self, image: dict[str, Any] | None, scale: str = DEFAULT_SCALE,
                       progress: gr.Progress = gr.Progress()) -> tuple[np.ndarray, dict[str, Any]]:
-        """Classify a large image tile by tile at its own resolution (tiles of the model's input size).
+        """Classify an image by the same rule as predict and return its field map.
 
-        Background tiles (blank glass, black borders) are skipped; every tissue tile is classified
-        (an evenly spread subset when there are more than the tile limit).
+        The image is brought to the model's magnification, cut into model-sized fields, background
+        skipped, each tissue field classified; the verdict is the same as predict's.
 
         Args:
-            image: the image file (for example JPEG, PNG or TIFF), at least one tile in each direction.
+            image: the image file (for example JPEG, PNG or TIFF).
+            scale: as for predict.
 
         Returns:
-            A map of the image with each classified tile tinted in its class colour (abstained tiles grey), and a JSON object with label and name (the most frequent class, null without tissue), tiles (tile_size, grid, tiles_total, tissue_tiles, classified_tiles, capped, max_tiles, counts per class id, abstained, fractions per class id, abstained_fraction), model_repo and model_revision.
+            A map of the (rescaled) image with each classified field tinted in its class colour (abstained fields grey), and the same JSON object as predict, whose fields entry also holds tile_size, grid, tiles_total, tissue_tiles, classified_tiles, capped, max_tiles, counts and fractions per class id (left out when abstained), abstained, abstained_share and resampled_size.
         """
-        analysis, tile_map = self.tiles(self.decode(image), progress=progress)
-        return tile_map, panels.tiles_json(analysis, self.predictor.names, self.source)
+        analysis = self.analyze(self.decode(image), scale, progress=progress)
+        return panels.field_map(analysis), panels.result_json(analysis, self.source)
 
     # Shared steps ----------------------------------------------------------------------
 
@@ -169,16 +189,25 @@ class Service:
         view = rgb if scale == 1.0 else _resize(rgb, scale)
         return {"image": view, "heatmap": result.heatmap, "class_index": result.class_index}
 
-    def tiles(self, rgb: np.ndarray, *, progress: Any = None) -> tuple[tiling.TileAnalysis, np.ndarray]:
-        """Tile analysis plus its map; ``gr.Error`` when the image is smaller than one tile."""
-        def report(done: int, total: int) -> None:
-            if progress is not None:
-                progress((done, total), desc="Classifying tiles", unit="tiles")
+    def scale_request(self, scale: Any) -> ScaleRequest:
+        """The ``scale`` option parsed, or a ``gr.Error`` saying what is accepted."""
         try:
-            analysis = tiling.classify_tiles(rgb, self.predictor, progress=report)
-        except tiling.TilingError as err:
-            raise gr.Error(f"{err} Use /predict for small images.", print_exception=False) from None
-        return analysis, tiling.render_tile_map(rgb, analysis)
+            request = parse_scale(scale)
+            if request.mode == "microns_per_pixel":   # refuse early, before any image work
+                decide_scale(np.zeros((1, 1, 3), np.uint8), self.predictor.model_config.scale, request)
+            return request
+        except ScaleError as err:
+            raise gr.Error(str(err), title="Scale option", print_exception=False) from None
+
+    def analyze(self, rgb: np.ndarray, scale: Any = DEFAULT_SCALE, *, progress: Any = None) -> ImageAnalysis:
+        """The shared rule (``space/analysis.py``) with this Space's batch runner and progress bar."""
+        request = scale if isinstance(scale, ScaleRequest) else self.scale_request(scale)
+
+        def report(done: int, total: int) -> None:
+            if progress is not None and total > 1:
+                progress((done, total), desc="Classifying fields", unit="fields")
+        return self.predictor.analyze(rgb, scale=request, progress=report,
+                                      classify_one=lambda arrays: [self.runner(array) for array in arrays])
 
 
 def _image_data(payload: dict[str, Any]) -> str | bytes:

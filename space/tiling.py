@@ -60,6 +60,8 @@ class Tile:
     status: str = "background"        # "background" | "tissue" (not classified: cap) | "classified"
     class_index: int | None = None
     abstained: bool = False
+    probabilities: list[float] | None = None
+    abstain_reason: str | None = None
 
 
 @dataclass
@@ -172,6 +174,7 @@ def classify_tiles(
     min_tissue: float | None = None,
     max_tiles: int = MAX_TILES,
     chunk: int = CHUNK,
+    classify: Callable[[Sequence[np.ndarray]], list[dict[str, Any]]] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TileAnalysis:
     """Classify every tissue tile of an RGB uint8 image with ``predictor.predict_batch``.
@@ -179,8 +182,10 @@ def classify_tiles(
     ``predictor`` needs ``input_size``, ``class_ids``, ``abstain_rule`` and ``predict_batch``
     (``space/predictor.Predictor``). ``min_tissue`` defaults to ``tissue_threshold(rule)``.
     With more tissue tiles than ``max_tiles`` an evenly spread subset is classified and
-    ``capped`` is set. ``progress(done, total)`` is called per chunk.
+    ``capped`` is set. ``classify``: replaces ``predictor.predict_batch`` (same results).
+    ``progress(done, total)`` is called per chunk.
     """
+    classify = predictor.predict_batch if classify is None else classify
     size = tuple(predictor.input_size)
     rule = getattr(predictor, "abstain_rule", None)
     min_tissue = tissue_threshold(rule) if min_tissue is None else min_tissue
@@ -197,11 +202,13 @@ def classify_tiles(
                             capped=len(picked) < len(tissue), max_tiles=max_tiles)
     for start in range(0, len(picked), chunk):
         batch = picked[start:start + chunk]
-        results = predictor.predict_batch([rgb[t.y:t.y + th, t.x:t.x + tw] for t in batch])
+        results = classify([rgb[t.y:t.y + th, t.x:t.x + tw] for t in batch])
         for tile_, result in zip(batch, results, strict=True):
             tile_.status = "classified"
             tile_.class_index = analysis.class_ids.index(result["label"])
             tile_.abstained = bool(result["abstained"])
+            tile_.abstain_reason = result["abstain_reason"]
+            tile_.probabilities = [float(p) for p in result["probabilities"].values()]
             if tile_.abstained:
                 analysis.abstained += 1
             else:

@@ -20,6 +20,7 @@ from scripts.predict_client import (
 from tests.tiny_model import DEFAULT_LABELS, free_port, run_space, write_test_image, write_tiny_model_folder
 
 NAMES = sorted(name for _, name in DEFAULT_LABELS)
+EXTRA = ["abstained", "reason", "scale_factor"]
 
 
 def _decode_error(path: Path) -> str:
@@ -62,7 +63,7 @@ def test_folder_to_csv_matches_the_predictor(space_url, tiny_folder, image_folde
     assert main([space_url, str(image_folder), "--out", str(out), "--no-progress"]) == 1  # one bad file
     with out.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames == ["path", "label", "confidence", *NAMES, "error"]
+        assert reader.fieldnames == ["path", "label", "confidence", *EXTRA, *NAMES, "error"]
         rows = {Path(r["path"]).name: r for r in reader}
     assert sorted(rows) == ["a.png", "b.jpeg", "broken.jpg", "c.png"]
 
@@ -73,7 +74,7 @@ def test_folder_to_csv_matches_the_predictor(space_url, tiny_folder, image_folde
     predictor = Predictor(tiny_folder)
     for row in rows.values():
         direct = predictor.predict(row["path"])
-        assert row["error"] == ""
+        assert row["error"] == "" and row["abstained"] == "false" and row["reason"] == ""
         assert row["label"] == direct["name"]
         assert float(row["confidence"]) == pytest.approx(direct["confidence"], abs=1e-6)
         for name in NAMES:
@@ -104,8 +105,25 @@ def test_core_functions_keep_going_after_errors(space_url, image_folder):
     assert "does not exist" in rows[1]["error"]
     buffer = io.StringIO()
     header = write_csv(rows, buffer)
-    assert header == ["path", "label", "confidence", *NAMES, "error"]
+    assert header == ["path", "label", "confidence", *EXTRA, *NAMES, "error"]
     assert len(buffer.getvalue().strip().splitlines()) == 1 + len(paths)
+
+
+def test_abstentions_name_no_class_in_csv_or_print(tmp_path, capsys):
+    """A Space whose model abstains: the CSV row and the printed line give the reason, no class or number."""
+    folder = write_tiny_model_folder(tmp_path / "abstaining",
+                                     config_extra={"abstain": {"method": "softmax", "min_confidence": 1.0}})
+    image = write_test_image(tmp_path / "x.png", seed=3)
+    with run_space(folder) as url:
+        out = tmp_path / "abstained.csv"
+        assert main([url, str(tmp_path / "x.png"), "--out", str(out), "--no-progress"]) == 0
+        assert main([url, str(image)]) == 0
+        printed = capsys.readouterr().out
+    with out.open(newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["abstained"] == "true" and row["reason"]
+    assert row["label"] == row["confidence"] == "" and all(row.get(name, "") == "" for name in NAMES)
+    assert "not recognised" in printed and not any(name in printed for name in NAMES)
 
 
 def test_unreachable_space_is_one_clear_line(image_folder, capsys):
@@ -186,15 +204,16 @@ def test_a_dropped_job_is_sent_once_more():
         def __init__(self):
             self.submitted = []
 
-        def submit(self, files, api_name):
-            self.submitted.append((len(files), api_name))
+        def submit(self, files, scale, api_name):
+            self.submitted.append((len(files), scale, api_name))
             return Job([{"name": "Alpha tissue", "confidence": 0.9, "confidences": {"Alpha tissue": 0.9},
-                         "error": None}])
+                         "abstained": False, "abstain_reason": None, "scale": {"factor": 1.0}, "error": None}])
 
     row = {"path": __file__, "label": "", "confidence": None, "probabilities": {}, "error": ""}
     client = Resender()
-    assert predict_client._fill_from_batch(client, [row], Job(CancelledError())) == 1
-    assert client.submitted == [(1, "/predict_batch")] and row["label"] == "Alpha tissue" and not row["error"]
+    assert predict_client._fill_from_batch(client, [row], Job(CancelledError()), "auto") == 1
+    assert client.submitted == [(1, "auto", "/predict_batch")] and row["label"] == "Alpha tissue"
+    assert not row["error"]
     failed = {"path": __file__, "label": "", "confidence": None, "probabilities": {}, "error": ""}
-    predict_client._fill_from_batch(client, [failed], Job(RuntimeError("connection reset")))
+    predict_client._fill_from_batch(client, [failed], Job(RuntimeError("connection reset")), "auto")
     assert failed["error"] == "RuntimeError: connection reset" and len(client.submitted) == 1  # no retry

@@ -159,9 +159,17 @@ def test_disabled_rule_never_abstains(tmp_path):
     assert Predictor(folder).predict(np.full((64, 64, 3), 255, np.uint8))["abstained"] is False
 
 
-def test_unknown_config_keys_are_ignored(tmp_path):
+def test_unknown_config_keys_are_refused_by_name(tmp_path):
+    # A field this code does not know may be a rule it would silently skip: refuse, say which.
     folder = write_tiny_model_folder(tmp_path / "extra", config_extra={"future_key": {"a": 1}})
-    assert Predictor(folder).abstain_rule.method == "none"
+    with pytest.raises(ModelFolderError, match="future_key"):
+        Predictor(folder)
+
+
+def test_newer_schema_version_is_refused(tmp_path):
+    folder = write_tiny_model_folder(tmp_path / "newer", config_extra={"schema_version": 99})
+    with pytest.raises(ModelFolderError, match="schema_version 99.*Update the Space"):
+        Predictor(folder)
 
 
 @pytest.mark.parametrize("rule, message", [

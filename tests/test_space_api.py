@@ -25,7 +25,7 @@ from tests.conftest import HUB_MODEL
 from tests.tiny_model import run_space, write_test_image, write_tiny_model_folder
 
 ENDPOINTS = ["/predict", "/predict_batch", "/explain", "/predict_tiles"]
-RESULT_KEYS = {"label", "name", "confidence", "probabilities", "abstained", "abstain_reason", "model_repo",
+RESULT_KEYS = {"label", "name", "confidence", "probabilities", "abstained", "abstain_reason", "scale", "fields", "model_repo",
                "model_revision"}
 
 
@@ -72,8 +72,12 @@ def test_named_endpoints(client):
     assert sorted(endpoints) == sorted(ENDPOINTS)
     shapes = {name: ([p["component"] for p in e["parameters"]], [r["component"] for r in e["returns"]])
               for name, e in endpoints.items()}
-    assert shapes == {"/predict": (["Image"], ["Label", "Json"]), "/predict_batch": (["File"], ["Json"]),
-                      "/explain": (["Image", "Slider"], ["Image"]), "/predict_tiles": (["Image"], ["Image", "Json"])}
+    assert shapes == {"/predict": (["Image", "Dropdown"], ["Label", "Json"]),
+                      "/predict_batch": (["File", "Dropdown"], ["Json"]),
+                      "/explain": (["Image", "Slider", "Dropdown"], ["Image"]),
+                      "/predict_tiles": (["Image", "Dropdown"], ["Image", "Json"])}
+    scale = {name: e["parameters"][-1] for name, e in endpoints.items()}
+    assert all(p["parameter_name"] == "scale" and p["parameter_default"] == "auto" for p in scale.values())
 
 
 def test_predict_json(client, tiny_predictor, tmp_path):
@@ -152,37 +156,39 @@ def test_explain_is_the_grad_cam_of_the_top_class(client, tiny_predictor, tmp_pa
 
 
 def test_predict_tiles_on_a_large_image(client, tiny_predictor, tmp_path):
-    """1500 x 1500 px: tiles at native resolution, background skipped, counts equal the predictor's."""
+    """1500 x 1500 px, native scale: fields of the input size, background skipped, the verdict is the
+    mean of the answered fields' probabilities, and /predict gives the same answer."""
     rng = np.random.default_rng(5)
     rgb = np.full((1500, 1500, 3), 245, np.uint8)  # blank glass
     rgb[128:960, 192:1216] = rng.integers(60, 200, (832, 1024, 3), dtype=np.uint8)
     rgb[1000:1400, 100:500] = (170, 60, 140)
     path = _write_png(tmp_path / "large.png", rgb)
-    tile_map, result = client.predict(handle_file(path), api_name="/predict_tiles")
-    tiles = result["tiles"]
+    tile_map, result = client.predict(handle_file(path), "native", api_name="/predict_tiles")
+    fields = result["fields"]
     size = tiny_predictor.input_size
     grid = tiling.tile_grid(1500, 1500, tile=size)
-    assert tiles["tile_size"] == list(size) and tiles["grid"] == [24, 24] and tiles["tiles_total"] == len(grid)
+    assert fields["tile_size"] == list(size) and fields["grid"] == [24, 24] and fields["tiles_total"] == len(grid)
     mask = tiling.tissue_mask(rgb)
     crops = [rgb[y:y + size[0], x:x + size[1]] for _, _, y, x in grid
              if mask[y:y + size[0], x:x + size[1]].mean() >= tiling.tissue_threshold(tiny_predictor.abstain_rule)]
-    assert tiles["tissue_tiles"] == tiles["classified_tiles"] == len(crops) and 150 < len(crops) < 400
-    direct = tiny_predictor.predict_batch(crops)
-    expected = {cid: sum(r["label"] == cid and not r["abstained"] for r in direct)
-                for cid in tiny_predictor.class_ids}
-    assert tiles["counts"] == expected and tiles["abstained"] == 0 and not tiles["capped"]
-    assert sum(tiles["fractions"].values()) + tiles["abstained_fraction"] == pytest.approx(1.0)
-    assert result["label"] == max(expected, key=expected.get)
+    assert fields["tissue_tiles"] == len(crops) and 150 < len(crops) < 400
+    assert fields["classified_tiles"] == min(len(crops), fields["max_tiles"]) and fields["capped"]
+    assert result["scale"]["mode"] == "native" and result["scale"]["factor"] == 1.0
+    assert not result["abstained"] and result["label"] in tiny_predictor.class_ids
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    _, same = client.predict(handle_file(path), "native", api_name="/predict")
+    assert {k: same[k] for k in ("label", "probabilities", "fields")} == \
+        {k: result[k] for k in ("label", "probabilities", "fields")}
     painted = _read_output_image(tile_map)
     assert painted.shape == (1500, 1500, 3)
     assert np.array_equal(painted[1450:, 1450:], rgb[1450:, 1450:])  # background left as it is
 
 
-def test_predict_tiles_refuses_an_image_smaller_than_a_tile(client, tmp_path):
+def test_predict_tiles_pads_an_image_thinner_than_a_field(client, tmp_path):
     small = write_test_image(tmp_path / "small.png", size=(30, 200))
-    with pytest.raises(AppError, match="smaller than one tile"):
-        client.predict(handle_file(small), api_name="/predict_tiles")
-    assert client.predict(handle_file(write_test_image(tmp_path / "ok.png")), api_name="/predict")[1]["label"]
+    _, tiles = client.predict(handle_file(small), "native", api_name="/predict_tiles")
+    _, single = client.predict(handle_file(small), "native", api_name="/predict")
+    assert tiles["label"] == single["label"] and tiles["fields"]["classified_tiles"] >= 1
 
 
 def test_healthz(space_url):
@@ -197,7 +203,7 @@ def test_mcp_tools_listed_and_callable(space_url, tiny_predictor, tmp_path):
     with urllib.request.urlopen(f"{space_url}/gradio_api/mcp/schema", timeout=10) as response:
         tools = {tool["name"]: tool for tool in json.load(response)}
     assert sorted(tools) == ["explain", "predict", "predict_batch", "predict_tiles"]
-    assert tools["predict"]["description"].startswith("Classify one image as a single model input")
+    assert tools["predict"]["description"].startswith("Classify one H&E image of any size")
     assert "image" in tools["predict"]["inputSchema"]["required"]
     # A real MCP client session calls the tool; the image goes as a data URL.
     from mcp import ClientSession
@@ -241,11 +247,12 @@ def test_non_tissue_images_are_not_answered(real_space, tmp_path):
         assert result["abstained"] is True and result["abstain_reason"] == ood.COLOUR_REASON
     rows = client.predict([handle_file(white), handle_file(noise)], api_name="/predict_batch")
     assert [row["abstained"] for row in rows] == [True, True]
+    assert all(row["label"] is row["name"] is row["confidence"] is None for row in rows)
     big_noise = _write_png(tmp_path / "big_noise.png",
                            np.random.default_rng(1).integers(0, 256, (672, 672, 3), dtype=np.uint8))
-    _, tiles = client.predict(handle_file(big_noise), api_name="/predict_tiles")
-    assert tiles["tiles"]["classified_tiles"] == 9 and tiles["tiles"]["abstained"] == 9
-    assert tiles["label"] is None and tiles["tiles"]["abstained_fraction"] == 1.0
+    for scale in ("auto", "native"):
+        _, tiles = client.predict(handle_file(big_noise), scale, api_name="/predict_tiles")
+        assert tiles["abstained"] is True and tiles["label"] is None and tiles["probabilities"] is None
 
 
 def test_real_tiles_mosaic_through_the_tiling_path(real_space, lung_data, tmp_path):
@@ -259,14 +266,15 @@ def test_real_tiles_mosaic_through_the_tiling_path(real_space, lung_data, tmp_pa
     for col, tile in enumerate(tiles):
         mosaic[:size[0], col * size[1]:(col + 1) * size[1]] = tile
     tile_map, result = _client(real_space).predict(handle_file(_write_png(tmp_path / "m.png", mosaic)),
-                                                   api_name="/predict_tiles")
+                                                   "native", api_name="/predict_tiles")
     direct = predictor.predict_batch(tiles)
     expected = {cid: sum(r["label"] == cid and not r["abstained"] for r in direct) for cid in predictor.class_ids}
-    assert result["tiles"]["classified_tiles"] == 3 and result["tiles"]["tissue_tiles"] == 3
-    assert result["tiles"]["counts"] == expected
+    assert result["fields"]["classified_tiles"] == 3 and result["fields"]["tissue_tiles"] == 3
+    if not result["abstained"]:
+        assert result["fields"]["counts"] == expected
     painted = _read_output_image(tile_map)
     for col, answer in enumerate(direct):  # each tile tinted with its own predicted class colour
-        colour = (tiling.ABSTAIN_COLOUR if answer["abstained"]
+        colour = (tiling.ABSTAIN_COLOUR if answer["abstained"] or result["abstained"]
                   else tiling.class_colour(predictor.class_ids.index(answer["label"])))
         cy, cx = size[0] // 2, col * size[1] + size[1] // 2
         blended = 0.55 * mosaic[cy, cx] + 0.45 * np.array(colour)

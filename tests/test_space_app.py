@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import csv
 import html
 import importlib
@@ -24,7 +25,6 @@ from gradio_client.exceptions import AppError
 from huggingface_hub import HfApi
 
 import panels
-import tiling
 from explain import overlay
 from imaging import ImageError, decode_image
 from predictor import Predictor
@@ -158,7 +158,7 @@ def test_ui_wiring(space_url):
     analyze = [d for d in deps if d["api_name"].startswith("analyze")]
     direct = next(d for d in analyze if d["targets"] != [[None, "then"]])
     assert sorted((kind[t], event) for t, event in direct["targets"]) == [("button", "click"), ("image", "upload")]
-    assert [elem[i] for i in direct["inputs"]] == ["input-image", "gradcam-opacity"]
+    assert [elem[i] for i in direct["inputs"]] == ["input-image", "gradcam-opacity", "scale"]
     shown = [elem[o] or kind[o] for o in direct["outputs"]]
     assert shown == ["verdict", "top-classes", "raw-result", "gradcam", "state", "group", "tile-map",
                      "tile-summary", "group"]
@@ -174,6 +174,8 @@ def test_ui_wiring(space_url):
     public = {d["api_name"]: d for d in deps if d["api_visibility"] == "public"}
     assert sorted(public) == ["explain", "predict", "predict_batch", "predict_tiles"]
     assert public["predict_batch"]["targets"] == [[by_id["batch-button"], "click"]]
+    # Every public endpoint takes the scale option from the same component (one rule, one default).
+    assert all(by_id["scale"] in public[name]["inputs"] for name in public)
     assert all(public[name]["targets"] == [] for name in ("predict", "explain", "predict_tiles"))  # API only
 
 
@@ -230,14 +232,15 @@ def app_module(tiny_folder, monkeypatch):
 
 def test_verdict_and_data_url_input(app_module, tiny_folder):
     app = app_module
-    result = app.PREDICTOR.predict(np.full((64, 64, 3), 128, np.uint8))
-    words = app.verdict(result)
+    analysis = app.PREDICTOR.analyze(np.full((64, 64, 3), 128, np.uint8))
+    words = app.verdict(analysis)
     # tiny model: no fitted temperature, so not called calibrated
-    assert words.startswith(f"**{result['name']} — {result['confidence']:.0%} (model probability, not calibrated)**")
+    assert words.startswith(f"**{analysis.name} — {analysis.confidence:.0%} (model probability, not calibrated)**")
+    assert "Scale: native: the model declares no scale reference." in words
     assert app.verdict(None) == ""
-    abstained = app.verdict({**result, "abstained": True, "abstain_reason": "Because."})
-    assert abstained == "**Not recognised as synthetic test images:** Because. Treat this as no answer."
-    assert result["name"] not in abstained  # no class is named when the model abstains
+    abstained = app.verdict(dataclasses.replace(analysis, abstained=True, abstain_reason="Because."))
+    assert abstained.startswith("**Not recognised as synthetic test images:** Because. Treat this as no answer.")
+    assert not any(name in abstained for name in app.PREDICTOR.names)  # no class is named when abstaining
     data = base64.b64encode(write_test_image(Path(tiny_folder).parent / "d.png").read_bytes()).decode()
     labels, full = app.SERVICE.predict({"path": None, "url": f"data:image/png;base64,{data}"})
     assert labels == pytest.approx(app.PREDICTOR.predict(Path(tiny_folder).parent / "d.png")["confidences"])
@@ -258,7 +261,7 @@ def test_ui_small_image_shows_verdict_and_grad_cam(app_module, tmp_path):
     rgb = np.random.default_rng(2).integers(0, 256, (100, 90, 3), dtype=np.uint8)
     path = tmp_path / "small.png"
     cv2.imwrite(str(path), rgb[..., ::-1])
-    shown = _run_ui(app_module, "analyze", [{"path": str(path)}, 0.3])
+    shown = _run_ui(app_module, "analyze", [{"path": str(path)}, 0.3, "auto"])
     direct = app_module.PREDICTOR.predict(path)
     assert shown["verdict"].startswith(f"**{direct['name']} — ")
     assert shown["top-classes"]["label"] == direct["name"]
@@ -284,7 +287,7 @@ def test_ui_abstained_image_names_no_class(tmp_path, monkeypatch):
         app = importlib.import_module("app")
         path = write_test_image(tmp_path / "small.png", size=(100, 90), seed=2)
         assert app.PREDICTOR.predict(path)["abstained"]
-        shown = _run_ui(app, "analyze", [{"path": str(path)}, 0.45])
+        shown = _run_ui(app, "analyze", [{"path": str(path)}, 0.45, "auto"])
     finally:
         sys.modules.pop("app", None)
     assert shown["verdict"].startswith("**Not recognised as synthetic test images:**")
@@ -292,30 +295,33 @@ def test_ui_abstained_image_names_no_class(tmp_path, monkeypatch):
     assert not (shown["top-classes"] or {}).get("confidences")
     assert shown["gradcam"] is None and shown["group#5"]["visible"] is False  # Grad-CAM panel hidden
     raw = shown["raw-result"].root  # gr.JSON's postprocessed value
-    assert raw["abstained"] is True and len(raw["probabilities"]) == 3  # the numbers stay in the raw JSON
+    assert raw["abstained"] is True and raw["abstain_reason"]
+    assert raw["label"] is raw["name"] is raw["confidence"] is raw["probabilities"] is None  # no class anywhere
 
 
-def test_ui_large_image_goes_through_the_tiles(app_module, tmp_path):
+def test_ui_large_image_goes_through_the_fields(app_module, tmp_path):
     rgb = np.full((700, 300, 3), 250, np.uint8)
     rgb[:400] = np.random.default_rng(4).integers(40, 220, (400, 300, 3), dtype=np.uint8)
     path = tmp_path / "large.png"
     cv2.imwrite(str(path), rgb[..., ::-1])
-    shown = _run_ui(app_module, "analyze", [{"path": str(path)}, 0.45])
-    analysis = tiling.classify_tiles(rgb, app_module.PREDICTOR)
-    assert shown["verdict"].startswith(f"**Whole image, {analysis.classified} tissue tiles classified:**")
+    shown = _run_ui(app_module, "analyze", [{"path": str(path)}, 0.45, "native"])
+    analysis = app_module.PREDICTOR.analyze(rgb, scale="native")
+    fields = analysis.fields
+    assert not analysis.one_field and fields.classified > 1
+    assert shown["verdict"].startswith(f"**{analysis.name} — ")
+    assert f"mean over {fields.classified - fields.abstained} tissue fields" in shown["verdict"]
     assert shown["group#5"]["visible"] is False and shown["group#8"]["visible"] is True
     assert shown["gradcam"] is None and shown["tile-map"]["path"].endswith(".png")
-    assert "background tiles skipped" in shown["tile-summary"]
+    assert "background fields skipped" in shown["tile-summary"]
     shares = {c["label"]: c["confidence"] for c in shown["top-classes"]["confidences"]}
-    names = dict(zip(app_module.PREDICTOR.class_ids, app_module.PREDICTOR.names, strict=True))
-    assert shares == pytest.approx({names[c]: f for c, f in analysis.fractions.items()})
+    assert shares == pytest.approx(analysis.confidences)   # the averaged probabilities, not tile counts
 
 
 def test_ui_bad_file_is_an_error(app_module, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
     with pytest.raises(gr.Error):
-        _run_ui(app_module, "analyze", [{"path": str(bad)}, 0.45])
+        _run_ui(app_module, "analyze", [{"path": str(bad)}, 0.45, "auto"])
 
 
 def _real_tiles(class_ids: list[str], *, per_class: int = 8) -> list[tuple[str, Path]]:
@@ -353,14 +359,18 @@ def test_real_model_on_real_tiles():
         assert "local folder" in _page_text(url)
         correct = 0
         for class_id, tile in tiles:
-            shown = _as_probs(client.predict(handle_file(tile), api_name="/predict")[0])
-            direct = predictor.predict(tile)
+            label, _ = client.predict(handle_file(tile), api_name="/predict")
+            direct = predictor.analyze(tile)
+            if direct.abstained:
+                assert label["label"] == "Not recognised" and not label.get("confidences")
+                continue
+            shown = _as_probs(label)
             # the Space shows the top classes (all of them for a 3-class model), same numbers
-            assert shown == pytest.approx({name: direct["confidences"][name] for name in shown}, abs=1e-5)
-            assert max(shown, key=shown.get) == direct["name"]
-            correct += direct["label"] == class_id
+            assert shown == pytest.approx({name: direct.confidences[name] for name in shown}, abs=1e-5)
+            assert max(shown, key=shown.get) == direct.name
+            correct += direct.label == class_id
     assert correct >= 0.75 * len(tiles), f"only {correct}/{len(tiles)} real tiles classified correctly"
     # The bundled model carries a fitted temperature: its verdict says "calibrated".
-    result = predictor.predict(tiles[0][1])
+    result = predictor.analyze(tiles[0][1])
     words = panels.verdict(result, domain=predictor.domain, calibrated=panels.is_calibrated(predictor))
-    assert words.startswith(f"**{result['name']} — ") and "(calibrated)**" in words or result["abstained"]
+    assert words.startswith(f"**{result.name} — ") and "(calibrated)**" in words or result.abstained

@@ -42,8 +42,9 @@ class ColourPredictor:
             self.seen.append(image.copy())
             means = image.reshape(-1, 3).mean(axis=0)
             top = int(np.argmax(means))
+            probabilities = {cid: float(i == top) for i, cid in enumerate(self.class_ids)}
             results.append({"label": self.class_ids[top], "abstained": bool(means.max() < 120),
-                            "abstain_reason": None})
+                            "abstain_reason": None, "probabilities": probabilities})
         return results
 
 

@@ -1,0 +1,230 @@
+"""config.json as one typed, versioned schema: one reader, one writer, clear errors.
+
+Training writes a :class:`ModelConfig` with :func:`write_config`; the Space, scripts, the
+model card and evaluation read it with :func:`read_config`. A config from a newer schema, or
+with keys this code does not know, is refused with a message that says what to do: silently
+ignoring a field (a scale, an abstention rule) would serve the model without a rule it needs.
+
+Example:
+    >>> config = read_config("hub_model")              # folder or path to config.json
+    >>> config.input_size, config.labels, config.scale.field_of_view_px
+    ((224, 224), ['lung_aca', 'lung_n', 'lung_scc'], 768)
+    >>> write_config("out", dataclasses.replace(config, model_name="renamed"))
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 2
+LEGACY_VERSION = 1   # configs written before the schema had a version (no "scale" block)
+CONFIG_FILE = "config.json"
+
+__all__ = ["SCHEMA_VERSION", "ConfigError", "ModelConfig", "NucleusReference", "ScaleSpec",
+           "read_config", "write_config"]
+
+
+class ConfigError(ValueError):
+    """config.json is missing, unreadable or breaks the schema; the message says which field."""
+
+
+@dataclass(frozen=True)
+class NucleusReference:
+    """What nuclei look like at the model's input scale, measured on training tiles.
+
+    ``curves``: one mean scale-space energy curve (``space/scale.py``) per zoom-out factor in
+    ``zoom_factors`` (1 = the training tiles themselves); an image's relative scale is found by
+    matching its curve against these. ``diameter_px``: nucleus diameter in model-input pixels
+    estimated by the same code (median, 10th and 90th percentile over training tiles).
+    """
+
+    sigmas: tuple[float, ...]
+    zoom_factors: tuple[float, ...]
+    curves: tuple[tuple[float, ...], ...]
+    diameter_px: tuple[float, float, float]
+    tiles: int
+    estimator: str = "scale-space-v1"
+
+    def __post_init__(self) -> None:
+        if len(self.curves) != len(self.zoom_factors) or any(len(c) != len(self.sigmas) for c in self.curves):
+            raise ConfigError("scale.reference: need one curve of len(sigmas) values per zoom factor.")
+        if not self.zoom_factors or self.zoom_factors[0] != 1.0:
+            raise ConfigError("scale.reference.zoom_factors must start at 1.0 (the training tiles).")
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """The physical scale one model input stands for.
+
+    ``field_of_view_px``: source pixels one input side covers (LC25000: a 768 px photograph
+    shrunk to 224). ``microns_per_pixel``: of the model input, when the source says (else
+    ``None`` and ``microns_per_pixel_note`` says why). ``relative_size_range``: nucleus size in
+    the upload over the training size, outside which the model abstains.
+    """
+
+    field_of_view_px: int | None
+    microns_per_pixel: float | None
+    microns_per_pixel_note: str | None
+    reference: NucleusReference | None
+    relative_size_range: tuple[float, float] = (0.2, 10.0)
+
+    @property
+    def can_estimate(self) -> bool:
+        return self.reference is not None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything about a model folder that serving must match; see ``docs/`` for each field."""
+
+    model_name: str
+    input_size: tuple[int, int]
+    labels: list[str]
+    schema_version: int = SCHEMA_VERSION
+    task: str = "image-classification"
+    model_file: str = "model.keras"
+    input_unit: str = "tile"             # "tile": large images are cut into fields; else ("image", "slice") resized whole
+    channel_order: str = "RGB"
+    dtype: str = "uint8"
+    value_range: tuple[int, int] = (0, 255)
+    benign_classes: list[str] = field(default_factory=list)
+    domain: str | None = None
+    disclaimer: str | None = None
+    dataset: str | None = None
+    limitations: str | None = None
+    training_manifest: str | None = None
+    training_manifest_sha256: str | None = None
+    code_version: str | None = None
+    keras_version: str | None = None
+    training_run: dict[str, Any] = field(default_factory=dict)
+    data_layout: dict[str, Any] | None = None
+    abstain: dict[str, Any] | None = None      # space/ood.py AbstainRule.to_dict()
+    calibration: dict[str, Any] | None = None
+    feature_ood: dict[str, Any] | None = None  # feature-space distance rule (space/ood.py)
+    scale: ScaleSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.schema_version not in (LEGACY_VERSION, SCHEMA_VERSION):
+            raise ConfigError(
+                f"config.json has schema_version {self.schema_version}; this code reads {SCHEMA_VERSION}. "
+                "Update the Space's code (or re-export the model with this code).")
+        size = self.input_size
+        if not (len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+            raise ConfigError(f"config.json input_size must be [height, width], got {list(size)!r}.")
+        if str(self.channel_order).upper() != "RGB":
+            raise ConfigError(f"channel_order {self.channel_order!r} unsupported (RGB only).")
+        if self.dtype != "uint8":
+            raise ConfigError(f"dtype {self.dtype!r} unsupported (uint8 only).")
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            raise ConfigError("config.json labels must be a non-empty list of distinct class ids.")
+        if not isinstance(self.input_unit, str) or not self.input_unit:
+            raise ConfigError(f"input_unit must be a word such as 'tile' or 'image', got {self.input_unit!r}.")
+
+    @property
+    def temperature(self) -> float | None:
+        return float(self.calibration["temperature"]) if self.calibration else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, ``None`` fields left out (so old readers see what they knew)."""
+        data = asdict(self)
+        data["input_size"] = list(self.input_size)
+        data["value_range"] = list(self.value_range)
+        return {key: value for key, value in data.items() if value is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Validate a parsed config.json; raises :class:`ConfigError` naming the bad field."""
+        if not isinstance(data, dict):
+            raise ConfigError("config.json must hold a JSON object.")
+        version = data.get("schema_version", LEGACY_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"config.json has schema_version {version!r}; this code reads up to {SCHEMA_VERSION}. "
+                "Update the Space's code (or re-export the model with this code).")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config.json has fields this code does not know: {', '.join(unknown)} "
+                              f"(schema_version {version}).")
+        missing = [name for name in ("model_name", "input_size", "labels") if name not in data]
+        if missing:
+            raise ConfigError(f"config.json lacks required fields: {', '.join(missing)}.")
+        values = dict(data)
+        values["schema_version"] = version
+        try:
+            values["input_size"] = tuple(data["input_size"])
+            values["value_range"] = tuple(data.get("value_range", (0, 255)))
+            values["labels"] = [str(label) for label in data["labels"]]
+            values["scale"] = _scale_from_dict(data.get("scale"))
+            return cls(**values)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError) as err:
+            raise ConfigError(f"config.json is not valid: {err}") from None
+
+
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """Read ``config.json`` from a model folder (or the file itself).
+
+    Example:
+        >>> read_config("hub_model").labels
+        ['lung_aca', 'lung_n', 'lung_scc']
+
+    Raises:
+        ConfigError: missing file, invalid JSON, or a field outside the schema.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON: {err}") from None
+    return ModelConfig.from_dict(data)
+
+
+def write_config(folder: str | os.PathLike, config: ModelConfig) -> Path:
+    """Write ``config.json`` (always the current schema version) and return its path."""
+    if config.schema_version != SCHEMA_VERSION:
+        raise ConfigError(f"Only schema_version {SCHEMA_VERSION} is written.")
+    path = Path(folder) / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _scale_from_dict(data: Any) -> ScaleSpec | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ConfigError("config.json 'scale' must be an object.")
+    allowed = {f.name for f in fields(ScaleSpec)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"config.json 'scale' has fields this code does not know: {', '.join(unknown)}.")
+    ref = data.get("reference")
+    reference = None
+    if ref is not None:
+        try:
+            reference = NucleusReference(
+                sigmas=tuple(float(v) for v in ref["sigmas"]),
+                zoom_factors=tuple(float(v) for v in ref["zoom_factors"]),
+                curves=tuple(tuple(float(v) for v in curve) for curve in ref["curves"]),
+                diameter_px=tuple(float(v) for v in ref["diameter_px"]),  # type: ignore[arg-type]
+                tiles=int(ref["tiles"]), estimator=str(ref.get("estimator", "scale-space-v1")))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"config.json 'scale.reference' is not valid: {err}") from None
+    low, high = data.get("relative_size_range", (0.2, 10.0))
+    if not 0 < float(low) < 1 < float(high):
+        raise ConfigError("config.json 'scale.relative_size_range' must be [low < 1, high > 1].")
+    mpp = data.get("microns_per_pixel")
+    return ScaleSpec(
+        field_of_view_px=None if data.get("field_of_view_px") is None else int(data["field_of_view_px"]),
+        microns_per_pixel=None if mpp is None else float(mpp),
+        microns_per_pixel_note=data.get("microns_per_pixel_note"),
+        reference=reference, relative_size_range=(float(low), float(high)))

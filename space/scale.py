@@ -1,0 +1,252 @@
+"""How large an image's nuclei are compared with the model's training tiles, and what to do about it.
+
+A model learns cells at one size in pixels. An upload may come at any magnification: the
+LC25000 photographs a user downloads are 768 px (3.43x the 224 px tiles the model saw), slides
+from other labs come at 10x-40x. So before classifying, every path decides the image's scale
+(:func:`decide_scale`) and resamples it so nuclei have their training size.
+
+The estimate (``auto``) is a scale-space signature of the haematoxylin channel: colour
+deconvolution (Ruifrok & Johnston) isolates nuclear stain; the mean squared response of
+scale-normalised Laplacian-of-Gaussian filters over a range of widths peaks near the nucleus
+radius. Comparing the whole curve with reference curves measured on training tiles (and on
+training mosaics shrunk 1-4.8x, which carry the blur small nuclei get) gives the size ratio;
+a curve shifted along the scale axis means larger nuclei. Matching the whole curve is far more
+stable than picking its peak, which jumps between nuclei and cell clusters.
+
+Example:
+    >>> request = parse_scale("auto")                  # or "native", "0.5" (um/px), "20x"
+    >>> decision = decide_scale(rgb, config.scale, request)
+    >>> decision.relative_size, decision.factor, decision.method
+    (3.3, 0.303, 'auto: nucleus size (scale-space-v1)')
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:  # types only: this module is also imported as space.scale by training/
+    from model_config import NucleusReference, ScaleSpec
+
+ESTIMATOR = "scale-space-v1"
+STEPS_PER_OCTAVE = 4
+SIGMAS = tuple(0.7 * 2 ** (i / STEPS_PER_OCTAVE) for i in range(6 * STEPS_PER_OCTAVE + 1))  # 0.7-44.8 px
+# Ruifrok & Johnston's H&E(-DAB) stain vectors; the first column of the inverse is haematoxylin.
+_STAIN_RGB = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
+_HAEMATOXYLIN = np.linalg.inv(_STAIN_RGB)[:, 0].astype(np.float32)
+CROP_SIDE = 512            # large images are measured on a few tissue-rich crops of this size
+MAX_CROPS = 4
+MIN_SIGNAL = 1e-4          # mean squared nuclear response below this: no stained structure to measure
+MAX_SHIFT_OCTAVES = 3.5    # nuclei up to 2**3.5 = 11x larger than in training can be recognised
+MICRONS_AT_1X = 10.0       # um/px at "1x": a 40x scan is ~0.25 um/px (the usual convention)
+
+__all__ = ["ScaleRequest", "ScaleDecision", "ScaleError", "parse_scale", "energy_curve",
+           "estimate_relative_size", "decide_scale", "haematoxylin", "ESTIMATOR", "SIGMAS"]
+
+
+class ScaleError(ValueError):
+    """A scale option that cannot be used (bad text, or microns per pixel on a model without them)."""
+
+
+@dataclass(frozen=True)
+class ScaleRequest:
+    """What the caller asked for: ``auto``, ``native`` or a physical pixel size."""
+
+    mode: str                              # "auto" | "native" | "microns_per_pixel"
+    microns_per_pixel: float | None = None
+    text: str = "auto"
+
+
+@dataclass(frozen=True)
+class ScaleDecision:
+    """How one image is brought to the model's scale.
+
+    ``relative_size``: nucleus size in the upload's pixels over the training size (3.4 for a
+    768 px LC25000 original). ``factor``: resampling applied to the upload (1 / relative_size).
+    ``ok`` is False when the scale could not be found or is outside what the model learned;
+    ``reason`` then says why in plain words.
+    """
+
+    mode: str
+    relative_size: float
+    method: str
+    ok: bool = True
+    reason: str | None = None
+    nucleus_diameter_px: float | None = None
+
+    @property
+    def factor(self) -> float:
+        return 1.0 / self.relative_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "method": self.method, "relative_size": round(self.relative_size, 4),
+                "factor": round(self.factor, 4), "nucleus_diameter_px": None if self.nucleus_diameter_px is None
+                else round(self.nucleus_diameter_px, 2), "ok": self.ok, "reason": self.reason}
+
+
+def parse_scale(value: Any) -> ScaleRequest:
+    """Read the ``scale`` option: ``"auto"`` (default), ``"native"``, ``"0.25"`` (microns per
+    pixel) or ``"20x"`` (objective magnification, 10 / x um/px).
+
+    Example:
+        >>> parse_scale("40x").microns_per_pixel, parse_scale(None).mode
+        (0.25, 'auto')
+
+    Raises:
+        ScaleError: the text is none of these.
+    """
+    text = "auto" if value is None else str(value).strip().lower()
+    if text in ("", "auto"):
+        return ScaleRequest("auto")
+    if text == "native":
+        return ScaleRequest("native", text="native")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(x|um/px|um|µm/px|µm|mpp)?", text)
+    if not match:
+        raise ScaleError(f"Scale {value!r} not understood: use auto, native, microns per pixel "
+                         "(e.g. 0.5) or a magnification (e.g. 20x).")
+    number = float(match.group(1))
+    if number <= 0:
+        raise ScaleError("Scale must be a positive number.")
+    mpp = MICRONS_AT_1X / number if match.group(2) == "x" else number
+    return ScaleRequest("microns_per_pixel", microns_per_pixel=mpp, text=text)
+
+
+def haematoxylin(rgb: np.ndarray) -> np.ndarray:
+    """Haematoxylin optical density per pixel (float32 H x W): high on nuclei."""
+    optical_density = -np.log10((rgb.astype(np.float32) + 1.0) / 256.0)
+    return optical_density @ _HAEMATOXYLIN
+
+
+def energy_curve(rgb: np.ndarray) -> np.ndarray:
+    """log mean squared scale-normalised LoG response of the haematoxylin channel, per ``SIGMAS``.
+
+    Wide filters run on a half-size pyramid level (same response, a quarter of the cost);
+    widths the image is too small for are NaN.
+    """
+    level_image = haematoxylin(rgb)
+    level = 0
+    curve = []
+    for sigma in SIGMAS:
+        while sigma / 2 ** level >= 2.8 and min(level_image.shape) > 32:
+            level_image = cv2.pyrDown(level_image)
+            level += 1
+        local = sigma / 2 ** level
+        if min(level_image.shape) <= 4 * local:
+            curve.append(np.nan)
+            continue
+        size = int(2 * round(3 * local) + 1)
+        blurred = cv2.GaussianBlur(level_image, (size, size), local)
+        response = -cv2.Laplacian(blurred, cv2.CV_32F) * local * local
+        curve.append(float(np.mean(np.square(np.maximum(response, 0.0)))))
+    return np.log(np.asarray(curve, np.float64) + 1e-12)
+
+
+def estimate_relative_size(rgb: np.ndarray, reference: NucleusReference, *,
+                           tissue: np.ndarray | None = None) -> tuple[float | None, float]:
+    """Nucleus size in ``rgb`` relative to the training tiles, and the curve-match residual.
+
+    Returns ``(None, inf)`` when there is no stained structure to measure. ``tissue``: an
+    optional boolean mask used to pick crops of large images.
+    """
+    curves = [energy_curve(crop) for crop in _crops(rgb, tissue)]
+    curve = np.log(np.nanmean(np.exp(np.stack(curves)), axis=0))
+    if not np.isfinite(curve).any() or np.nanmax(curve) < math.log(MIN_SIGNAL):
+        return None, math.inf
+    templates = np.asarray(reference.curves, np.float64)
+    # Candidates: zoom-outs (smaller nuclei) against their own templates, zoom-ins (larger
+    # nuclei, a sharper image) as shifts of the 1x template along the scale axis.
+    candidates: list[tuple[float, float]] = []   # (log2 relative size, residual)
+    for zoom, template in zip(reference.zoom_factors, templates, strict=True):
+        candidates.append((-math.log2(zoom), _residual(curve, template)))
+    for step in range(1, int(MAX_SHIFT_OCTAVES * STEPS_PER_OCTAVE) + 1):
+        shifted = _shift(curve, step)
+        candidates.append((step / STEPS_PER_OCTAVE, _residual(shifted, templates[0])))
+    candidates.sort()
+    logs = np.array([c[0] for c in candidates])
+    errors = np.array([c[1] for c in candidates])
+    best = int(np.nanargmin(errors))
+    estimate = logs[best]
+    if 0 < best < len(errors) - 1 and np.isfinite(errors[best - 1:best + 2]).all():
+        a, b, c = errors[best - 1:best + 2]
+        curvature = a - 2 * b + c
+        if curvature > 0:  # parabola through the three: sub-step refinement
+            half_step = (logs[best + 1] - logs[best - 1]) / 2
+            estimate += float(np.clip(0.5 * (a - c) / curvature, -0.5, 0.5)) * half_step
+    return float(2 ** estimate), float(errors[best])
+
+
+def decide_scale(rgb: np.ndarray, spec: ScaleSpec | None, request: ScaleRequest, *,
+                 tissue: np.ndarray | None = None) -> ScaleDecision:
+    """The one rule every path uses to bring an image to the model's scale.
+
+    ``native`` trusts the pixels; ``microns_per_pixel`` needs a model that declares its own;
+    ``auto`` estimates from nuclei (a model without a scale reference is served natively).
+    """
+    if request.mode == "native":
+        return ScaleDecision("native", 1.0, "native: the upload's pixels as they are")
+    if request.mode == "microns_per_pixel":
+        if spec is None or spec.microns_per_pixel is None:
+            note = f" ({spec.microns_per_pixel_note})" if spec and spec.microns_per_pixel_note else ""
+            raise ScaleError("This model does not declare microns per pixel" + note +
+                             "; use scale=auto or scale=native.")
+        relative = spec.microns_per_pixel / float(request.microns_per_pixel)
+        return _bounded(ScaleDecision("microns_per_pixel", relative,
+                                      f"given: {request.microns_per_pixel:g} um/px"), spec)
+    if spec is None or spec.reference is None:
+        return ScaleDecision("native", 1.0, "native: the model declares no scale reference")
+    relative, _ = estimate_relative_size(rgb, spec.reference, tissue=tissue)
+    if relative is None:
+        return ScaleDecision("auto", 1.0, f"auto: nucleus size ({ESTIMATOR})", ok=False,
+                             reason="the scale could not be estimated: no stained nuclei were found")
+    diameter = relative * float(spec.reference.diameter_px[0])
+    return _bounded(ScaleDecision("auto", relative, f"auto: nucleus size ({ESTIMATOR})",
+                                  nucleus_diameter_px=diameter), spec)
+
+
+def _bounded(decision: ScaleDecision, spec: ScaleSpec) -> ScaleDecision:
+    low, high = spec.relative_size_range
+    if decision.relative_size < low:
+        reason = (f"the magnification is far below what the model learned (nuclei about "
+                  f"{1 / decision.relative_size:.1f}x smaller than in training)")
+    elif decision.relative_size > high:
+        reason = (f"the magnification is far above what the model learned (nuclei about "
+                  f"{decision.relative_size:.1f}x larger than in training)")
+    else:
+        return decision
+    return ScaleDecision(decision.mode, decision.relative_size, decision.method, ok=False, reason=reason,
+                         nucleus_diameter_px=decision.nucleus_diameter_px)
+
+
+def _residual(curve: np.ndarray, template: np.ndarray) -> float:
+    usable = np.isfinite(curve) & np.isfinite(template)
+    if usable.sum() < 2 * STEPS_PER_OCTAVE:
+        return math.inf
+    diff = curve[usable] - template[usable]
+    return float(np.mean(np.square(diff - diff.mean())))  # the level is free: only the shape counts
+
+
+def _shift(curve: np.ndarray, step: int) -> np.ndarray:
+    """The curve an image with nuclei 2**(step/steps) smaller would give (NaN past the end)."""
+    shifted = np.full_like(curve, np.nan)
+    shifted[:len(curve) - step] = curve[step:]
+    return shifted
+
+
+def _crops(rgb: np.ndarray, tissue: np.ndarray | None) -> list[np.ndarray]:
+    """The whole image if small, else up to ``MAX_CROPS`` crops with the most tissue."""
+    height, width = rgb.shape[:2]
+    if max(height, width) <= 2 * CROP_SIDE:
+        return [rgb]
+    side = min(CROP_SIDE, height, width)
+    ys = np.linspace(0, height - side, num=max(1, round(height / side))).astype(int)
+    xs = np.linspace(0, width - side, num=max(1, round(width / side))).astype(int)
+    boxes = [(y, x) for y in ys for x in xs]
+    if tissue is not None:
+        boxes.sort(key=lambda box: -float(tissue[box[0]:box[0] + side, box[1]:box[1] + side].mean()))
+    else:
+        boxes = [boxes[i] for i in np.linspace(0, len(boxes) - 1, num=min(MAX_CROPS, len(boxes))).astype(int)]
+    return [rgb[y:y + side, x:x + side] for y, x in boxes[:MAX_CROPS]]
