@@ -7,13 +7,16 @@ variables; the app downloads the model with `hf_hub_download(MODEL_REPO, ..., re
 never changes what the Space serves until it is redeployed with the new sha. A branch or tag name moves
 with later pushes, so it is refused unless `allow_branch=True` (`--allow-branch`), and then warned about.
 
+The Space's README.md is uploaded with `models: [<model repo>]` in its YAML header (written into the
+uploaded copy; `space_dir` itself is not changed), so the Hub links the Space to the model it serves.
+
 The model repo should be public; for a private one, add an `HF_TOKEN` *secret* to the Space yourself
 (this script never copies your token anywhere).
 
 Example:
     ```bash
-    $ SHA=$(python -m scripts.push_model --repo-id alice/lung-histology)
-    $ python -m scripts.deploy_space --space-id alice/lung-histology-demo \\
+    $ SHA=$(.venv/bin/python -m scripts.push_model --repo-id alice/lung-histology)
+    $ .venv/bin/python -m scripts.deploy_space --space-id alice/lung-histology-demo \\
           --model-repo alice/lung-histology --model-revision "$SHA"
     ```
     ```python
@@ -26,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -42,7 +47,7 @@ from scripts.push_model import (
     resolve_token,
 )
 
-__all__ = ["deploy_space", "check_revision", "UnpinnedRevisionError", "UnpinnedRevisionWarning",
+__all__ = ["deploy_space", "check_revision", "space_readme", "UnpinnedRevisionError", "UnpinnedRevisionWarning",
            "ModelRevisionNotFoundError", "MissingFilesError", "HubUnreachableError", "HubAuthError"]
 
 COMMIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -86,6 +91,41 @@ def check_revision(model_revision: str, *, allow_branch: bool = False) -> str:
     return model_revision
 
 
+def space_readme(text: str | None, *, model_repo: str, space_id: str) -> str:
+    """The Space README with `models: [model_repo]` in its YAML header; other keys and the body kept.
+
+    Without a README (`text` None or without a header) a minimal Gradio header is written.
+
+    Example:
+        ```python
+        >>> print(space_readme("---\\nsdk: gradio\\n---\\n# Demo\\n", model_repo="alice/m", space_id="alice/d"))
+        ---
+        sdk: gradio
+        models:
+        - alice/m
+        ---
+        # Demo
+        ```
+    """
+    import yaml
+
+    body = text or ""
+    match = re.match(r"^---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|$)", body, re.DOTALL)
+    if match:
+        try:
+            header = yaml.safe_load(match.group(1)) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"the Space README's YAML header cannot be read: {exc}") from None
+        if not isinstance(header, dict):
+            raise ValueError("the Space README's YAML header is not a mapping")
+        body = body[match.end():]
+    else:
+        header = {"title": space_id.split("/")[-1], "sdk": "gradio", "app_file": "app.py"}
+    header["models"] = [model_repo]
+    front = yaml.safe_dump(header, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return f"---\n{front}---\n{body}"
+
+
 def deploy_space(
     *,
     space_id: str,
@@ -115,7 +155,8 @@ def deploy_space(
         The full 40-hex sha of the Space commit.
 
     Raises:
-        UnpinnedRevisionError, ModelRevisionNotFoundError, MissingFilesError, HubUnreachableError, HubAuthError.
+        UnpinnedRevisionError, ModelRevisionNotFoundError, MissingFilesError, HubUnreachableError, HubAuthError;
+        ValueError when the Space README's YAML header cannot be read.
 
     Example:
         ```python
@@ -129,6 +170,9 @@ def deploy_space(
 
     revision = check_revision(model_revision, allow_branch=allow_branch)
     folder = check_folder(space_dir, SPACE_REQUIRED_FILES)
+    readme_file = folder / "README.md"
+    readme = space_readme(readme_file.read_text(encoding="utf-8") if readme_file.is_file() else None,
+                          model_repo=model_repo, space_id=space_id)  # before any request: a bad header stops here
     endpoint, token = resolve_endpoint(endpoint), resolve_token(token)
     api = HfApi(endpoint=endpoint, token=token)
     with hub_errors(endpoint, token):
@@ -140,9 +184,13 @@ def deploy_space(
                     f"model {model_repo}@{revision} not found at {endpoint} (or not readable with this token)"
                 ) from None
         api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=space_id, folder_path=folder, repo_type="space",
-                                 commit_message=f"Deploy Space pinned to {model_repo}@{revision}",
-                                 ignore_patterns=list(IGNORE_PATTERNS))
+        with tempfile.TemporaryDirectory() as tmp:  # a copy, so the README can carry `models:`
+            staged = Path(tmp) / "space"
+            shutil.copytree(folder, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            (staged / "README.md").write_text(readme, encoding="utf-8")
+            info = api.upload_folder(repo_id=space_id, folder_path=staged, repo_type="space",
+                                     commit_message=f"Deploy Space pinned to {model_repo}@{revision}",
+                                     ignore_patterns=list(IGNORE_PATTERNS))
         # Variables last: setting them restarts the Space, which then runs the new code with the new pin.
         api.add_space_variable(space_id, "MODEL_REPO", model_repo, description="Model repo served by the Space")
         api.add_space_variable(space_id, "MODEL_REVISION", revision, description="Pinned model commit sha")

@@ -257,3 +257,109 @@ def test_deploy_cli_refuses_branch_in_one_line(local_hub, tmp_path, capsys):
     sha = push_model(make_model_folder(tmp_path / "m"), repo_id=REPO)
     assert deploy_main([*args, "--model-revision", sha]) == 0
     assert SHA_RE.match(capsys.readouterr().out.strip())
+
+
+# --- Hub metadata: the YAML headers the Space README and the model card carry on the Hub --------------------
+
+def read_yaml_header(text: str) -> tuple[dict, str]:
+    """(header, body) of a README with a `---` YAML header."""
+    import yaml
+
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.DOTALL)
+    assert match, f"no YAML header in {text[:80]!r}"
+    return yaml.safe_load(match.group(1)), text[match.end():]
+
+
+def test_deploy_writes_models_into_the_space_readme(local_hub, tmp_path):
+    model_sha = push_model(make_model_folder(tmp_path / "m"), repo_id=REPO)
+    space = make_space_folder(tmp_path / "space")
+    original = (ROOT / "space" / "README.md").read_text(encoding="utf-8")
+    (space / "README.md").write_text(original, encoding="utf-8")
+    space_sha = deploy_space(space_id=SPACE, model_repo=REPO, model_revision=model_sha, space_dir=space)
+    uploaded = download(SPACE, "README.md", space_sha, repo_type="space").decode()
+    header, body = read_yaml_header(uploaded)
+    want, want_body = read_yaml_header(original)
+    assert header["models"] == [REPO]
+    assert {k: v for k, v in header.items() if k != "models"} == want  # every other key kept, in order
+    assert list(header)[:-1] == list(want) and body == want_body
+    assert header["license"] == "mit" and header["sdk"] == "gradio" and header["app_file"] == "app.py"
+    assert (space / "README.md").read_text(encoding="utf-8") == original  # the local folder is untouched
+    # The Hub's own parser reads the same metadata.
+    from huggingface_hub import SpaceCard
+
+    assert SpaceCard(uploaded).data.models == [REPO]
+
+
+def test_deploy_without_a_space_readme_writes_a_minimal_one(local_hub, tmp_path):
+    model_sha = push_model(make_model_folder(tmp_path / "m"), repo_id=REPO)
+    space_sha = deploy_space(space_id=SPACE, model_repo=REPO, model_revision=model_sha,
+                             space_dir=make_space_folder(tmp_path / "space"))
+    header, _ = read_yaml_header(download(SPACE, "README.md", space_sha, repo_type="space").decode())
+    assert header == {"title": "lung-demo", "sdk": "gradio", "app_file": "app.py", "models": [REPO]}
+
+
+def test_redeploy_replaces_models_and_bad_yaml_stops_before_any_request(local_hub, tmp_path):
+    other = "testuser/other-model"
+    sha = push_model(make_model_folder(tmp_path / "m"), repo_id=other)
+    space = make_space_folder(tmp_path / "space")
+    (space / "README.md").write_text(f"---\nsdk: gradio\nmodels:\n- {REPO}\n---\nbody\n", encoding="utf-8")
+    space_sha = deploy_space(space_id=SPACE, model_repo=other, model_revision=sha, space_dir=space)
+    header, body = read_yaml_header(download(SPACE, "README.md", space_sha, repo_type="space").decode())
+    assert header == {"sdk": "gradio", "models": [other]} and body == "body\n"
+    (space / "README.md").write_text("---\nsdk: [gradio\n---\n", encoding="utf-8")
+    local_hub.requests.clear()
+    with pytest.raises(ValueError, match="YAML header"):
+        deploy_space(space_id=SPACE, model_repo=other, model_revision=sha, space_dir=space)
+    assert local_hub.requests == []
+
+
+def _card_inputs(data: str | None = None) -> dict:
+    from training.datasets import describe
+
+    config = json.loads((ROOT / "hub_model" / "config.json").read_text())
+    if data is not None:
+        config = {**config, "training_run": {**config["training_run"], "data": data}}
+    return dict(config=config, labels=json.loads((ROOT / "hub_model" / "labels.json").read_text()),
+                metrics=json.loads((ROOT / "hub_model" / "metrics.json").read_text()),
+                info=describe(config["training_run"]["data"]))
+
+
+def test_model_card_yaml_on_the_hub_states_the_licence_and_dataset(local_hub, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from training.card import write_model_card
+
+    folder = make_model_folder(tmp_path / "m")
+    write_model_card(folder, **_card_inputs())  # the lung model's card, as training writes it
+    sha = push_model(folder, repo_id=REPO)
+    text = download(REPO, "README.md", sha).decode()
+    header, body = read_yaml_header(text)
+    assert header["license"] == "other" and header["license_name"] == "lc25000-terms"
+    assert header["license_link"] == "https://github.com/tampapath/lung_colon_image_set"
+    assert header["datasets"] == ["1aurent/LC25000"]
+    assert header["library_name"] == "keras" and header["pipeline_tag"] == "image-classification"
+    card = ModelCard(text)  # the Hub client's own parser agrees
+    assert card.data.license_name == "lc25000-terms" and card.data.datasets == ["1aurent/LC25000"]
+    licence = body.split("\n## Licence\n", 1)[1].split("\n## ", 1)[0]
+    assert "arXiv:1912.12142" in licence and "publish no" in licence and "MIT" in licence
+    # The committed card was generated by this code: same header.
+    committed, _ = read_yaml_header((ROOT / "hub_model" / "README.md").read_text(encoding="utf-8"))
+    assert committed == header
+
+
+def test_model_card_of_a_dataset_without_recorded_terms_says_unknown(tmp_path):
+    from training.card import write_model_card
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_model_card(folder, **_card_inputs(data="some-other-dataset"))
+    header, body = read_yaml_header((folder / "README.md").read_text(encoding="utf-8"))
+    assert header["license"] == "unknown"
+    assert not {"license_name", "license_link", "datasets"} & set(header)
+    assert "## Licence" in body and "not recorded here" in body
+
+
+def test_code_licence_and_space_licence_agree():
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License\n")
+    header, _ = read_yaml_header((ROOT / "space" / "README.md").read_text(encoding="utf-8"))
+    assert header["license"] == "mit"  # the Space repo holds only code
