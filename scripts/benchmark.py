@@ -93,17 +93,18 @@ def read_split(manifest: Path, *, limit_per_split: int | None, seed: int) -> dic
 
 def load_ours(folder: Path, *, input_size: int, manifest: Path) -> tuple[keras.Model, dict]:
     """Our exported model and what its folder records (labels, training time, manifest hash)."""
+    from space.model_config import read_config
     from training.data import manifest_sha256
 
-    config = json.loads((folder / "config.json").read_text())
-    if list(config["input_size"]) != [input_size, input_size]:
-        side = config["input_size"][0]
+    config = read_config(folder)
+    if list(config.input_size) != [input_size, input_size]:
+        side = config.input_size[0]
         raise SystemExit(f"{folder}/model.keras takes {side} px tiles; run with --input-size {side}")
     recorded = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
     info = {
-        "labels": config["labels"], "benign_classes": tuple(config.get("benign_classes", ())),
+        "labels": config.labels, "benign_classes": tuple(config.benign_classes),
         "training": recorded.get("training", {}), "recorded_accuracy": recorded.get("accuracy"),
-        "same_manifest": config.get("training_manifest_sha256") == manifest_sha256(manifest),
+        "same_manifest": config.training_manifest_sha256 == manifest_sha256(manifest),
     }
     return keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True), info
 

@@ -132,7 +132,8 @@ class ModelConfig:
         data = asdict(self)
         data["input_size"] = list(self.input_size)
         data["value_range"] = list(self.value_range)
-        return {key: value for key, value in data.items() if value is not None}
+        ordered = {"schema_version": data.pop("schema_version"), **data}   # the version first, for readers
+        return {key: value for key, value in ordered.items() if value is not None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

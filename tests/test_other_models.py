@@ -10,7 +10,6 @@ import json
 
 import keras
 import numpy as np
-import panels
 import pytest
 from gradio_client import Client, handle_file
 
@@ -57,9 +56,17 @@ def test_export_folder_is_complete_small_and_carries_the_dataset_caveats(name):
     assert f"{100 * metrics['accuracy']:.2f}%" in card
 
 
-def test_the_space_resizes_whole_images_for_non_tile_models():
-    assert panels.tiles_large_images({}) and panels.tiles_large_images({"input_unit": "tile"})
-    assert not panels.tiles_large_images({"input_unit": "slice"})
+def test_the_space_resizes_whole_images_for_non_tile_models(tmp_path):
+    from predictor import Predictor
+    from tests.tiny_model import write_tiny_model_folder
+
+    large = np.random.default_rng(0).integers(0, 256, (900, 700, 3), dtype=np.uint8)
+    tiles = Predictor(write_tiny_model_folder(tmp_path / "tile")).analyze(large, scale="native")
+    whole = Predictor(write_tiny_model_folder(tmp_path / "slice", config_extra={"input_unit": "slice"}))
+    answer = whole.analyze(large, scale="native")
+    assert not tiles.one_field and tiles.fields.classified > 1
+    assert answer.one_field and answer.scale.method.startswith("whole image")
+    assert answer.probabilities == pytest.approx(list(whole.predict(large)["probabilities"].values()))
 
 
 @pytest.mark.slow

@@ -34,6 +34,9 @@ class DatasetInfo:
     # Model card wording; the defaults suit any class-per-folder dataset.
     tags: tuple[str, ...] = ("medical-imaging",)
     unit: str = "image"  # what one model input is: "tile", "slice", "image"
+    # Tiles only: source pixels one input side stands for (LC25000: 768 px photographs shrunk to 224);
+    # with it, training measures the nucleus-size scale reference (training/scale_reference.py).
+    field_of_view_px: int | None = None
     split_note: str = "split by group, never by image"
     results_note: str = ""
     intended_use: str = "Research and teaching: exploring how a small network separates these classes."
@@ -42,6 +45,7 @@ class DatasetInfo:
 
 
 LUNG = DatasetInfo(
+    field_of_view_px=768,
     title="LC25000 lung subset (224 px), split by near-duplicate group",
     domain="H&E-stained lung histopathology tiles",
     class_names={

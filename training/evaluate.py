@@ -103,17 +103,17 @@ def evaluate_folder(model_dir: str | Path, *, data: str | Path, manifest: str | 
     """Load an exported model folder and compute its metrics on one manifest split."""
     import keras
 
+    from space.model_config import read_config
     from training.data import load_split, read_manifest
 
     model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
+    config = read_config(model_dir)
     samples = [s for s in read_manifest(manifest) if s.split == split]
-    images, labels = load_split(data, samples, class_ids=config["labels"], size=tuple(config["input_size"]))
-    model = keras.saving.load_model(model_dir / "model.keras", compile=False, safe_mode=True)
+    images, labels = load_split(data, samples, class_ids=config.labels, size=tuple(config.input_size))
+    model = keras.saving.load_model(model_dir / config.model_file, compile=False, safe_mode=True)
     probabilities = model.predict(images, batch_size=64, verbose=0)
-    return classification_metrics(
-        labels, probabilities, class_ids=config["labels"], benign_classes=tuple(config.get("benign_classes", ()))
-    )
+    return classification_metrics(labels, probabilities, class_ids=config.labels,
+                                  benign_classes=tuple(config.benign_classes))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,6 +40,9 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
     from training.datasets import human_name
     from training.evaluate import plot_confusion_matrix, plot_history
     from training.model import inference_copy
+    import keras
+
+    from space.model_config import ModelConfig, write_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,30 +58,33 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
            if k not in ("out", "cache_dir", "verbose", "mlflow", "mlflow_experiment")}  # not provenance
     run["augmentation"] = Augmentation(**config.augmentation).to_dict()  # the settings in force, not overrides
     run["data"] = Path(config.data).name
-    model_config = {
-        "model_name": config.model_name,
-        "task": "image-classification",
-        "model_file": "model.keras",
-        "input_size": [config.input_size, config.input_size],
-        "input_unit": info.unit,  # "tile": the Space tiles much larger images; else it resizes them whole
-        "channel_order": "RGB",
-        "dtype": "uint8",
-        "value_range": [0, 255],
-        "labels": class_ids,
-        "benign_classes": list(info.benign_classes),
-        "domain": info.domain,
-        "disclaimer": DISCLAIMER,
-        "dataset": info.title,
+    extras = dict(extras or {})  # calibration, the abstention rule, the scale block, feature OOD
+    model_config = ModelConfig(
+        model_name=config.model_name,
+        input_size=(config.input_size, config.input_size),
+        input_unit=info.unit,  # "tile": the Space cuts larger images into fields; else it resizes them whole
+        labels=list(class_ids),
+        benign_classes=list(info.benign_classes),
+        domain=info.domain,
+        disclaimer=DISCLAIMER,
+        dataset=info.title,
         # The dataset's caveats, shown by the Space's "About this model" panel (else generic text).
-        **({"limitations": " ".join(f"{info.caveats} {info.source_note}".split())} if info.caveats else {}),
-        "training_manifest": "split_manifest.csv",
-        "training_manifest_sha256": manifest_sha256(manifest),
-        "code_version": code or code_version(),
-        "keras_version": __import__("keras").__version__,
-        "training_run": run,
-        **(extras or {}),  # calibration and the abstention rule
-    }
-    (out / "config.json").write_text(json.dumps(model_config, indent=2) + "\n")
+        limitations=" ".join(f"{info.caveats} {info.source_note}".split()) if info.caveats else None,
+        training_manifest="split_manifest.csv",
+        training_manifest_sha256=manifest_sha256(manifest),
+        code_version=code or code_version(),
+        keras_version=keras.__version__,
+        training_run=extras.pop("training_run", run),  # a reused run keeps its own training settings
+        data_layout=extras.pop("data_layout", None),
+        abstain=extras.pop("abstain", None),
+        calibration=extras.pop("calibration", None),
+        feature_ood=extras.pop("feature_ood", None),
+        scale=extras.pop("scale", None),
+    )
+    if extras:
+        raise ValueError(f"Unknown config fields for export: {sorted(extras)}")
+    write_config(out, model_config)
+    model_config = model_config.to_dict()  # the card reads the same values
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "confusion_matrix.json").write_text(json.dumps(metrics["confusion_matrix"], indent=2) + "\n")
     plot_confusion_matrix(metrics, out / "confusion_matrix.png")

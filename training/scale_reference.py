@@ -43,10 +43,14 @@ LC25000_NOTE = ("LC25000 publishes no magnification or pixel size; its 224 px ti
 
 def split_tiles(root: str | Path, manifest: str | Path, *, split: str) -> dict[str, list[Path]]:
     """Tile paths of one split, by class (from a split manifest)."""
+    return tiles_by_class([s for s in read_manifest(manifest) if s.split == split], root=root)
+
+
+def tiles_by_class(samples, *, root: str | Path) -> dict[str, list[Path]]:
+    """Paths of manifest samples grouped by class label."""
     by_class: dict[str, list[Path]] = defaultdict(list)
-    for sample in read_manifest(manifest):
-        if sample.split == split:
-            by_class[sample.label].append(Path(root) / sample.path)
+    for sample in samples:
+        by_class[sample.label].append(Path(root) / sample.path)
     return dict(by_class)
 
 

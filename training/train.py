@@ -119,6 +119,7 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
     import keras
 
     from training.data import load_split
+    from training.scale_reference import build_scale_spec, tiles_by_class
     from training.export import code_version, export_model_folder
     from training.finish import calibrate_and_evaluate
     from training.folders import describe_split, layout_of, prepare_split
@@ -158,6 +159,9 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
                                                     test_groups=[s.group for s in split["test"]])
     metrics["training"] = training
     extras["data_layout"] = layout_of(config.data).to_dict()
+    if info.unit == "tile" and info.field_of_view_px:  # step 7: the physical scale the model learned
+        extras["scale"] = build_scale_spec(tiles_by_class(split["train"], root=config.data),
+                                           field_of_view_px=info.field_of_view_px, seed=config.seed)
     export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
                         history=history, manifest=manifest, code=code, extras={**extras, **provenance})
     return metrics
