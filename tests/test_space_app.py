@@ -29,7 +29,7 @@ from explain import overlay
 from imaging import ImageError, decode_image
 from predictor import Predictor
 from tests.hub_server import local_hub  # noqa: F401 - fixture
-from tests.tiny_model import REPO_ROOT, run_space, write_test_image, write_tiny_model_folder
+from tests.tiny_model import REPO_ROOT, run_space, run_ui_event, write_test_image, write_tiny_model_folder
 
 REAL_MODEL = REPO_ROOT / "hub_model"
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "lc25000-lung-224"
@@ -247,21 +247,11 @@ def test_verdict_and_data_url_input(app_module, tiny_folder):
     assert sum(labels.values()) == pytest.approx(1.0, abs=1e-5) and full["label"] in app.PREDICTOR.class_ids
 
 
-def _run_ui(app, fn_name: str, inputs: list):
-    """Run one UI event through Gradio's own pre/postprocessing, as a browser click would."""
-    from gradio.state_holder import SessionState
-
-    fn = next(f for f in app.demo.fns.values() if f.name == fn_name)
-    out = asyncio.run(app.demo.process_api(block_fn=fn, inputs=inputs, state=SessionState(app.demo)))
-    return {(c.elem_id or type(c).__name__.lower()) + ("" if c.elem_id else f"#{i}"): value
-            for i, (c, value) in enumerate(zip(fn.outputs, out["data"], strict=True))}
-
-
 def test_ui_small_image_shows_verdict_and_grad_cam(app_module, tmp_path):
     rgb = np.random.default_rng(2).integers(0, 256, (100, 90, 3), dtype=np.uint8)
     path = tmp_path / "small.png"
     cv2.imwrite(str(path), rgb[..., ::-1])
-    shown = _run_ui(app_module, "analyze", [{"path": str(path)}, 0.3, "auto"])
+    shown = run_ui_event(app_module, "analyze", [{"path": str(path)}, 0.3, "auto"])
     direct = app_module.PREDICTOR.predict(path)
     assert shown["verdict"].startswith(f"**{direct['name']} — ")
     assert shown["top-classes"]["label"] == direct["name"]
@@ -287,7 +277,7 @@ def test_ui_abstained_image_names_no_class(tmp_path, monkeypatch):
         app = importlib.import_module("app")
         path = write_test_image(tmp_path / "small.png", size=(100, 90), seed=2)
         assert app.PREDICTOR.predict(path)["abstained"]
-        shown = _run_ui(app, "analyze", [{"path": str(path)}, 0.45, "auto"])
+        shown = run_ui_event(app, "analyze", [{"path": str(path)}, 0.45, "auto"])
     finally:
         sys.modules.pop("app", None)
     assert shown["verdict"].startswith("**Not recognised as synthetic test images:**")
@@ -304,7 +294,7 @@ def test_ui_large_image_goes_through_the_fields(app_module, tmp_path):
     rgb[:400] = np.random.default_rng(4).integers(40, 220, (400, 300, 3), dtype=np.uint8)
     path = tmp_path / "large.png"
     cv2.imwrite(str(path), rgb[..., ::-1])
-    shown = _run_ui(app_module, "analyze", [{"path": str(path)}, 0.45, "native"])
+    shown = run_ui_event(app_module, "analyze", [{"path": str(path)}, 0.45, "native"])
     analysis = app_module.PREDICTOR.analyze(rgb, scale="native")
     fields = analysis.fields
     assert not analysis.one_field and fields.classified > 1
@@ -321,7 +311,7 @@ def test_ui_bad_file_is_an_error(app_module, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
     with pytest.raises(gr.Error):
-        _run_ui(app_module, "analyze", [{"path": str(bad)}, 0.45, "auto"])
+        run_ui_event(app_module, "analyze", [{"path": str(bad)}, 0.45, "auto"])
 
 
 def _real_tiles(class_ids: list[str], *, per_class: int = 8) -> list[tuple[str, Path]]:

@@ -106,3 +106,16 @@ def run_space(model_dir: str | os.PathLike | None, *, env: Mapping[str, str] | N
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def run_ui_event(app, fn_name: str, inputs: list) -> dict:
+    """Run one private UI event of an imported ``app`` module through Gradio's own pre/postprocessing,
+    as a browser click would; returns {elem_id (or type#index): value}."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    fn = next(f for f in app.demo.fns.values() if f.name == fn_name)
+    out = asyncio.run(app.demo.process_api(block_fn=fn, inputs=inputs, state=SessionState(app.demo)))
+    return {(c.elem_id or type(c).__name__.lower()) + ("" if c.elem_id else f"#{i}"): value
+            for i, (c, value) in enumerate(zip(fn.outputs, out["data"], strict=True))}

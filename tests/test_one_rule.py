@@ -1,0 +1,117 @@
+"""One rule for every path: the UI, /predict, /predict_batch, /predict_tiles, /explain, MCP and
+predict_client all answer through ``Predictor.analyze`` (space/analysis.py), so the same bytes
+get the same answer whichever way they come in."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+
+from predictor import Predictor
+from scripts.predict_client import main as predict_client_main
+from tests.conftest import HUB_MODEL, missing
+from tests.tiny_model import run_space, run_ui_event, write_test_image, write_tiny_model_folder
+
+
+@pytest.fixture
+def spied_app(tmp_path, monkeypatch):
+    """The app in-process on a tiny model, with ``Predictor.analyze`` recording every call."""
+    folder = write_tiny_model_folder(tmp_path / "model")
+    monkeypatch.setenv("MODEL_DIR", str(folder))
+    monkeypatch.delenv("MODEL_REPO", raising=False)
+    monkeypatch.delenv("EXAMPLES_DIR", raising=False)
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    calls = []
+    real = Predictor.analyze
+
+    def spy(self, image, **options):
+        analysis = real(self, image, **options)
+        calls.append(analysis)
+        return analysis
+
+    monkeypatch.setattr(Predictor, "analyze", spy)
+    try:
+        yield importlib.import_module("app"), calls
+    finally:
+        sys.modules.pop("app", None)
+
+
+def test_no_endpoint_bypasses_the_shared_rule(spied_app, tmp_path):
+    app, calls = spied_app
+    image = write_test_image(tmp_path / "x.png", size=(100, 90), seed=7)
+    service = app.SERVICE
+    answers = {}
+    _, answers["predict"] = service.predict({"path": str(image)}, "native")
+    copy = tmp_path / "y.png"   # predict_batch deletes API uploads once read: send a copy
+    copy.write_bytes(image.read_bytes())
+    answers["predict_batch"] = service.predict_batch([str(copy)], "native")[0]
+    _, answers["predict_tiles"] = service.predict_tiles({"path": str(image)}, "native")
+    service.explain({"path": str(image)}, 0.5, "native")
+    shown = run_ui_event(app, "analyze", [{"path": str(image)}, 0.45, "native"])
+    answers["ui"] = shown["raw-result"].root
+    assert len(calls) == 5, "an endpoint answered without Predictor.analyze"
+    expected = calls[0].to_json()
+    for path, answer in answers.items():   # same bytes, same answer, whichever path
+        assert {k: answer[k] for k in expected} == expected, path
+
+
+def test_mcp_predict_is_the_same_rule(tmp_path):
+    folder = write_tiny_model_folder(tmp_path / "model")
+    image = write_test_image(tmp_path / "m.png", size=(300, 120), seed=9)
+    data_url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def call(url: str) -> str:
+        async with streamablehttp_client(f"{url}/gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                answer = await session.call_tool("predict", {"image": data_url, "scale": "native"})
+                assert not answer.isError, answer.content
+                return answer.content[0].text
+
+    with run_space(folder, env={"GRADIO_MCP_SERVER": "true"}) as url:
+        text = asyncio.run(call(url))
+    direct = Predictor(folder).analyze(image, scale="native")
+    assert f"'label': '{direct.label}'" in text and f"'factor': {direct.scale.factor}" in text
+
+
+ORIGINALS = Path(__file__).resolve().parents[2] / "shared" / "data" / "external-he" / "lc25000-lung-768"
+
+
+@pytest.mark.slow
+def test_full_size_originals_get_one_label_on_every_path(tmp_path, capsys):
+    """The 30 768 px LC25000 originals (what a user downloads): the same label through the Python
+    predictor, /predict, /predict_batch, /predict_tiles and predict_client's CSV; >= 93% right."""
+    files = sorted(ORIGINALS.glob("*/*.jp*g"))
+    if len(files) != 30:
+        missing(f"the 30 full-size LC25000 originals are not at {ORIGINALS}")
+    truth = [f.parent.name for f in files]
+    predictor = Predictor(HUB_MODEL)
+    labels = {"python": [predictor.analyze(f).label for f in files]}
+    with run_space(None) as url:
+        client = Client(url, verbose=False)
+        labels["predict"] = [client.predict(handle_file(f), "auto", api_name="/predict")[1]["label"] for f in files]
+        labels["predict_tiles"] = [client.predict(handle_file(f), "auto", api_name="/predict_tiles")[1]["label"]
+                                   for f in files]
+        rows = client.predict([handle_file(f) for f in files], "auto", api_name="/predict_batch")
+        labels["predict_batch"] = [row["label"] for row in rows]
+        out = tmp_path / "originals.csv"
+        assert predict_client_main([url, str(ORIGINALS), "--out", str(out), "--no-progress"]) == 0
+    names = dict(zip(predictor.names, predictor.class_ids, strict=True))
+    with out.open(newline="") as handle:
+        by_path = {Path(row["path"]).name: names.get(row["label"]) for row in csv.DictReader(handle)}
+    labels["predict_client"] = [by_path[f.name] for f in files]
+    right = {path: float(np.mean([a == b for a, b in zip(found, truth, strict=True)]))
+             for path, found in labels.items()}
+    print("accuracy per path on the 30 originals:", right, file=sys.stderr)
+    for path, found in labels.items():
+        assert found == labels["python"], path
+    assert min(right.values()) >= 0.93, right
