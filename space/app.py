@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from fastapi.routing import APIRoute
 
 import panels
-from examples import find_examples
+from examples import PICK_RULE, find_examples, true_class
 from explain import overlay
 from model_source import ModelSource, ModelSourceError, resolve_model_source
 from predictor import ModelFolderError, Predictor
@@ -80,12 +81,16 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
             examples = (gr.Examples([[str(path)] for path in EXAMPLES], inputs=image, label="Examples",
                                     elem_id="examples", examples_per_page=12, cache_examples=False,
                                     api_visibility="private") if EXAMPLES else None)
+            if EXAMPLES:
+                gr.Markdown(f"Examples: {PICK_RULE}. Running one shows its true class beside the answer, "
+                            "right or wrong.", elem_id="examples-note")
         with gr.Column():
             verdict_md = gr.Markdown(elem_id="verdict")
             top_classes = gr.Label(num_top_classes=TOP_CLASSES, label="Top classes", elem_id="top-classes")
             with gr.Group(visible=False) as cam_box:
-                gradcam = gr.Image(label="Grad-CAM", type="numpy", format="png", interactive=False,
+                gradcam = gr.Image(label="Grad-CAM of the predicted class", type="numpy", format="png", interactive=False,
                                    elem_id="gradcam")
+                gr.HTML(panels.gradcam_legend_html(), elem_id="gradcam-legend")
                 opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity",
                                     elem_id="gradcam-opacity")
             with gr.Group(visible=False) as tile_box:
@@ -110,7 +115,9 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
         """UI only: one image in, everything shown out, by the same rule as /predict."""
         rgb = SERVICE.decode(image_file, forget_upload=False)  # the page still shows this file
         analysis = SERVICE.analyze(rgb, scale_option, progress=progress)
-        answer = {**_blank(), verdict_md: verdict(analysis), raw: panels.result_json(analysis, SOURCE)}
+        truth = _example_truth(image_file)
+        answer = {**_blank(), verdict_md: verdict(analysis) + panels.truth_line(analysis, truth),
+                  raw: panels.result_json(analysis, SOURCE)}
         if not analysis.abstained:  # no answer: name no class
             answer[top_classes] = panels.label_value(analysis)
         if analysis.fields is not None and not analysis.one_field:
@@ -118,10 +125,17 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
                            tile_box: gr.update(visible=True)})
         elif not analysis.abstained and SERVICE.cam is not None:
             cam = SERVICE.gradcam(rgb, analysis.model_input)  # the field is the whole upload, resized
-            label = f"Grad-CAM: where the model looked for {PREDICTOR.names[cam['class_index']]}"
-            answer.update({gradcam: gr.update(value=_blend(cam, alpha), label=label), cam_state: cam,
+            # A short, fixed title: a class name in it ran into the image's icons at phone width.
+            answer.update({gradcam: gr.update(value=_blend(cam, alpha)), cam_state: cam,
                            cam_box: gr.update(visible=True)})
         return answer
+
+    def _example_truth(image_file: dict[str, Any] | None) -> str | None:
+        """The true class name of a built-in example (its file name says it), else None."""
+        names = {path.name for path in EXAMPLES}
+        name = Path(str((image_file or {}).get("orig_name") or (image_file or {}).get("path") or "")).name
+        cid = true_class(name, PREDICTOR.class_ids) if name in names else None
+        return None if cid is None else PREDICTOR.names[PREDICTOR.class_ids.index(cid)]
 
     def reblend(cam: dict[str, Any] | None, alpha: float) -> Any:
         """UI only: the same heatmap at a new opacity (no model call)."""

@@ -28,7 +28,9 @@ MAX_EXAMPLES = 24
 EXAMPLES_FOLDER = "examples"
 log = logging.getLogger(__name__)
 
-__all__ = ["find_examples", "folder_examples", "hub_examples"]
+__all__ = ["find_examples", "folder_examples", "hub_examples", "true_class"]
+PICK_RULE = ("test-split images picked by a fixed rule (evenly spaced through each class's sorted list of "
+             "test files, scripts/pick_examples.py), not by whether the model gets them right")
 
 
 def find_examples(source: ModelSource, *, env: Mapping[str, str] | None = None,
@@ -78,3 +80,16 @@ def hub_examples(repo_id: str, *, revision: str | None, limit: int = MAX_EXAMPLE
     except Exception as err:  # examples are optional: never let them stop the Space
         log.warning("No example images from %s at %s: %s", repo_id, revision or "main", first_line(err))
         return []
+
+
+def true_class(name: str, class_ids: list[str]) -> str | None:
+    """The class id an example file is named after (``<class id>_<n>.<suffix>``, as
+    ``scripts/pick_examples.py`` writes them), else ``None``.
+
+    Example:
+        >>> true_class("lung_aca_2.jpeg", ["lung_aca", "lung_n"]), true_class("mine.png", ["lung_aca"])
+        ('lung_aca', None)
+    """
+    stem = Path(name).stem
+    matches = [cid for cid in class_ids if stem.startswith(f"{cid}_") and stem[len(cid) + 1:].isdigit()]
+    return max(matches, key=len) if matches else None

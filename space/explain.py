@@ -139,6 +139,13 @@ class GradCam:
         return CamResult(heatmap=cam, class_index=index)
 
 
+def colour_scale(steps: int = 9) -> list[tuple[int, int, int]]:
+    """RGB colours of the heatmap from 0 (least) to 1 (most), for a legend drawn from the same map."""
+    ramp = np.linspace(0, 255, steps).round().astype(np.uint8).reshape(1, -1)
+    return [tuple(int(v) for v in rgb) for rgb in
+            cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)[0]]
+
+
 def colourise(heatmap: np.ndarray, *, size: tuple[int, int]) -> np.ndarray:
     """A [0, 1] heatmap resized to ``(height, width)`` and coloured (jet: blue low, red high), RGB uint8."""
     height, width = size

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 from typing import Any
 
 import numpy as np
 
 from analysis import ImageAnalysis
+from explain import colour_scale
 from model_source import ModelSource
 from tiling import ABSTAIN_COLOUR, class_colour, render_tile_map
 
@@ -29,12 +31,9 @@ METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "num_images": "T
 
 
 def percent(p: float) -> str:
-    """``0.974 -> '97%'``; the extremes are not rounded to a certainty the model does not have."""
-    if p >= 0.995:
-        return ">99%"
-    if p < 0.005:
-        return "<1%"
-    return f"{p:.0%}"
+    """``0.974 -> '97%'``: rounded exactly as ``gr.Label`` rounds its bars (``Math.round``), so the
+    verdict and the bars always show the same number."""
+    return f"{math.floor(p * 100 + 0.5)}%"
 
 
 def verdict(analysis: ImageAnalysis | None, *, domain: str | None, calibrated: bool) -> str:
@@ -54,6 +53,27 @@ def verdict(analysis: ImageAnalysis | None, *, domain: str | None, calibrated: b
     if rest:
         text += f"  \nNext: {rest[0][0]} — {percent(rest[0][1])}."
     return text + f"  \n{scale_line(analysis)}"
+
+
+def gradcam_legend_html() -> str:
+    """Colour bar of the Grad-CAM heatmap plus one sentence on what it shows and does not show."""
+    stops = ", ".join(f"rgb{colour}" for colour in colour_scale())
+    return (f"<div style='display:flex;align-items:center;gap:.5em;font-size:.85em'><span>low</span>"
+            f"<span style='flex:1;height:.8em;border-radius:3px;background:linear-gradient(to right, {stops})'>"
+            "</span><span>high</span></div><p style='font-size:.85em;margin:.3em 0 0'>Grad-CAM: how much each "
+            "region raised the score of the predicted class. It shows what the model used, not whether the "
+            "answer is right, and it is not an outline of a tumour.</p>")
+
+
+def truth_line(analysis: ImageAnalysis, truth: str | None) -> str:
+    """For a built-in example: its true class beside the answer, right or wrong."""
+    if truth is None:
+        return ""
+    if analysis.abstained:
+        outcome = "the model gave no answer"
+    else:
+        outcome = "the model is right" if analysis.name == truth else f"**the model is wrong** (it said {analysis.name})"
+    return f"  \n**True class (test-split example):** {truth} — {outcome}."
 
 
 def scale_line(analysis: ImageAnalysis) -> str:

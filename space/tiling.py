@@ -33,10 +33,12 @@ MAX_TILES = int(os.environ.get("MAX_TILES", 1024))  # ~2 s on 2 CPU cores for a 
 CHUNK = 64                # tiles per forward pass
 TILING_FACTOR = 2.0       # tile when the longer side exceeds this many tiles
 MAX_MAP_SIDE = 1600       # the map is drawn at most this large (px)
-# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
+# Okabe-Ito colours, distinguishable with the common colour-vision deficiencies. Ordered so the
+# first three (orange, dark blue, yellow) differ in lightness too and stand out on purple H&E;
+# sky blue and bluish green looked alike on tissue.
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 159, 0), (86, 180, 233), (0, 158, 115), (204, 121, 167),
-    (0, 114, 178), (213, 94, 0), (240, 228, 66),
+    (230, 159, 0), (0, 114, 178), (240, 228, 66), (204, 121, 167),
+    (86, 180, 233), (213, 94, 0), (0, 158, 115),
 )
 ABSTAIN_COLOUR = (128, 128, 128)
 

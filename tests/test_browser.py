@@ -111,8 +111,9 @@ def _write_png(path: Path, rgb: np.ndarray) -> Path:
 
 
 def test_real_tile_verdict_top_classes_and_grad_cam(page, predictor, lung_tile):
-    expected = predictor.predict(lung_tile)
-    assert not expected["abstained"], "the reference tile should be answered"
+    answer = predictor.analyze(lung_tile)
+    assert not answer.abstained, "the reference tile should be answered"
+    expected = {"name": answer.name}
     verdict = _upload_and_wait(page, lung_tile, expected["name"])
     assert verdict.startswith(expected["name"]) and "calibrated" in verdict
     others = [name for name in predictor.names if name != expected["name"]]
@@ -125,16 +126,31 @@ def test_real_tile_verdict_top_classes_and_grad_cam(page, predictor, lung_tile):
     assert page.inner_text("#top-classes [data-testid=label-output-value]") == expected["name"]
 
     _image_rendered(page, "gradcam")
-    assert expected["name"] in page.inner_text("#gradcam")  # "Grad-CAM: where the model looked for ..."
+    legend = page.inner_text("#gradcam-legend")   # colour bar plus what Grad-CAM does and does not show
+    assert "low" in legend and "high" in legend and "not whether the answer is right" in legend
     assert not page.locator("#tile-map").is_visible()
     assert page.errors == []
     _screenshot(page, "space.png")
 
+    # Phone width: nothing wider than the screen, the Grad-CAM title clear of its icons.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(300)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 391
+    title = page.locator("#gradcam [data-testid=block-label]").bounding_box()
+    icons = [page.locator("#gradcam button").nth(i).bounding_box()
+             for i in range(page.locator("#gradcam button").count())]
+    for box in filter(None, icons):
+        overlaps = not (title["x"] + title["width"] <= box["x"] or box["x"] + box["width"] <= title["x"] or
+                        title["y"] + title["height"] <= box["y"] or box["y"] + box["height"] <= title["y"])
+        assert not overlaps, (title, box)
+    page.locator("#gradcam").scroll_into_view_if_needed()
+    _screenshot(page, "space-390px.png")
 
-def test_large_image_gets_a_tile_map(page, predictor, lung_data, tmp_path):
-    # 1500 x 1500 px of real test tiles: 7 x 7 tiles of 224 px from all three classes, cropped.
+
+def test_large_image_gets_a_field_map(page, predictor, lung_data, tmp_path):
+    # 1500 x 1500 px of real tiles of one class: 7 x 7 tiles of 224 px, cropped.
     size = predictor.input_size[0]
-    picks = [path for cid in predictor.class_ids for path in sorted((lung_data / cid).glob("*.jpeg"))[:17]]
+    picks = sorted((lung_data / "lung_n").glob("*.jpeg"))[:49]
     grid = 7
     mosaic = np.zeros((grid * size, grid * size, 3), np.uint8)
     for index in range(grid * grid):
@@ -142,12 +158,12 @@ def test_large_image_gets_a_tile_map(page, predictor, lung_data, tmp_path):
         mosaic[row * size:(row + 1) * size, col * size:(col + 1) * size] = decode_image(picks[index])
     path = _write_png(tmp_path / "mosaic.png", mosaic[:1500, :1500])
 
-    verdict = _upload_and_wait(page, path, "tissue tiles classified")
-    assert verdict.startswith("Whole image")
+    verdict = _upload_and_wait(page, path, "tissue fields classified")
+    answer = predictor.analyze(path)
+    assert verdict.startswith(answer.name if not answer.abstained else "Not recognised")
     _image_rendered(page, "tile-map")
     summary = page.inner_text("#tile-summary")
-    assert "background tiles skipped" in summary
-    assert all(name in summary for name in predictor.names)
+    assert "background fields skipped" in summary
     assert not page.locator("#gradcam").is_visible()
     assert page.errors == []
     _screenshot(page, "space-tiles.png")
@@ -158,7 +174,7 @@ def test_non_tissue_image_is_not_recognised(page, predictor, kind, tmp_path):
     rgb = (np.full((224, 224, 3), 255, np.uint8) if kind == "white"
            else np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
     path = _write_png(tmp_path / f"{kind}.png", rgb)
-    assert predictor.predict(path)["abstained"]
+    assert predictor.analyze(path).abstained
 
     verdict = _upload_and_wait(page, path, "Not recognised")
     assert "Treat this as no answer" in verdict

@@ -78,3 +78,40 @@ def test_cached_snapshot_examples_need_no_hub(local_hub, tmp_path):
     local_hub.stop()
     source = ModelSource(folder=snapshot, repo_id="testuser/cached", revision=sha, commit=sha)
     assert find_examples(source, env={}) == first
+
+
+def test_true_class_from_the_example_file_name():
+    from examples import true_class
+
+    ids = ["lung_aca", "lung_n", "lung_n_extra"]
+    assert true_class("lung_aca_2.jpeg", ids) == "lung_aca"
+    assert true_class("lung_n_extra_1.png", ids) == "lung_n_extra"   # the longest matching class id
+    assert true_class("lung_aca.jpeg", ids) is None and true_class("mine_1.png", ids) is None
+
+
+def test_running_an_example_shows_its_true_class(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from tests.tiny_model import run_ui_event, write_test_image, write_tiny_model_folder
+
+    folder = write_tiny_model_folder(tmp_path / "model")
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    example = write_test_image(examples / "alpha_1.png", seed=3)
+    monkeypatch.setenv("MODEL_DIR", str(folder))
+    monkeypatch.setenv("EXAMPLES_DIR", str(examples))
+    monkeypatch.delenv("MODEL_REPO", raising=False)
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    try:
+        app = importlib.import_module("app")
+        shown = run_ui_event(app, "analyze", [{"path": str(example), "orig_name": "alpha_1.png"}, 0.45, "auto"])
+        own = write_test_image(tmp_path / "alpha_2.png", seed=3)   # not an example: no truth shown
+        plain = run_ui_event(app, "analyze", [{"path": str(own), "orig_name": "alpha_2.png"}, 0.45, "auto"])
+    finally:
+        sys.modules.pop("app", None)
+    answer = app.PREDICTOR.analyze(example)
+    verdict = "right" if answer.label == "alpha" else "wrong"
+    assert "**True class (test-split example):** Alpha tissue — " in shown["verdict"]
+    assert f"the model is {verdict}" in shown["verdict"] or "**the model is wrong**" in shown["verdict"]
+    assert "True class" not in plain["verdict"]
