@@ -81,13 +81,21 @@ def scale_line(analysis: ImageAnalysis) -> str:
     decision = analysis.scale
     text = f"Scale: {decision.method}"
     if decision.mode != "native" or decision.relative_size != 1.0:
-        text += f"; nuclei {decision.relative_size:.2f}x their training size, resampled x{decision.factor:.2f}"
+        text += f"; nuclei {decision.relative_size:.2f}x their training size"
     fields = analysis.fields
-    if fields is not None and not analysis.one_field:
-        text += f"; {fields.classified} of {fields.tissue_tiles} tissue fields classified"
+    if analysis.one_field:
+        side = fields.tile_size[0]
+        text += f"; answered as one field ({side} px)"
+    elif fields is not None:
+        text += (f"; resampled x{decision.factor:.2f} into {side_text(fields)} fields, "
+                 f"{fields.classified} of {fields.tissue_tiles} tissue fields classified")
         if fields.abstained:
             text += f", {fields.abstained} not recognised"
     return text + "."
+
+
+def side_text(fields: Any) -> str:
+    return f"{fields.tile_size[1]} x {fields.tile_size[0]} px"
 
 
 def label_value(analysis: ImageAnalysis) -> dict[str, float] | str:
