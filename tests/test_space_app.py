@@ -236,7 +236,7 @@ def test_verdict_and_data_url_input(app_module, tiny_folder):
     words = app.verdict(analysis)
     # tiny model: no fitted temperature, so not called calibrated
     assert words.startswith(f"**{analysis.name} — {analysis.confidence:.0%} (model probability, not calibrated)**")
-    assert "Scale: native: the model declares no scale reference." in words
+    assert "Scale: native: the model declares no scale reference; answered as one field (64 px)." in words
     assert app.verdict(None) == ""
     abstained = app.verdict(dataclasses.replace(analysis, abstained=True, abstain_reason="Because."))
     assert abstained.startswith("**Not recognised as synthetic test images:** Because. Treat this as no answer.")
