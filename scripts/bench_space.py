@@ -158,11 +158,12 @@ def gradio_client_call(client: Any, tile: Path) -> Callable[[], Any]:
 class RawHttp:
     """``/predict`` through Gradio's plain HTTP API, as curl would call it (persistent connection)."""
 
-    def __init__(self, url: str, api_name: str = "predict") -> None:
+    def __init__(self, url: str, api_name: str = "predict", *, extra: tuple = ()) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         self.api_name = api_name
+        self.extra = list(extra)   # the endpoint's other inputs (the Space's scale option)
         self.http = httpx.Client(timeout=60.0)
 
     def predict(self, tile: Path, data: bytes | None = None) -> Any:
@@ -173,7 +174,7 @@ class RawHttp:
         upload.raise_for_status()
         path = upload.json()[0]
         started = self.http.post(f"{self.url}/gradio_api/call/{self.api_name}", json={"data": [
-            {"path": path, "orig_name": tile.name, "meta": {"_type": "gradio.FileData"}}]})
+            {"path": path, "orig_name": tile.name, "meta": {"_type": "gradio.FileData"}}, *self.extra]})
         started.raise_for_status()
         event_id = started.json()["event_id"]
         event = None
@@ -210,7 +211,7 @@ def cold_start(model_dir: Path, tile: Path, *, timeout: float = 300.0) -> float:
     data = tile.read_bytes()
     start = time.perf_counter()
     with SpaceProcess(model_dir=model_dir, timeout=timeout) as space:
-        raw = RawHttp(space.url)
+        raw = RawHttp(space.url, extra=("auto",))
         try:
             raw.predict(tile, data)
         finally:
@@ -263,7 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["predict_ratio_p50"] = figures["predict_p50_ms"] / figures["noop_p50_ms"]
 
             say(f"bench: 2. raw HTTP, {args.calls} calls each ...")
-            raw, raw_noop = RawHttp(space.url), RawHttp(noop.url)
+            raw, raw_noop = RawHttp(space.url, extra=("auto",)), RawHttp(noop.url)
             try:
                 data = tile.read_bytes()
                 answer = raw.predict(tile, data)

@@ -26,6 +26,8 @@ METHODS = ("colour+softmax", "colour", "softmax", "none")
 # Worded for any dataset: the check is fitted to whatever images the model was trained on.
 COLOUR_REASON = "Its colours are unlike those of the images the model was trained on (colour check)."
 CONFIDENCE_REASON = "The model is not confident enough that this is one of its classes."
+FEATURE_REASON = ("It does not look like the tissue the model was trained on (feature check): another organ, "
+                  "another kind of image or an unusual preparation.")
 # Which side of each feature is bounded: (low, high). An unbounded side is stored as null.
 FEATURE_SIDES = {
     "tissue_fraction": (True, False),   # share of pixels that are not blank background
@@ -252,12 +254,15 @@ def confidence_ok(probabilities: np.ndarray, rule: AbstainRule | None) -> bool:
     return float(np.max(probabilities)) >= rule.min_confidence
 
 
-def decide(rgb: np.ndarray, probabilities: np.ndarray, rule: AbstainRule | None) -> tuple[bool, str | None]:
+def decide(rgb: np.ndarray, probabilities: np.ndarray, rule: AbstainRule | None, *,
+           familiar: bool = True) -> tuple[bool, str | None]:
     """Whether to abstain on one image, and why in plain words (``None`` when not abstaining).
 
-    ``rgb`` is the uint8 image exactly as given to the model; ``probabilities`` its output.
-    The colour check runs first: when the input is not a stained tissue image, the model's
-    confidence means nothing.
+    ``rgb`` is the uint8 image exactly as given to the model; ``probabilities`` its output;
+    ``familiar``: the feature-space check's verdict (``space/feature_ood.py``; True without one).
+    The colour check runs first: when the input is not a stained tissue image, nothing else the
+    model says means anything; then the feature check (stained, but not the tissue it learned);
+    then the confidence floor.
 
     Example:
         >>> decide(np.full((224, 224, 3), 255, np.uint8), np.array([0.9, 0.05, 0.05]), rule)
@@ -265,6 +270,8 @@ def decide(rgb: np.ndarray, probabilities: np.ndarray, rule: AbstainRule | None)
     """
     if not colour_ok(rgb, rule):
         return True, COLOUR_REASON
+    if not familiar:
+        return True, FEATURE_REASON
     if not confidence_ok(probabilities, rule):
         return True, CONFIDENCE_REASON
     return False, None

@@ -25,6 +25,7 @@ import numpy as np
 
 import ood
 from analysis import ImageAnalysis, analyze_image
+from feature_ood import FeatureCheck, FeatureOODError
 from imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
 from model_config import ConfigError, ModelConfig, read_config
 from model_safety import UnsafeModelError, unsafe_parts
@@ -74,6 +75,10 @@ class Predictor:
         if not model_path.is_file():
             raise ModelFolderError(f"{model_path} not found.")
         self.model = _load_model(model_path)
+        self.feature_check: FeatureCheck | None = None
+        self._forward = self.model
+        if self.model_config.feature_ood:
+            self._attach_feature_check(self.model_config.feature_ood)
         self._check_model()
 
     @property
@@ -129,14 +134,29 @@ class Predictor:
         if len(images) == 0:
             return []
         batch = np.stack([self.prepare(image) for image in images])
-        probs = np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
-        return [self._result(rgb, row) for rgb, row in zip(batch, probs, strict=True)]
+        if self.feature_check is None:
+            probs = np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
+            scores = [None] * len(batch)
+        else:  # one forward pass gives the probabilities and the features the check reads
+            probs, features = self._forward.predict_on_batch(batch)
+            probs = np.asarray(probs, dtype=np.float64)
+            scores = [float(v) for v in self.feature_check.scores(np.asarray(features))]
+        return [self._result(rgb, row, score) for rgb, row, score in zip(batch, probs, scores, strict=True)]
 
-    def _result(self, rgb: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    def _attach_feature_check(self, block: dict[str, Any]) -> None:
+        try:
+            self.feature_check = FeatureCheck.from_config(block, folder=self.folder)
+            layer = self.model.get_layer(self.feature_check.feature_layer)
+        except (FeatureOODError, KeyError, ValueError) as err:
+            raise ModelFolderError(f"config.json 'feature_ood' cannot be used: {first_line(err)}") from None
+        self._forward = keras.Model(self.model.inputs, [self.model.outputs[0], layer.output])
+
+    def _result(self, rgb: np.ndarray, probs: np.ndarray, feature_score: float | None = None) -> dict[str, Any]:
         top = int(np.argmax(probs))
         confidence = float(probs[top])
         # Judged on the exact pixels the model saw, with the rule shared with training.
-        abstained, reason = ood.decide(rgb, probs, self.abstain_rule)
+        familiar = feature_score is None or feature_score <= self.feature_check.threshold
+        abstained, reason = ood.decide(rgb, probs, self.abstain_rule, familiar=familiar)
         return {
             "label": self.class_ids[top],
             "name": self.names[top],
@@ -145,6 +165,7 @@ class Predictor:
             "confidences": {name: float(p) for name, p in zip(self.names, probs, strict=True)},
             "abstained": abstained,
             "abstain_reason": reason,
+            "feature_score": feature_score,
         }
 
     def _check_model(self) -> None:
@@ -165,6 +186,12 @@ class Predictor:
             )
         if not np.isclose(probe.sum(), 1.0, atol=1e-3) or (probe < 0).any():
             raise ModelFolderError("Model outputs are not softmax probabilities (they do not sum to 1).")
+        if self.feature_check is not None:  # warm up the two-output pass too; check the feature width
+            _, features = self._forward.predict_on_batch(np.zeros((1, *self.input_size, 3), dtype=np.uint8))
+            try:
+                self.feature_check.scores(np.asarray(features))
+            except FeatureOODError as err:
+                raise ModelFolderError(f"config.json 'feature_ood': {err}") from None
 
 
 def _load_model(path: Path) -> keras.Model:

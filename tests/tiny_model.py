@@ -56,7 +56,7 @@ def write_tiny_model_folder(
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu",
                             kernel_initializer=init.GlorotUniform(seed=seed),
                             bias_initializer=init.RandomUniform(-0.1, 0.1, seed=seed + 1))(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D(name="features")(x)   # what a feature_ood check reads
     # Large weights so images of different colours get clearly different probabilities.
     outputs = keras.layers.Dense(len(labels), activation="softmax",
                                  kernel_initializer=init.RandomNormal(stddev=3.0, seed=seed + 2),
