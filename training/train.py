@@ -159,12 +159,32 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
                                                     test_groups=[s.group for s in split["test"]])
     metrics["training"] = training
     extras["data_layout"] = layout_of(config.data).to_dict()
+    if config.from_run:  # a transfer run (training/features.py) brings its fitted feature-space check
+        extras.update(carry_feature_check(config.from_run, out=out))
     if info.unit == "tile" and info.field_of_view_px:  # step 7: the physical scale the model learned
         extras["scale"] = build_scale_spec(tiles_by_class(split["train"], root=config.data),
                                            field_of_view_px=info.field_of_view_px, seed=config.seed)
     export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
                         history=history, manifest=manifest, code=code, extras={**extras, **provenance})
     return metrics
+
+
+def carry_feature_check(run: str | Path, *, out: Path) -> dict:
+    """Copy an earlier run's ``feature_ood.npz`` into ``out``; its config.json block, sha256-pinned."""
+    import hashlib
+    import shutil
+
+    run = Path(run)
+    params, info_file = run / "feature_ood.npz", run / "feature_ood.json"
+    if not params.is_file() or not info_file.is_file():
+        return {}
+    if params.resolve() != (out / params.name).resolve():
+        shutil.copyfile(params, out / params.name)
+    info = json.loads(info_file.read_text())
+    return {"feature_ood": {
+        "method": info["method"], "feature_layer": info.get("feature_layer", "features"),
+        "params_file": params.name, "params_sha256": hashlib.sha256(params.read_bytes()).hexdigest(),
+        "threshold": float(info["threshold"]), "fitted_on": info.get("fitted_on"), "dims": info.get("dims")}}
 
 
 def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path, strategy=None, callbacks=()):
@@ -232,6 +252,12 @@ def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path, strat
     return model, history, training
 
 
+def _backbone_weights(value: str) -> str:
+    if value == "imagenet" or Path(value).is_file():
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither 'imagenet' nor an existing weights file")
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     from training.folders import parse_class_map
     from training.strategy import STRATEGIES
@@ -251,8 +277,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--patience", type=int, default=defaults.patience)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--backbone", choices=["efficientnetb0", "convnext_tiny", "mobilenetv3small"])
-    parser.add_argument("--backbone-weights", choices=["imagenet"], help="needs internet; default: from scratch")
+    parser.add_argument("--backbone", choices=["densenet121", "efficientnetb0", "convnext_tiny", "mobilenetv3small"],
+                        help="an ImageNet architecture instead of the compact CNN (default: none)")
+    parser.add_argument("--backbone-weights", type=_backbone_weights,
+                        help="'imagenet' (Keras' own download, needs internet) or a .weights.h5 file, e.g. from "
+                             "'python -m training.backbone_weights' (offline); default: from scratch")
     parser.add_argument("--cache-dir", help="keep decoded images here as .npy between runs")
     parser.add_argument("--model-name", default=defaults.model_name)
     parser.add_argument("--widths", type=lambda v: tuple(int(w) for w in v.split(",")), default=defaults.widths,
