@@ -271,10 +271,13 @@ dataset's colours: real H&E from another lab may be refused, and stains close to
 
 # Optional report files in the model folder -> card section titles (in this order).
 EXTRA_SECTIONS = {
+    "stress.md": "Where this model fails: other stains, scales and organs",  # python -m training.stress
+    "scale.md": "Physical scale: the same answer at any magnification",  # python -m training.scale_check
     "cross_validation.md": "Robustness: five grouped folds",  # python -m training.folds summary --markdown
     "ablation.md": "What each choice bought (validation)",
     "leaky_split.md": "For comparison with papers: a random (leaky) split",
-    "benchmark.md": "Compared with the seed projects' architectures",  # scripts/benchmark.py
+    "comparison.md": "Compared with the compact CNN",  # the previous bundled model, same split
+    "benchmark.md": "Compared with two small CNNs from earlier LC25000 projects",  # scripts/benchmark.py
 }
 
 
