@@ -7,14 +7,12 @@ Environment variables (read once at start-up):
 - ``MODEL_DIR``: a local folder in the ``hub_model`` layout instead of the Hub.
 
 With neither ``MODEL_REPO`` nor ``MODEL_DIR`` set, the project's ``hub_model/`` folder next to
-``space/`` is used. Hub files go through the normal Hub cache (``HF_HOME`` / ``HF_HUB_CACHE``),
-so a restart with a pinned commit does not download again, and ``HF_TOKEN`` / ``HF_ENDPOINT``
-work as usual.
-
-Hub faults: unreachable Hub with the revision cached -> served from the cache with one
-warning; nothing cached, unknown repo/revision, a required file missing, or a download that
-stays short or damaged after one retry -> ``ModelSourceError``, one line naming the repo,
-the revision and the endpoint. Every file is checked against the Hub's checksum.
+``space/`` is used. Hub files go through ``huggingface_hub``'s ``snapshot_download`` and its cache
+(``HF_HOME`` / ``HF_HUB_CACHE``; ``HF_TOKEN``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` work as usual);
+added here are a retried metadata request that tells "Hub down" from "no such repo, revision or
+file", and a check of every file against the Hub's checksum (``hub_cache.py``). Hub down: the
+cached copy is served with one warning; otherwise every fault is a ``ModelSourceError``, one line
+naming the repo, the revision and the endpoint.
 
 Example:
     >>> source = resolve_model_source({"MODEL_DIR": "hub_model"})
@@ -25,6 +23,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -33,12 +32,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hub_cache import checksum_problem, remember_ref
+import httpx2
+from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download, try_to_load_from_cache
+from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                   RepositoryNotFoundError, RevisionNotFoundError, RevisionResolutionError)
+
+from hub_cache import cached_checksums, checksum_problem, forget_commit
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")
 OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "hub_model"
 
+_MODEL_FILES = list(REQUIRED_FILES + OPTIONAL_FILES)
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 log = logging.getLogger(__name__)
 
@@ -121,7 +126,7 @@ def local_model(folder: str | os.PathLike) -> ModelSource:
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         raise ModelSourceError(f"Model folder {folder} lacks {', '.join(missing)}.")
-    present = [name for name in REQUIRED_FILES + OPTIONAL_FILES if (folder / name).is_file()]
+    present = [name for name in _MODEL_FILES if (folder / name).is_file()]
     return ModelSource(folder=folder, files={name: folder / name for name in present})
 
 
@@ -135,13 +140,11 @@ def download_hub_model(
 ) -> ModelSource:
     """Download (or reuse from the Hub cache) the model files of one repo revision.
 
-    A pinned commit whose files are all cached needs no network at all. Otherwise one
-    request asks the Hub which commit the revision is (``attempts`` tries, waiting
-    ``retry_wait`` s, then twice that), and every file is fetched at that exact commit, so
-    a push between two downloads cannot mix two model versions. Hub unreachable: the
-    cached copy of the revision is served with one warning; nothing cached: an error.
-    Every file is checked against the checksum the Hub gave for it (its cache blob name)
-    and downloaded once more if it does not match.
+    A pinned commit whose files are all cached and intact needs no network. Otherwise one request
+    asks the Hub which commit the revision is and each file's checksum (``attempts`` tries, waiting
+    ``retry_wait`` s, then twice that); ``snapshot_download`` fetches that exact commit, so a push
+    meanwhile cannot mix two model versions. Hub unreachable: the cached copy is served with one
+    warning; nothing cached: an error.
 
     Example:
         >>> download_hub_model("someone/some-model", revision="0123...cdef").commit
@@ -150,22 +153,21 @@ def download_hub_model(
     Raises:
         ModelSourceError: one line naming the repo, the revision and the endpoint.
     """
-    from huggingface_hub import constants
-
     if revision is None:
         log.warning("MODEL_REVISION is not set; serving the moving 'main' branch of %s.", repo_id)
     asked = revision or "main"
     where = f"Hub repo {repo_id} at revision {asked} (endpoint {constants.ENDPOINT})"
-    if _COMMIT_SHA.fullmatch(asked):
+    pinned = bool(_COMMIT_SHA.fullmatch(asked))
+    if pinned:  # a commit never changes, so an intact cached copy is the answer
         cached = _cached_files(repo_id, asked, cache_dir=cache_dir)
         if cached is not None:
             log.info("Model files of %s found in the Hub cache; no download needed.", where)
             return _source(repo_id, asked, cached)
     try:
-        commit = _resolve_commit(repo_id, asked, where=where, attempts=attempts, retry_wait=retry_wait)
+        commit, checksums = _ask_hub(repo_id, asked, where=where, attempts=attempts, retry_wait=retry_wait)
     except _HubUnreachable as err:
-        # A pinned sha was looked up (and hashed) above; only a branch needs the cache now.
-        cached = None if _COMMIT_SHA.fullmatch(asked) else _cached_files(repo_id, asked, cache_dir=cache_dir)
+        # A pinned sha was looked up (and checked) above; only a branch or tag needs the cache now.
+        cached = None if pinned else _cached_files(repo_id, asked, cache_dir=cache_dir)
         if cached is None:
             raise ModelSourceError(f"Cannot reach the Hub to get {where}: {err}; "
                                    "no intact copy is cached, so there is no model to serve.") from None
@@ -173,16 +175,25 @@ def download_hub_model(
         log.warning("Cannot reach the Hub (%s); serving the cached copy of %s, commit %s, "
                     "which may be out of date.", err, where, source.commit)
         return source
-    files = {name: _download(repo_id, name, commit, where=where, cache_dir=cache_dir)
-             for name in REQUIRED_FILES}
-    if asked != commit:  # only now that the snapshot is complete: the cache fallback uses it
-        remember_ref(repo_id, asked, commit, cache_dir=cache_dir)
-    for name in OPTIONAL_FILES:
-        try:
-            files[name] = _download(repo_id, name, commit, where=where, cache_dir=cache_dir)
-        except ModelSourceError as err:
-            log.info("Optional %s not used: %s", name, err)
+    missing = [name for name in REQUIRED_FILES if name not in checksums]
+    if missing:
+        raise ModelSourceError(f"{where} has no {', '.join(missing)} (commit {commit[:12]}); a model repo "
+                               f"needs {', '.join(REQUIRED_FILES)}.")
+    files = _download(repo_id, commit, checksums, where=where, cache_dir=cache_dir)
+    if not pinned:  # now that the copy is complete and intact, the Hub-down fallback may use it
+        _remember_revision(repo_id, asked, commit, cache_dir=cache_dir)
     return _source(repo_id, asked, files)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): one line for a person.
+
+    Example:
+        >>> first_line(ValueError("bad size\\nsee the docs"))
+        'bad size'
+    """
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
 
 
 class _HubUnreachable(Exception):
@@ -190,48 +201,31 @@ class _HubUnreachable(Exception):
 
 
 def _source(repo_id: str, asked: str, files: dict[str, Path]) -> ModelSource:
-    folder = files["config.json"].parent  # .../snapshots/<commit sha>/
+    # .../snapshots/<commit sha>/, spelled one way whether it came from a download or the cache
+    folder = Path(os.path.realpath(files["config.json"].parent))
+    files = {name: folder / path.name for name, path in files.items()}
     commit = folder.name if _COMMIT_SHA.fullmatch(folder.name) else None
     return ModelSource(folder=folder, files=files, repo_id=repo_id, revision=asked, commit=commit)
 
 
-def _cached_files(repo_id: str, revision: str, *, cache_dir: str | os.PathLike | None
-                  ) -> dict[str, Path] | None:
-    """The revision's files from the Hub cache if every required one is there and intact."""
-    from huggingface_hub import hf_hub_download
+def _ask_hub(repo_id: str, revision: str, *, where: str, attempts: int, retry_wait: float
+             ) -> tuple[str, dict[str, str]]:
+    """The commit ``revision`` points to now, and the Hub's checksum of each model file there.
 
-    files: dict[str, Path] = {}
-    for name in REQUIRED_FILES + OPTIONAL_FILES:
-        try:
-            path = Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
-                                        local_files_only=True))
-        except Exception:  # not cached (or cached as "does not exist")
-            if name in REQUIRED_FILES:
-                return None
-            continue
-        problem = checksum_problem(path)
-        if problem:
-            log.warning("Cached %s of %s@%s is damaged (%s); it will be downloaded again.",
-                        name, repo_id, revision, problem)
-            return None
-        files[name] = path
-    return files
-
-
-def _resolve_commit(repo_id: str, revision: str, *, where: str, attempts: int, retry_wait: float) -> str:
-    """The commit sha ``revision`` points to now, from one metadata request (retried if unanswered)."""
-    import httpx2
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import (
-        HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
-
+    The checksum is the LFS sha256 for LFS files, the git blob sha1 for the others. This request
+    tells "down" (retried, then ``_HubUnreachable``) from "refused" (an error); ``snapshot_download``
+    would fall back to the cache without saying so.
+    """
     reason = "no attempt made"
     for attempt in range(max(1, attempts)):
         if attempt:
             time.sleep(retry_wait * 2 ** (attempt - 1))
         try:
-            info = HfApi().model_info(repo_id, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
-            return str(info.sha)
+            info = HfApi().model_info(repo_id, revision=revision, files_metadata=True,
+                                      timeout=constants.HF_HUB_ETAG_TIMEOUT)
+            checksums = {s.rfilename: s.lfs.sha256 if s.lfs else (s.blob_id or "")
+                         for s in (info.siblings or []) if s.rfilename in _MODEL_FILES}
+            return str(info.sha), checksums
         except RevisionNotFoundError:
             raise ModelSourceError(f"Cannot get {where}: that revision does not exist.") from None
         except RepositoryNotFoundError:
@@ -252,34 +246,72 @@ def _resolve_commit(repo_id: str, revision: str, *, where: str, attempts: int, r
     raise _HubUnreachable(f"{attempts} attempt(s) failed, last: {reason}")
 
 
-def _download(repo_id: str, name: str, commit: str, *, where: str,
-              cache_dir: str | os.PathLike | None) -> Path:
-    """One file at ``commit``, checksum-verified; a bad copy is downloaded once more."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    problem = "no attempt made"
-    for force in (False, True):
-        try:
-            path = Path(hf_hub_download(repo_id, name, revision=commit, cache_dir=cache_dir,
-                                        force_download=force))
-        except EntryNotFoundError:
-            raise ModelSourceError(f"{where} has no {name} (commit {commit[:12]}); a model repo "
-                                   f"needs {', '.join(REQUIRED_FILES)}.") from None
-        except Exception as err:  # network, HTTP or size-check failure: one line, not a traceback
-            problem = first_line(err)
-            log.warning("Downloading %s from %s failed: %s", name, where, problem)
-            continue
-        problem = checksum_problem(path)
+def _download(repo_id: str, commit: str, checksums: dict[str, str], *, where: str,
+              cache_dir: str | os.PathLike | None) -> dict[str, Path]:
+    """The files of ``commit``, each checked against ``checksums``; a missing or bad one is fetched again."""
+    try:  # all files in one call; whatever fails here gets a second, forced try below
+        snapshot_download(repo_id, revision=commit, allow_patterns=list(checksums), cache_dir=cache_dir)
+    except Exception as err:  # network, HTTP or size-check failure: one line, not a traceback
+        log.warning("Downloading %s failed: %s", where, first_line(err))
+    files: dict[str, Path] = {}
+    for name, checksum in checksums.items():
+        path = try_to_load_from_cache(repo_id, name, revision=commit, cache_dir=cache_dir)
+        problem = checksum_problem(Path(path), checksum) if isinstance(path, str) else "not downloaded"
+        if problem:
+            if isinstance(path, str):
+                log.warning("%s of %s is damaged (%s); fetching it again.", name, where, problem)
+            try:
+                path = hf_hub_download(repo_id, name, revision=commit, cache_dir=cache_dir, force_download=True)
+                problem = checksum_problem(Path(path), checksum)
+            except Exception as err:
+                problem = first_line(err)
         if not problem:
-            return path
-        log.warning("Downloaded %s from %s is damaged: %s", name, where, problem)
-        path.resolve().unlink(missing_ok=True)  # never leave a bad copy for the next start
-    raise ModelSourceError(f"Could not download an intact {name} from {where} "
-                           f"(commit {commit[:12]}), tried twice: {problem}")
+            files[name] = Path(path)
+        elif name in OPTIONAL_FILES:
+            log.info("Optional %s not used: %s", name, problem)
+        else:
+            forget_commit(commit, cache_dir=cache_dir)  # never leave a bad copy for the next start
+            raise ModelSourceError(f"Could not download an intact {name} from {where} "
+                                   f"(commit {commit[:12]}), tried twice: {problem}")
+    return files
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type name when empty): one line for a person."""
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
+def _cached_files(repo_id: str, revision: str, *, cache_dir: str | os.PathLike | None
+                  ) -> dict[str, Path] | None:
+    """The revision's files from the Hub cache, without network, if every required one is there and intact.
+
+    A branch or tag is looked up in the cache's record of what it last pointed to.
+    """
+    try:  # required files only: an optional one that failed to download does not spoil the copy
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(REQUIRED_FILES),
+                                        cache_dir=cache_dir, local_files_only=True))
+    except LocalEntryNotFoundError:  # not cached, or cached only in part
+        return None
+    files = {name: folder / name for name in _MODEL_FILES if (folder / name).is_file()}
+    if not all(name in files for name in REQUIRED_FILES):
+        return None
+    blobs = cached_checksums(repo_id, folder.name, cache_dir=cache_dir)
+    for name, path in files.items():
+        problem = checksum_problem(path, blobs.get(name, ""))
+        if problem:
+            log.warning("Cached %s of %s@%s is damaged (%s); not using it.", name, repo_id, revision, problem)
+            return None
+    return files
+
+
+def _remember_revision(repo_id: str, revision: str, commit: str, *,
+                       cache_dir: str | os.PathLike | None) -> None:
+    """Have the library record ``revision -> commit`` in the cache, for the Hub-down fallback.
+
+    ``resolve_revision`` records what the Hub says now (one more request, skipped when the cache
+    already says ``commit``); if the branch moved since the download, the next start fetches it.
+    """
+    api = HfApi()
+    with contextlib.suppress(RevisionResolutionError):  # raised when nothing is recorded yet
+        if api.resolve_revision(repo_id, revision=revision, cache_dir=cache_dir,
+                                local_files_only=True).resolved == commit:
+            return
+    try:
+        api.resolve_revision(repo_id, revision=revision, cache_dir=cache_dir)
+    except Exception as err:  # costs only the offline fallback
+        log.warning("Could not record %s@%s in the Hub cache: %s", repo_id, revision, first_line(err))
