@@ -2,7 +2,7 @@
 
 How the pin works: the Space code never hard-codes a model version. This script sets two Space
 *variables*, `MODEL_REPO` and `MODEL_REVISION`, which the Hub exposes to the running Space as environment
-variables; the app downloads the model with `hf_hub_download(MODEL_REPO, ..., revision=MODEL_REVISION)`.
+variables; the app downloads the model with `snapshot_download(MODEL_REPO, revision=MODEL_REVISION)`.
 `MODEL_REVISION` is a full 40-hex commit sha (printed by `scripts/push_model.py`), so pushing a new model
 never changes what the Space serves until it is redeployed with the new sha. A branch or tag name moves
 with later pushes, so it is refused unless `allow_branch=True` (`--allow-branch`), and then warned about.
