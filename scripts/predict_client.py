@@ -33,11 +33,12 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from space.imaging import IMAGE_SUFFIXES
+
 API_NAME = "/predict"
 BATCH_API_NAME = "/predict_batch"
 CHUNK_SIZE = 32     # files per /predict_batch call
 IN_FLIGHT = 3       # calls at once: one runs, the others upload
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 FIXED_COLUMNS = ("path", "label", "confidence", "abstained", "reason", "scale_factor")
 DEFAULT_SCALE = "auto"
 

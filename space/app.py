@@ -30,15 +30,12 @@ from fastapi.routing import APIRoute
 import panels
 from examples import PICK_RULE, find_examples, true_class
 from explain import overlay
+from model_config import DISCLAIMER
 from model_source import ModelSource, ModelSourceError, resolve_model_source
 from predictor import ModelFolderError, Predictor
 from service import DEFAULT_OPACITY, DEFAULT_SCALE, UPLOADS, Service
 
 TOP_CLASSES = 3
-DEFAULT_DISCLAIMER = (
-    "Research and education demo only. This is not a medical or diagnostic device; "
-    "do not use its output for diagnosis or treatment decisions."
-)
 log = logging.getLogger("space")
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are noise
@@ -103,7 +100,7 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
         files = gr.File(file_count="multiple", label="Image files", elem_id="batch-files")
         classify_all = gr.Button("Classify all", elem_id="batch-button")
         batch_rows = gr.JSON(label="One row per file", elem_id="batch-result")
-    gr.Markdown(f"> **Disclaimer:** {PREDICTOR.disclaimer or DEFAULT_DISCLAIMER}", elem_id="disclaimer")
+    gr.Markdown(f"> **Disclaimer:** {PREDICTOR.disclaimer or DISCLAIMER}", elem_id="disclaimer")
     with gr.Accordion("About this model", open=False, elem_id="about-model"):
         gr.Markdown(panels.about_markdown(PREDICTOR, SOURCE))
     cam_state = gr.State()  # {"image", "heatmap"}: the slider re-blends without recomputing Grad-CAM

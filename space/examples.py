@@ -21,9 +21,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from model_source import ModelSource, first_line
+from imaging import IMAGE_SUFFIXES
+from errors import first_line
+from model_source import ModelSource
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 MAX_EXAMPLES = 24
 EXAMPLES_FOLDER = "examples"
 log = logging.getLogger(__name__)

@@ -28,6 +28,10 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+try:  # until the shared code is one package: imported flat by the Space, as space.* by training
+    from errors import ModelError
+except ImportError:
+    from space.errors import ModelError
 
 __all__ = ["CamResult", "GradCam", "GradCamError", "find_target_path", "build_cam_model", "overlay",
            "colourise"]
@@ -37,7 +41,7 @@ _PREPROCESSING = (keras.layers.InputLayer, keras.layers.Rescaling, keras.layers.
                   keras.layers.Normalization, keras.layers.CenterCrop)
 
 
-class GradCamError(RuntimeError):
+class GradCamError(ModelError, RuntimeError):
     """The model has no layer Grad-CAM can use, or its graph cannot be rewired for it."""
 
 

@@ -23,13 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+try:  # until the shared code is one package: imported flat by the Space, as space.* by training
+    from errors import ModelError
+except ImportError:
+    from space.errors import ModelError
 
 METHOD = "pca-mahalanobis-min-class-v1"
 REQUIRED = ("mean", "components", "class_means", "precision", "threshold")
 __all__ = ["FeatureCheck", "FeatureOODError", "METHOD", "load_params", "normalise", "score"]
 
 
-class FeatureOODError(ValueError):
+class FeatureOODError(ModelError, ValueError):
     """Parameters or features that do not fit together (wrong width, missing array, bad file)."""
 
 

@@ -32,12 +32,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin
+try:  # until the shared code is one package: imported flat by the Space, as space.* by training
+    from errors import ModelError
+except ImportError:
+    from space.errors import ModelError
 
 MAX_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", 64_000_000))
 MAX_BYTES = int(os.environ.get("MAX_IMAGE_BYTES", 50 * 1024 * 1024))
 MIN_SIDE = int(os.environ.get("MIN_IMAGE_SIDE", 8))
 # Pillow tries only these decoders: less exposed parser code than "anything Pillow knows".
 FORMATS: tuple[str, ...] = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF")  # JPEG covers MPO
+# File names the project treats as images (folders, examples, the CLI): what the decoder reads.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 READABLE = "JPEG, PNG, TIFF, WebP, BMP or GIF"
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -48,7 +54,7 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 log = logging.getLogger(__name__)
 
 
-class ImageError(ValueError):
+class ImageError(ModelError, ValueError):
     """An input that cannot be turned into an RGB image; the message is for people."""
 
 

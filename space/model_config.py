@@ -18,16 +18,25 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+try:  # until the shared code is one package: imported flat by the Space, as space.* by training
+    from errors import ModelError
+except ImportError:
+    from space.errors import ModelError
 
 SCHEMA_VERSION = 2
 LEGACY_VERSION = 1   # configs written before the schema had a version (no "scale" block)
 CONFIG_FILE = "config.json"
+# Written into every exported config.json and shown by the Space when a config has none.
+DISCLAIMER = (
+    "Research and education only. This model is not a medical device and must not be used "
+    "to diagnose, treat or triage patients."
+)
 
 __all__ = ["SCHEMA_VERSION", "ConfigError", "ModelConfig", "NucleusReference", "ScaleSpec",
            "read_config", "write_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ModelError, ValueError):
     """config.json is missing, unreadable or breaks the schema; the message says which field."""
 
 

@@ -18,6 +18,10 @@ import os
 import zipfile
 from collections.abc import Iterator
 from typing import Any
+try:  # until the shared code is one package: imported flat by the Space, as space.* by training
+    from errors import ModelError
+except ImportError:
+    from space.errors import ModelError
 
 # Built-in layers that still load code or other files: a Python function, a TF SavedModel.
 CODE_LAYERS = frozenset({"Lambda", "TFSMLayer"})
@@ -26,7 +30,7 @@ _MARKERS_OK = frozenset({"__keras_tensor__", "__tuple__", "__numpy__", "__bytes_
                          "__tensor__", "__typespec__", "__slice__", "__ellipsis__"})
 
 
-class UnsafeModelError(ValueError):
+class UnsafeModelError(ModelError, ValueError):
     """The file is not a readable ``.keras`` archive; the message is one line for people."""
 
 

@@ -38,9 +38,14 @@ from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, Off
                                    RepositoryNotFoundError, RevisionNotFoundError, RevisionResolutionError)
 
 from hub_cache import cached_checksums, checksum_problem, forget_commit
+try:  # until the shared code is one package: imported flat by the Space, as space.* by training
+    from errors import ModelError, first_line
+except ImportError:
+    from space.errors import ModelError, first_line
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")
-OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md")
+# feature_ood.npz: the feature-space check's parameters, named (and sha256-pinned) by config.json.
+OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md", "feature_ood.npz")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "hub_model"
 
 _MODEL_FILES = list(REQUIRED_FILES + OPTIONAL_FILES)
@@ -48,7 +53,7 @@ _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 log = logging.getLogger(__name__)
 
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(ModelError, RuntimeError):
     """The model folder cannot be resolved; the message is one line meant for people."""
 
 
@@ -183,17 +188,6 @@ def download_hub_model(
     if not pinned:  # now that the copy is complete and intact, the Hub-down fallback may use it
         _remember_revision(repo_id, asked, commit, cache_dir=cache_dir)
     return _source(repo_id, asked, files)
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type name when empty): one line for a person.
-
-    Example:
-        >>> first_line(ValueError("bad size\\nsee the docs"))
-        'bad size'
-    """
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
 
 
 class _HubUnreachable(Exception):

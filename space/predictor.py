@@ -29,11 +29,15 @@ from feature_ood import FeatureCheck, FeatureOODError
 from imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
 from model_config import ConfigError, ModelConfig, read_config
 from model_safety import UnsafeModelError, unsafe_parts
-from model_source import first_line
+from errors import first_line
 
 # Keep TensorFlow's C++ start-up chatter out of Space logs; set before Keras imports TF.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
+try:  # until the shared code is one package: imported flat by the Space, as space.* by training
+    from errors import ModelError
+except ImportError:
+    from space.errors import ModelError
 
 ImageInput = np.ndarray | str | os.PathLike | bytes
 log = logging.getLogger(__name__)
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 __all__ = ["ImageError", "ImageInput", "ModelFolderError", "Predictor"]
 
 
-class ModelFolderError(RuntimeError):
+class ModelFolderError(ModelError, RuntimeError):
     """The model folder breaks the contract (files, labels, input size, outputs)."""
 
 

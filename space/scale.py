@@ -28,6 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+try:  # until the shared code is one package: imported flat by the Space, as space.* by training
+    from errors import ModelError
+except ImportError:
+    from space.errors import ModelError
 
 if TYPE_CHECKING:  # types only: this module is also imported as space.scale by training/
     from model_config import NucleusReference, ScaleSpec
@@ -48,7 +52,7 @@ __all__ = ["ScaleRequest", "ScaleDecision", "ScaleError", "parse_scale", "energy
            "estimate_relative_size", "decide_scale", "haematoxylin", "ESTIMATOR", "SIGMAS"]
 
 
-class ScaleError(ValueError):
+class ScaleError(ModelError, ValueError):
     """A scale option that cannot be used (bad text, or microns per pixel on a model without them)."""
 
 

@@ -27,6 +27,10 @@ import cv2
 import numpy as np
 
 import ood
+try:  # until the shared code is one package: imported flat by the Space, as space.* by training
+    from errors import ModelError
+except ImportError:
+    from space.errors import ModelError
 
 MIN_TISSUE = 0.25         # share of tissue pixels a tile needs, unless the model's rule says otherwise
 MAX_TILES = int(os.environ.get("MAX_TILES", 1024))  # ~2 s on 2 CPU cores for a small CNN
@@ -46,7 +50,7 @@ __all__ = ["Tile", "TileAnalysis", "TilingError", "needs_tiling", "tile_grid", "
            "tissue_threshold", "classify_tiles", "render_tile_map", "class_colour"]
 
 
-class TilingError(ValueError):
+class TilingError(ModelError, ValueError):
     """The image cannot be tiled (smaller than one tile); the message is for people."""
 
 

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from space.imaging import load_model_input
+from space.imaging import IMAGE_SUFFIXES, load_model_input
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 SPLITS = ("train", "val", "test")
 
 

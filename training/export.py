@@ -13,10 +13,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DISCLAIMER = (
-    "Research and education only. This model is not a medical device and must not be used "
-    "to diagnose, treat or triage patients."
-)
 
 
 def code_version() -> str:
@@ -42,7 +38,7 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
     from training.model import inference_copy
     import keras
 
-    from space.model_config import ModelConfig, write_config
+    from space.model_config import DISCLAIMER, ModelConfig, write_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

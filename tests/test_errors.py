@@ -1,0 +1,39 @@
+"""One error base class: every error raised on purpose is a ModelError, and one line for a person."""
+from __future__ import annotations
+
+import pytest
+
+import explain
+import feature_ood
+import imaging
+import model_config
+import model_safety
+import model_source
+import predictor
+import scale
+import tiling
+from errors import ModelError, first_line
+from imaging import IMAGE_SUFFIXES, decode_image
+
+NAMED = [model_config.ConfigError, imaging.ImageError, explain.GradCamError, predictor.ModelFolderError,
+         scale.ScaleError, feature_ood.FeatureOODError, model_source.ModelSourceError, tiling.TilingError,
+         model_safety.UnsafeModelError]
+
+
+@pytest.mark.parametrize("error", NAMED, ids=lambda e: e.__name__)
+def test_every_named_error_is_a_model_error(error):
+    assert issubclass(error, ModelError)
+
+
+def test_callers_catch_one_base_and_read_one_line():
+    with pytest.raises(ModelError) as caught:
+        decode_image(b"definitely not an image")
+    assert "\n" not in first_line(caught.value) and first_line(ValueError("a\nb")) == "a"
+
+
+def test_one_list_of_image_suffixes_including_gif():
+    from scripts import predict_client
+    from training import data
+
+    assert ".gif" in IMAGE_SUFFIXES
+    assert predict_client.IMAGE_SUFFIXES == data.IMAGE_SUFFIXES == IMAGE_SUFFIXES
