@@ -142,7 +142,7 @@ def card_text(*, config: dict, labels: dict, metrics: dict, info) -> str:
     return f"""
 # {config['model_name']}
 
-A compact convolutional network, trained from scratch, that classifies {info.domain} into
+{_architecture(config)} that classifies {info.domain} into
 {len(labels)} classes: {class_list}.
 
 > **{config['disclaimer']}**
@@ -161,9 +161,7 @@ A compact convolutional network, trained from scratch, that classifies {info.dom
 {rows}
 
 ![Confusion matrix](confusion_matrix.png)
-
-![Training curves](training_curves.png)
-
+{_curves(config)}
 These figures were measured once on the test split after choosing the weights on the validation
 split. {info.results_note}
 
@@ -217,10 +215,7 @@ validation {sizes.get('val', '?')}, test {sizes.get('test', '?')} images. The ex
 
 ## Training procedure
 
-Input {h} px uint8 RGB, resized inside the model to {config['training_run'].get('work_size') or h} px.
-Augmentation (`training/augment.py`): {_augmentations(config['training_run'].get('augmentation', {}))}. AdamW with cosine
-decay, early stopping on validation loss; best validation epoch {training.get('best_epoch', '?')} of
-{training.get('epochs_run', '?')}; training time {training.get('train_seconds', '?')} s on a 2-core CPU.
+{_procedure(config, training, h)}
 Code version `{config['code_version']}`, Keras {config['keras_version']}.
 
 ## Licence
@@ -229,9 +224,35 @@ Code version `{config['code_version']}`, Keras {config['keras_version']}.
 """
 
 
+def _architecture(config: dict) -> str:
+    backbone = (config.get("training_run") or {}).get("backbone")
+    if not backbone:
+        return "A compact convolutional network, trained from scratch,"
+    return (f"A {str(backbone).split()[0]} backbone pretrained on ImageNet, with a softmax head trained on "
+            "the data below,")
+
+
+def _curves(config: dict) -> str:
+    run = config.get("training_run") or {}
+    return "" if run.get("recipe") else "\n![Training curves](training_curves.png)\n"
+
+
+def _procedure(config: dict, training: dict, h: int) -> str:
+    run = config["training_run"]
+    if run.get("recipe"):   # a transfer run (training/features.py) describes itself
+        return f"{run['recipe']} Training time {training.get('train_seconds', '?')} s on a 2-core CPU."
+    return (f"Input {h} px uint8 RGB, resized inside the model to {run.get('work_size') or h} px. "
+            f"Augmentation (`training/augment.py`): {_augmentations(run.get('augmentation', {}))}. AdamW with "
+            f"cosine decay, early stopping on validation loss; best validation epoch {training.get('best_epoch', '?')} "
+            f"of {training.get('epochs_run', '?')}; training time {training.get('train_seconds', '?')} s on a "
+            "2-core CPU.")
+
+
 def _larger_images(info, h: int) -> str:
     if info.unit == "tile":
-        return f"Larger images should be cut into {h} px tiles at the same magnification."
+        return (f"Larger images, or images at another magnification, should first be brought to the training "
+                f"scale and cut into {h} px fields: the Space does this (`space/imageclf/analysis.py`, "
+                "scale estimated from nucleus size).")
     return f"Other sizes are resized to {h} px (as the training {info.unit}s were)."
 
 

@@ -31,7 +31,13 @@ def reuse_run(folder: str | Path, *, out: Path):
     curves = folder / "training_curves.png"
     if curves.is_file() and curves.resolve() != (out / curves.name).resolve():
         shutil.copyfile(curves, out / curves.name)
-    training = json.loads((folder / "metrics.json").read_text()).get("training", {})
+    recorded = json.loads((folder / "metrics.json").read_text())
+    training = recorded.get("training") or {}
+    if "train_wall_s" in recorded:  # a transfer run (training/features.py) records its wall time itself
+        training["train_seconds"] = round(float(recorded["train_wall_s"]), 1)
     training["reused_from"] = str(folder)
     source = json.loads((folder / "config.json").read_text())
-    return model, history, training, {"code_version": source["code_version"], "training_run": source["training_run"]}
+    from training.export import code_version
+
+    return model, history, training, {"code_version": source.get("code_version") or code_version(),
+                                      "training_run": source["training_run"]}
