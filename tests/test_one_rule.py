@@ -1,5 +1,5 @@
 """One rule for every path: the UI, /predict, /predict_batch, /predict_tiles, /explain, MCP and
-predict_client all answer through ``Predictor.analyze`` (space/analysis.py), so the same bytes
+predict_client all answer through ``Predictor.analyze`` (space/imageclf/analysis.py), so the same bytes
 get the same answer whichever way they come in."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from predictor import Predictor
+from imageclf.predictor import Predictor
 from scripts.predict_client import main as predict_client_main
 from tests.conftest import HUB_MODEL, missing
 from tests.tiny_model import run_space, run_ui_event, write_test_image, write_tiny_model_folder
