@@ -9,10 +9,11 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-tracking.txt
+$(VENV)/.installed: requirements.txt requirements-tracking.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .  # the shared package, importable as imageclf
 	$(PY) -m pip install --quiet -r requirements-tracking.txt  # optional MLflow tracking, tested by make test
 	touch $@
 

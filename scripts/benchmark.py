@@ -93,7 +93,7 @@ def read_split(manifest: Path, *, limit_per_split: int | None, seed: int) -> dic
 
 def load_ours(folder: Path, *, input_size: int, manifest: Path) -> tuple[keras.Model, dict]:
     """Our exported model and what its folder records (labels, training time, manifest hash)."""
-    from space.model_config import read_config
+    from imageclf.model_config import read_config
     from training.data import manifest_sha256
 
     config = read_config(folder)

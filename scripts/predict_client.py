@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from space.imaging import IMAGE_SUFFIXES
+from imageclf.imaging import IMAGE_SUFFIXES
 
 API_NAME = "/predict"
 BATCH_API_NAME = "/predict_batch"

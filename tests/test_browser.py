@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from imaging import decode_image
-from predictor import Predictor
+from imageclf.imaging import decode_image
+from imageclf.predictor import Predictor
 from tests.conftest import HUB_MODEL, ROOT, missing
 from tests.tiny_model import run_space
 

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import pytest
 
-import explain
-import feature_ood
-import imaging
-import model_config
-import model_safety
-import model_source
-import predictor
-import scale
-import tiling
-from errors import ModelError, first_line
-from imaging import IMAGE_SUFFIXES, decode_image
+from imageclf import explain
+from imageclf import feature_ood
+from imageclf import imaging
+from imageclf import model_config
+from imageclf import model_safety
+from imageclf import model_source
+from imageclf import predictor
+from imageclf import scale
+from imageclf import tiling
+from imageclf.errors import ModelError, first_line
+from imageclf.imaging import IMAGE_SUFFIXES, decode_image
 
 NAMED = [model_config.ConfigError, imaging.ImageError, explain.GradCamError, predictor.ModelFolderError,
          scale.ScaleError, feature_ood.FeatureOODError, model_source.ModelSourceError, tiling.TilingError,

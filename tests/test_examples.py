@@ -1,4 +1,4 @@
-"""``space/examples.py``: example images from EXAMPLES_DIR, the model folder, or the pinned Hub repo."""
+"""``space/imageclf/examples.py``: example images from EXAMPLES_DIR, the model folder, or the pinned Hub repo."""
 from __future__ import annotations
 
 import logging
@@ -6,8 +6,8 @@ import time
 
 from huggingface_hub import HfApi
 
-from examples import find_examples, folder_examples, hub_examples
-from model_source import ModelSource, local_model
+from imageclf.examples import find_examples, folder_examples, hub_examples
+from imageclf.model_source import ModelSource, local_model
 from tests.tiny_model import write_test_image, write_tiny_model_folder
 
 
@@ -52,7 +52,7 @@ def test_hub_examples_at_the_pinned_revision(local_hub, tmp_path):
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "examples" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "imageclf.examples" and r.levelno == logging.WARNING]
 
 
 def test_hub_error_is_one_warning_and_no_examples(local_hub, caplog):
@@ -81,7 +81,7 @@ def test_cached_snapshot_examples_need_no_hub(local_hub, tmp_path):
 
 
 def test_true_class_from_the_example_file_name():
-    from examples import true_class
+    from imageclf.examples import true_class
 
     ids = ["lung_aca", "lung_n", "lung_n_extra"]
     assert true_class("lung_aca_2.jpeg", ids) == "lung_aca"

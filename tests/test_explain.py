@@ -1,12 +1,12 @@
-"""``space/explain.py``: Grad-CAM target discovery, logits, heatmaps and the overlay."""
+"""``space/imageclf/explain.py``: Grad-CAM target discovery, logits, heatmaps and the overlay."""
 from __future__ import annotations
 
 import keras
 import numpy as np
 import pytest
 
-from explain import GradCam, GradCamError, build_cam_model, find_target_path, overlay
-from predictor import Predictor
+from imageclf.explain import GradCam, GradCamError, build_cam_model, find_target_path, overlay
+from imageclf.predictor import Predictor
 from tests.conftest import HUB_MODEL
 from tests.tiny_model import write_tiny_model_folder
 

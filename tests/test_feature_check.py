@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-import ood
-from feature_ood import FeatureCheck, FeatureOODError, load_params, score
-from predictor import ModelFolderError, Predictor
+from imageclf import ood
+from imageclf.feature_ood import FeatureCheck, FeatureOODError, load_params, score
+from imageclf.predictor import ModelFolderError, Predictor
 from tests.tiny_model import write_tiny_model_folder
 
 

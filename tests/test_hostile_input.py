@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import ImageFile
 
-import imaging
-from imaging import ImageError, decode_image
-from predictor import Predictor
+from imageclf import imaging
+from imageclf.imaging import ImageError, decode_image
+from imageclf.predictor import Predictor
 from tests import hostile_corpus
 from tests.hostile_corpus import CASES, LIMITS, Case
 from tests.tiny_model import write_tiny_model_folder

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
-from model_source import ModelSourceError, resolve_model_source
+from imageclf.model_source import ModelSourceError, resolve_model_source
 from scripts.space_process import APP, SpaceProcess
 from scripts.traffic import classify, connect
 from tests.hub_server import local_hub  # noqa: F401 - fixture
@@ -42,7 +42,7 @@ def _fake_folder(path: Path, *, without: tuple[str, ...] = ()) -> Path:
 
 
 def _model_source_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "model_source" and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "imageclf.model_source" and r.levelno >= logging.WARNING]
 
 
 def test_hub_down_branch_is_served_from_the_cache_with_one_warning(local_hub, tmp_path, caplog):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
-from space.imaging import load_model_input
-from space.ood import AbstainRule
-from space.predictor import Predictor
+from imageclf.imaging import load_model_input
+from imageclf.ood import AbstainRule
+from imageclf.predictor import Predictor
 from training.data import manifest_sha256, read_manifest
 
 from .conftest import HUB_MODEL, ROOT

@@ -1,6 +1,6 @@
 """Nothing in a model file runs at load, and no Hub token is ever printed or logged.
 
-Model files: ``space/model_safety.py`` refuses Lambda layers and custom classes before Keras
+Model files: ``space/imageclf/model_safety.py`` refuses Lambda layers and custom classes before Keras
 reads the file, and Keras ``safe_mode=True`` stays on behind it. Tokens: the push / deploy
 scripts (as processes, with the Hub client's debug logging on) and the Space's model download.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 import keras
 import pytest
 
-import predictor as predictor_module
-from model_safety import unsafe_parts
-from model_source import ModelSourceError, resolve_model_source
-from predictor import ModelFolderError, Predictor
+from imageclf import predictor as predictor_module
+from imageclf.model_safety import unsafe_parts
+from imageclf.model_source import ModelSourceError, resolve_model_source
+from imageclf.predictor import ModelFolderError, Predictor
 from tests.conftest import HUB_MODEL, ROOT
 from tests.hub_server import local_hub  # noqa: F401 - fixture
 from tests.test_hub_scripts import make_model_folder, make_space_folder

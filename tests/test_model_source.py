@@ -1,4 +1,4 @@
-"""``space/model_source.py``: local folders, and the Hub path against the local Hub server."""
+"""``space/imageclf/model_source.py``: local folders, and the Hub path against the local Hub server."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
-from model_source import DEFAULT_MODEL_DIR, ModelSourceError, local_model, resolve_model_source
+from imageclf.model_source import DEFAULT_MODEL_DIR, ModelSourceError, local_model, resolve_model_source
 from tests.hub_server import local_hub  # noqa: F401 - fixture
 
 REPO = "testuser/tiny-classifier"

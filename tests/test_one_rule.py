@@ -1,5 +1,5 @@
 """One rule for every path: the UI, /predict, /predict_batch, /predict_tiles, /explain, MCP and
-predict_client all answer through ``Predictor.analyze`` (space/analysis.py), so the same bytes
+predict_client all answer through ``Predictor.analyze`` (space/imageclf/analysis.py), so the same bytes
 get the same answer whichever way they come in."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from predictor import Predictor
+from imageclf.predictor import Predictor
 from scripts.predict_client import main as predict_client_main
 from tests.conftest import HUB_MODEL, missing
 from tests.tiny_model import run_space, run_ui_event, write_test_image, write_tiny_model_folder
@@ -62,25 +62,41 @@ def test_no_endpoint_bypasses_the_shared_rule(spied_app, tmp_path):
         assert {k: answer[k] for k in expected} == expected, path
 
 
-def test_mcp_predict_is_the_same_rule(tmp_path):
-    folder = write_tiny_model_folder(tmp_path / "model")
-    image = write_test_image(tmp_path / "m.png", size=(300, 120), seed=9)
-    data_url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+def _mcp_predict(url: str, image: Path) -> str:
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
 
-    async def call(url: str) -> str:
+    data_url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+
+    async def call() -> str:
         async with streamablehttp_client(f"{url}/gradio_api/mcp/") as (read, write, _):
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 answer = await session.call_tool("predict", {"image": data_url, "scale": "native"})
                 assert not answer.isError, answer.content
-                return answer.content[0].text
+                return "\n".join(part.text for part in answer.content if hasattr(part, "text"))
 
+    return asyncio.run(call())
+
+
+def test_mcp_predict_is_the_same_rule(tmp_path):
+    folder = write_tiny_model_folder(tmp_path / "model")
+    image = write_test_image(tmp_path / "m.png", size=(300, 120), seed=9)
     with run_space(folder, env={"GRADIO_MCP_SERVER": "true"}) as url:
-        text = asyncio.run(call(url))
+        text = _mcp_predict(url, image)
     direct = Predictor(folder).analyze(image, scale="native")
     assert f"'label': '{direct.label}'" in text and f"'factor': {direct.scale.factor}" in text
+
+
+def test_mcp_abstention_names_no_class(tmp_path):
+    folder = write_tiny_model_folder(tmp_path / "abstaining",
+                                     config_extra={"abstain": {"method": "softmax", "min_confidence": 1.0}})
+    image = write_test_image(tmp_path / "a.png", seed=4)
+    with run_space(folder, env={"GRADIO_MCP_SERVER": "true"}) as url:
+        text = _mcp_predict(url, image)
+    names = Predictor(folder).names
+    assert "'abstained': True" in text and "Not recognised" in text
+    assert not any(name in text for name in names), text
 
 
 ORIGINALS = Path(__file__).resolve().parents[2] / "shared" / "data" / "external-he" / "lc25000-lung-768"

@@ -1,4 +1,4 @@
-"""``space/ood.py`` + ``training/abstain.py`` + ``training/ood_data.py``: the abstention rule.
+"""``space/imageclf/ood.py`` + ``training/abstain.py`` + ``training/ood_data.py``: the abstention rule.
 
 The rates measured on real tiles are printed (``pytest -s``) and attached as test properties.
 """
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from space import ood
-from space.imaging import load_model_input
+from imageclf import ood
+from imageclf.imaging import load_model_input
 from tests.conftest import ROOT, SHARED_DATA
 from training.abstain import abstention_report, fit_abstention, fit_colour_check, fit_confidence_threshold
 from training.ood_data import make_far_ood_set, other_stain_variants, shared_dataset_images

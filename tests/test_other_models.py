@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from space.imaging import load_model_input
+from imageclf.imaging import load_model_input
 from training.data import read_manifest
 from training.datasets import describe
 
@@ -57,7 +57,7 @@ def test_export_folder_is_complete_small_and_carries_the_dataset_caveats(name):
 
 
 def test_the_space_resizes_whole_images_for_non_tile_models(tmp_path):
-    from predictor import Predictor
+    from imageclf.predictor import Predictor
     from tests.tiny_model import write_tiny_model_folder
 
     large = np.random.default_rng(0).integers(0, 256, (900, 700, 3), dtype=np.uint8)

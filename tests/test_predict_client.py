@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imaging import ImageError, decode_image
-from predictor import Predictor
+from imageclf.imaging import ImageError, decode_image
+from imageclf.predictor import Predictor
 from scripts.predict_client import (
     SpaceUnreachableError,
     classify_files,

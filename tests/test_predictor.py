@@ -1,4 +1,4 @@
-"""``space/predictor.py``: the model contract, on a tiny deterministic model."""
+"""``space/imageclf/predictor.py``: the model contract, on a tiny deterministic model."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-import ood
-from imaging import ImageError, decode_image, to_model_input
-from predictor import ModelFolderError, Predictor
+from imageclf import ood
+from imageclf.imaging import ImageError, decode_image, to_model_input
+from imageclf.predictor import ModelFolderError, Predictor
 from tests.tiny_model import DEFAULT_LABELS, write_test_image, write_tiny_model_folder
 
 

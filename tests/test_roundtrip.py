@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from scripts.push_model import push_model
-from space.imaging import load_model_input
+from imageclf.imaging import load_model_input
 
 from .conftest import HUB_MODEL
 from .tiny_model import run_space

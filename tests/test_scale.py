@@ -1,12 +1,12 @@
-"""The nucleus-size scale estimate (space/scale.py) and its reference (training/scale_reference.py)."""
+"""The nucleus-size scale estimate (space/imageclf/scale.py) and its reference (training/scale_reference.py)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from model_config import read_config
-from scale import ScaleError, decide_scale, estimate_relative_size, parse_scale
+from imageclf.model_config import read_config
+from imageclf.scale import ScaleError, decide_scale, estimate_relative_size, parse_scale
 from tests.conftest import HUB_MODEL, ROOT
 from training.scale_reference import build_scale_spec, split_tiles, zoom_out_check
 

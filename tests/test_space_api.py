@@ -16,11 +16,11 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-import ood
-import tiling
-from explain import GradCam, colourise
-from imaging import ImageError, decode_image
-from predictor import Predictor
+from imageclf import ood
+from imageclf import tiling
+from imageclf.explain import GradCam, colourise
+from imageclf.imaging import ImageError, decode_image
+from imageclf.predictor import Predictor
 from tests.conftest import HUB_MODEL
 from tests.tiny_model import run_space, write_test_image, write_tiny_model_folder
 
@@ -92,7 +92,7 @@ def test_predict_json(client, tiny_predictor, tmp_path):
 
 
 def test_concurrent_predicts_each_get_their_own_answer(space_url, tiny_predictor, tmp_path):
-    """Concurrent callers share forward passes (space/batching.py); no answer may reach the wrong one.
+    """Concurrent callers share forward passes (space/imageclf/batching.py); no answer may reach the wrong one.
 
     One client per caller, like separate users (and clear of gradio_client's shared-stream race).
     """

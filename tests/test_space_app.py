@@ -24,10 +24,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from huggingface_hub import HfApi
 
-import panels
-from explain import overlay
-from imaging import ImageError, decode_image
-from predictor import Predictor
+from imageclf import panels
+from imageclf.explain import overlay
+from imageclf.imaging import ImageError, decode_image
+from imageclf.predictor import Predictor
 from tests.hub_server import local_hub  # noqa: F401 - fixture
 from tests.tiny_model import REPO_ROOT, run_space, run_ui_event, write_test_image, write_tiny_model_folder
 

@@ -1,11 +1,11 @@
-"""``space/tiling.py``: the tile grid, background skipping, counts/fractions and the tile map."""
+"""``space/imageclf/tiling.py``: the tile grid, background skipping, counts/fractions and the tile map."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import ood
-from tiling import (
+from imageclf import ood
+from imageclf.tiling import (
     ABSTAIN_COLOUR,
     MIN_TISSUE,
     TilingError,

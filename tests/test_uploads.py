@@ -1,4 +1,4 @@
-"""``space/uploads.py``: an upload's file is deleted as its request reads it."""
+"""``space/imageclf/uploads.py``: an upload's file is deleted as its request reads it."""
 from __future__ import annotations
 
 import os
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import imaging
-from imaging import ImageError
-from uploads import GONE, UploadJanitor, upload_folder
+from imageclf import imaging
+from imageclf.imaging import ImageError
+from imageclf.uploads import GONE, UploadJanitor, upload_folder
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Fit the abstention rule on validation data and measure it on test and far-OOD images.
 
-The rule itself (and the decision every consumer applies) lives in ``space/ood.py``; this
+The rule itself (and the decision every consumer applies) lives in ``space/imageclf/ood.py``; this
 module only chooses its thresholds and reports how often it abstains. The confidence floor is
 fitted on the validation split only; the colour check, which does not depend on the model, on
 validation plus (optionally) training tiles. Typical use at the end of training:
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from space.ood import (FEATURE_SIDES, AbstainRule, ColourCheck, colour_features, colour_ok, confidence_ok,
+from imageclf.ood import (FEATURE_SIDES, AbstainRule, ColourCheck, colour_features, colour_ok, confidence_ok,
                        hue_saturation_histogram)
 
 # Natural range of each colour feature: sets the least slack a bound gets beyond the fit data.

@@ -335,13 +335,13 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
 
-    from space.model_config import read_config
+    from imageclf.model_config import read_config
     from training.datasets import describe
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("folder", type=Path)
     folder = parser.parse_args(argv).folder
-    config = read_config(folder).to_dict()   # validated by the one schema (space/model_config.py)
+    config = read_config(folder).to_dict()   # validated by the one schema (space/imageclf/model_config.py)
     write_model_card(folder, config=config, labels=json.loads((folder / "labels.json").read_text()),
                      metrics=json.loads((folder / "metrics.json").read_text()),
                      info=describe(config["training_run"]["data"]))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from space.imaging import IMAGE_SUFFIXES, load_model_input
+from imageclf.imaging import IMAGE_SUFFIXES, load_model_input
 
 SPLITS = ("train", "val", "test")
 

@@ -103,7 +103,7 @@ def evaluate_folder(model_dir: str | Path, *, data: str | Path, manifest: str | 
     """Load an exported model folder and compute its metrics on one manifest split."""
     import keras
 
-    from space.model_config import read_config
+    from imageclf.model_config import read_config
     from training.data import load_split, read_manifest
 
     model_dir = Path(model_dir)

@@ -38,7 +38,7 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
     from training.model import inference_copy
     import keras
 
-    from space.model_config import DISCLAIMER, ModelConfig, write_config
+    from imageclf.model_config import DISCLAIMER, ModelConfig, write_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

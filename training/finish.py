@@ -18,7 +18,7 @@ def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, o
     ``arrays`` maps "train"/"val"/"test" to (uint8 images, integer labels); ``test_groups``
     (one group id per test image) adds a 95% interval for the accuracy, resampling groups.
     """
-    from space.ood import AbstainRule
+    from imageclf.ood import AbstainRule
     from training.abstain import calibrate_and_fit_abstention, evaluate_abstention
     from training.calibrate import expected_calibration_error, logits_model, softmax
     from training.datasets import SHARED_DATA

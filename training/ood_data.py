@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from space.imaging import IMAGE_SUFFIXES, load_model_input, to_model_input
+from imageclf.imaging import IMAGE_SUFFIXES, load_model_input, to_model_input
 
 WORDS = ("specimen", "report", "patient", "slide", "invoice", "hello world", "2024-05-01", "TOTAL 42.00")
 # Ruifrok & Johnston stain vectors (optical density per R, G, B): hematoxylin, eosin, DAB.

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from space.imaging import decode_image
-from space.model_config import read_config
-from space.scale import estimate_relative_size
+from imageclf.imaging import decode_image
+from imageclf.model_config import read_config
+from imageclf.scale import estimate_relative_size
 from training.scale_reference import split_tiles, zoom_out, zoom_out_check
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _predictor(model: Path):
     sys.path.insert(0, str(REPO / "space"))   # the Space's modules import each other flat
-    from predictor import Predictor
+    from imageclf.predictor import Predictor
 
     return Predictor(model)
 
@@ -119,7 +119,7 @@ def markdown(report: dict, spec) -> str:
     lines = [
         "Every image is first brought to the magnification the model learned: its nucleus size is "
         "estimated (haematoxylin by colour deconvolution, scale-space curve matched against curves "
-        f"measured on training tiles; `space/scale.py`) and compared with the training tiles' "
+        f"measured on training tiles; `space/imageclf/scale.py`) and compared with the training tiles' "
         f"(median nucleus diameter {median:.1f} px at 224 px, 10th-90th percentile {p10:.1f}-{p90:.1f}). One "
         f"224 px input stands for {spec.field_of_view_px} source pixels of an LC25000 photograph; "
         f"microns per pixel are unknown ({spec.microns_per_pixel_note})",

@@ -32,10 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin
-try:  # until the shared code is one package: imported flat by the Space, as space.* by training
-    from errors import ModelError
-except ImportError:
-    from space.errors import ModelError
+from imageclf.errors import ModelError
 
 MAX_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", 64_000_000))
 MAX_BYTES = int(os.environ.get("MAX_IMAGE_BYTES", 50 * 1024 * 1024))

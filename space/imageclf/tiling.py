@@ -3,7 +3,7 @@
 A model trained on tiles sees cells at one scale; shrinking a whole slide region into one
 input would show it a different scale. So an image much larger than the input is cut into
 input-sized tiles (no resizing), blank glass and black borders are skipped with the same
-background rule the abstention colour check uses (``space/ood.py``), and every tissue tile is
+background rule the abstention colour check uses (``space/imageclf/ood.py``), and every tissue tile is
 classified. A tile counts as tissue from the lowest tissue share the model's fitted colour
 check accepts (some tissue is mostly air: benign lung tiles are often half empty), else from
 ``MIN_TISSUE``. The answer is a map and per-class tile counts, not one label.
@@ -26,11 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-import ood
-try:  # until the shared code is one package: imported flat by the Space, as space.* by training
-    from errors import ModelError
-except ImportError:
-    from space.errors import ModelError
+from imageclf import ood
+from imageclf.errors import ModelError
 
 MIN_TISSUE = 0.25         # share of tissue pixels a tile needs, unless the model's rule says otherwise
 MAX_TILES = int(os.environ.get("MAX_TILES", 1024))  # ~2 s on 2 CPU cores for a small CNN

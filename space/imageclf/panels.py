@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis import ImageAnalysis
-from explain import colour_scale
-from model_source import ModelSource
-from tiling import ABSTAIN_COLOUR, class_colour, render_tile_map
+from imageclf.analysis import ImageAnalysis
+from imageclf.explain import colour_scale
+from imageclf.model_source import ModelSource
+from imageclf.tiling import ABSTAIN_COLOUR, class_colour, render_tile_map
 
 GENERIC_LIMITATIONS = (
     "The model has only seen the images in its training data. Other scanners, stains, "

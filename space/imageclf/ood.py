@@ -259,7 +259,7 @@ def decide(rgb: np.ndarray, probabilities: np.ndarray, rule: AbstainRule | None,
     """Whether to abstain on one image, and why in plain words (``None`` when not abstaining).
 
     ``rgb`` is the uint8 image exactly as given to the model; ``probabilities`` its output;
-    ``familiar``: the feature-space check's verdict (``space/feature_ood.py``; True without one).
+    ``familiar``: the feature-space check's verdict (``space/imageclf/feature_ood.py``; True without one).
     The colour check runs first: when the input is not a stained tissue image, nothing else the
     model says means anything; then the feature check (stained, but not the tissue it learned);
     then the confidence floor.

@@ -18,10 +18,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-try:  # until the shared code is one package: imported flat by the Space, as space.* by training
-    from errors import ModelError
-except ImportError:
-    from space.errors import ModelError
+from imageclf.errors import ModelError
 
 SCHEMA_VERSION = 2
 LEGACY_VERSION = 1   # configs written before the schema had a version (no "scale" block)
@@ -44,7 +41,7 @@ class ConfigError(ModelError, ValueError):
 class NucleusReference:
     """What nuclei look like at the model's input scale, measured on training tiles.
 
-    ``curves``: one mean scale-space energy curve (``space/scale.py``) per zoom-out factor in
+    ``curves``: one mean scale-space energy curve (``space/imageclf/scale.py``) per zoom-out factor in
     ``zoom_factors`` (1 = the training tiles themselves); an image's relative scale is found by
     matching its curve against these. ``diameter_px``: nucleus diameter in model-input pixels
     estimated by the same code (median, 10th and 90th percentile over training tiles).
@@ -110,9 +107,9 @@ class ModelConfig:
     keras_version: str | None = None
     training_run: dict[str, Any] = field(default_factory=dict)
     data_layout: dict[str, Any] | None = None
-    abstain: dict[str, Any] | None = None      # space/ood.py AbstainRule.to_dict()
+    abstain: dict[str, Any] | None = None      # space/imageclf/ood.py AbstainRule.to_dict()
     calibration: dict[str, Any] | None = None
-    feature_ood: dict[str, Any] | None = None  # feature-space distance rule (space/ood.py)
+    feature_ood: dict[str, Any] | None = None  # feature-space distance rule (space/imageclf/ood.py)
     scale: ScaleSpec | None = None
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """The one rule every path follows: scale, fields, verdict. Same bytes in, same answer out.
 
-1. **Scale** (``space/scale.py``): how large the image's nuclei are compared with training
+1. **Scale** (``space/imageclf/scale.py``): how large the image's nuclei are compared with training
    (``auto``), or what the caller says (``native``, microns per pixel).
 2. **Fields**: the image is resampled to the training scale. If it then spans at most
    ``ONE_FIELD_SPAN`` model inputs it is one field (resized whole to the input: the
@@ -31,10 +31,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-import ood
-import tiling
-from imaging import to_model_input, to_rgb_uint8
-from scale import ScaleDecision, ScaleRequest, decide_scale, parse_scale
+from imageclf import ood
+from imageclf import tiling
+from imageclf.imaging import to_model_input, to_rgb_uint8
+from imageclf.scale import ScaleDecision, ScaleRequest, decide_scale, parse_scale
 
 ONE_FIELD_SPAN = tiling.TILING_FACTOR   # after rescaling, up to 2 inputs wide is still one field
 MAX_MISMATCH = 3.0    # one field shown at > 3x (or < 1/3x) its estimated scale: refuse, don't guess

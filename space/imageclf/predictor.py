@@ -9,7 +9,7 @@ Example:
     ('class_a', 'Class A', 0.981)
     >>> result["probabilities"]                    # {class id: probability}
     {'class_a': 0.981, 'class_b': 0.002, 'class_c': 0.017}
-    >>> result["abstained"], result["abstain_reason"]  # from config.json "abstain" (space/ood.py)
+    >>> result["abstained"], result["abstain_reason"]  # from config.json "abstain" (space/imageclf/ood.py)
     (False, None)
 """
 from __future__ import annotations
@@ -23,21 +23,18 @@ from typing import Any
 
 import numpy as np
 
-import ood
-from analysis import ImageAnalysis, analyze_image
-from feature_ood import FeatureCheck, FeatureOODError
-from imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
-from model_config import ConfigError, ModelConfig, read_config
-from model_safety import UnsafeModelError, unsafe_parts
-from errors import first_line
+from imageclf import ood
+from imageclf.analysis import ImageAnalysis, analyze_image
+from imageclf.feature_ood import FeatureCheck, FeatureOODError
+from imageclf.imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
+from imageclf.model_config import ConfigError, ModelConfig, read_config
+from imageclf.model_safety import UnsafeModelError, unsafe_parts
+from imageclf.errors import first_line
 
 # Keep TensorFlow's C++ start-up chatter out of Space logs; set before Keras imports TF.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
-try:  # until the shared code is one package: imported flat by the Space, as space.* by training
-    from errors import ModelError
-except ImportError:
-    from space.errors import ModelError
+from imageclf.errors import ModelError
 
 ImageInput = np.ndarray | str | os.PathLike | bytes
 log = logging.getLogger(__name__)
@@ -56,7 +53,7 @@ class Predictor:
     ``config.json`` and ``labels.json`` with one probe prediction, which also warms the
     model up so the first real request is not slow. A model with anything but built-in
     Keras objects (a ``Lambda`` layer, a custom class) is refused before Keras reads it
-    (``space/model_safety.py``).
+    (``space/imageclf/model_safety.py``).
 
     Example:
         >>> Predictor("hub_model").predict(np.zeros((224, 224, 3), np.uint8))["name"]
@@ -98,7 +95,7 @@ class Predictor:
         return self.model_config.domain or None
 
     def analyze(self, image: ImageInput, *, scale: str | None = "auto", **options: Any) -> ImageAnalysis:
-        """Answer for a whole image of any size by the shared rule (``space/analysis.py``):
+        """Answer for a whole image of any size by the shared rule (``space/imageclf/analysis.py``):
         scale, fields, verdict. Every endpoint and client goes through this.
 
         Example:
@@ -255,7 +252,7 @@ def _read_labels(path: Path, config: dict[str, Any]) -> tuple[list[str], list[st
 
 
 def _abstain_rule(value: Any) -> ood.AbstainRule:
-    """The optional ``abstain`` config (``space/ood.py`` format); absent means never abstain.
+    """The optional ``abstain`` config (``space/imageclf/ood.py`` format); absent means never abstain.
 
     A rule that is present but unreadable stops the load: silently serving without the
     safety check it describes would be worse than not starting.

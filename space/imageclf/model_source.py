@@ -37,16 +37,13 @@ from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
                                    RepositoryNotFoundError, RevisionNotFoundError, RevisionResolutionError)
 
-from hub_cache import cached_checksums, checksum_problem, forget_commit
-try:  # until the shared code is one package: imported flat by the Space, as space.* by training
-    from errors import ModelError, first_line
-except ImportError:
-    from space.errors import ModelError, first_line
+from imageclf.hub_cache import cached_checksums, checksum_problem, forget_commit
+from imageclf.errors import ModelError, first_line
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")
 # feature_ood.npz: the feature-space check's parameters, named (and sha256-pinned) by config.json.
 OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md", "feature_ood.npz")
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "hub_model"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "hub_model"   # space/imageclf/ -> the repo
 
 _MODEL_FILES = list(REQUIRED_FILES + OPTIONAL_FILES)
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")

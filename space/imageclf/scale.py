@@ -28,13 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-try:  # until the shared code is one package: imported flat by the Space, as space.* by training
-    from errors import ModelError
-except ImportError:
-    from space.errors import ModelError
+from imageclf.errors import ModelError
 
-if TYPE_CHECKING:  # types only: this module is also imported as space.scale by training/
-    from model_config import NucleusReference, ScaleSpec
+if TYPE_CHECKING:  # types only
+    from imageclf.model_config import NucleusReference, ScaleSpec
 
 ESTIMATOR = "scale-space-v1"
 STEPS_PER_OCTAVE = 4

@@ -21,9 +21,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from imaging import IMAGE_SUFFIXES
-from errors import first_line
-from model_source import ModelSource
+from imageclf.imaging import IMAGE_SUFFIXES
+from imageclf.errors import first_line
+from imageclf.model_source import ModelSource
 
 MAX_EXAMPLES = 24
 EXAMPLES_FOLDER = "examples"

@@ -23,14 +23,14 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-import panels
-from analysis import ImageAnalysis
-from batching import BatchRunner
-from explain import GradCam, GradCamError, overlay
-from imaging import ImageError, decode_image
-from scale import ScaleError, ScaleRequest, decide_scale, parse_scale
-from model_source import ModelSource
-from uploads import UploadJanitor
+from imageclf import panels
+from imageclf.analysis import ImageAnalysis
+from imageclf.batching import BatchRunner
+from imageclf.explain import GradCam, GradCamError, overlay
+from imageclf.imaging import ImageError, decode_image
+from imageclf.scale import ScaleError, ScaleRequest, decide_scale, parse_scale
+from imageclf.model_source import ModelSource
+from imageclf.uploads import UploadJanitor
 
 MAX_BATCH_FILES = 256      # files per /predict_batch call; clients send chunks (scripts/predict_client.py)
 DEFAULT_OPACITY = 0.45
@@ -200,7 +200,7 @@ class Service:
             raise gr.Error(str(err), title="Scale option", print_exception=False) from None
 
     def analyze(self, rgb: np.ndarray, scale: Any = DEFAULT_SCALE, *, progress: Any = None) -> ImageAnalysis:
-        """The shared rule (``space/analysis.py``) with this Space's batch runner and progress bar."""
+        """The shared rule (``space/imageclf/analysis.py``) with this Space's batch runner and progress bar."""
         request = scale if isinstance(scale, ScaleRequest) else self.scale_request(scale)
 
         def report(done: int, total: int) -> None:

@@ -28,10 +28,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-try:  # until the shared code is one package: imported flat by the Space, as space.* by training
-    from errors import ModelError
-except ImportError:
-    from space.errors import ModelError
+from imageclf.errors import ModelError
 
 __all__ = ["CamResult", "GradCam", "GradCamError", "find_target_path", "build_cam_model", "overlay",
            "colourise"]

@@ -23,10 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-try:  # until the shared code is one package: imported flat by the Space, as space.* by training
-    from errors import ModelError
-except ImportError:
-    from space.errors import ModelError
+from imageclf.errors import ModelError
 
 METHOD = "pca-mahalanobis-min-class-v1"
 REQUIRED = ("mean", "components", "class_means", "precision", "threshold")

@@ -18,10 +18,7 @@ import os
 import zipfile
 from collections.abc import Iterator
 from typing import Any
-try:  # until the shared code is one package: imported flat by the Space, as space.* by training
-    from errors import ModelError
-except ImportError:
-    from space.errors import ModelError
+from imageclf.errors import ModelError
 
 # Built-in layers that still load code or other files: a Python function, a TF SavedModel.
 CODE_LAYERS = frozenset({"Lambda", "TFSMLayer"})
