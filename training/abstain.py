@@ -232,6 +232,7 @@ def calibrate_and_fit_abstention(
     colour_images: np.ndarray | None = None,
     reliability_plot: str | Path | None = None,
     batch_size: int = 64,
+    temperature: float | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Temperature-scale ``model`` on validation data, then fit the abstention rule on it.
 
@@ -239,6 +240,8 @@ def calibrate_and_fit_abstention(
     ``ece_before``, ``ece_after``, ``nll_before``, ``nll_after`` (all on validation) and
     ``abstain`` (the rule as a dict for config.json). ``colour_images`` (e.g. every 5th
     training tile) widens the colour check's view of stain variety; see :func:`fit_abstention`.
+    ``temperature``: one already fitted on validation data (a transfer run fits its own on clean
+    plus shifted validation tiles); then only the abstention rule is fitted here.
 
     Example:
         >>> calibrated, info = calibrate_and_fit_abstention(model, val_x, val_y, colour_images=train_x[::5],
@@ -248,7 +251,7 @@ def calibrate_and_fit_abstention(
                                     negative_log_likelihood, plot_reliability, softmax, with_temperature)
 
     logits = np.asarray(logits_model(model).predict(val_images, batch_size=batch_size, verbose=0), np.float64)
-    temperature = fit_temperature(logits, val_labels)
+    temperature = fit_temperature(logits, val_labels) if temperature is None else float(temperature)
     before, after = softmax(logits), softmax(logits, temperature)
     if reliability_plot:
         plot_reliability(before, after, val_labels, reliability_plot)

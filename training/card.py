@@ -228,8 +228,8 @@ def _architecture(config: dict) -> str:
     backbone = (config.get("training_run") or {}).get("backbone")
     if not backbone:
         return "A compact convolutional network, trained from scratch,"
-    return (f"A {str(backbone).split()[0]} backbone pretrained on ImageNet, with a softmax head trained on "
-            "the data below,")
+    name = {"densenet121": "DenseNet121"}.get(str(backbone).split()[0], str(backbone).split()[0])
+    return f"A {name} backbone pretrained on ImageNet (frozen), with a softmax head trained on the data below,"
 
 
 def _curves(config: dict) -> str:

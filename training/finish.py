@@ -12,7 +12,7 @@ import numpy as np
 
 
 def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, out: str | Path, data_root: str | Path,
-                           test_groups: list[str] | None = None):
+                           test_groups: list[str] | None = None, temperature: float | None = None):
     """Return the calibrated model, the test metrics, and the config entries for export.
 
     ``arrays`` maps "train"/"val"/"test" to (uint8 images, integer labels); ``test_groups``
@@ -31,7 +31,7 @@ def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, o
     # Every 5th training tile widens the colour check's view of stain variety.
     calibrated, calibration = calibrate_and_fit_abstention(
         model, val_images, val_labels, colour_images=arrays["train"][0][::5], stain_check=info.colour_check,
-        reliability_plot=out / "reliability.png")
+        reliability_plot=out / "reliability.png", temperature=temperature)
     rule = AbstainRule.from_dict(calibration["abstain"])
 
     logits = np.asarray(logits_model(model).predict(test_images, batch_size=64, verbose=0), np.float64)

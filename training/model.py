@@ -19,6 +19,10 @@ BACKBONES = {
     "convnext_tiny": "ConvNeXtTiny",
     "mobilenetv3small": "MobileNetV3Small",
 }
+# DenseNet121 expects ImageNet mean/std on 0-1 floats (keras.applications.densenet.preprocess_input);
+# done here with built-in layers, so the saved model loads with safe_mode=True.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _conv_bn(x, filters: int, *, strides: int = 1, separable: bool = True, name: str):
@@ -65,17 +69,20 @@ def build_model(
         num_classes: number of output classes.
         input_size: (height, width) of the uint8 input; tiles of this size are the unit.
         work_size: side the network runs at (resized inside the model); None keeps input size.
-        backbone: None for the compact CNN, or a key of ``BACKBONES`` (ImageNet architectures).
-        backbone_weights: ``None`` (train from scratch) or ``"imagenet"`` (needs internet).
+        backbone: None for the compact CNN, ``"densenet121"``, or a key of ``BACKBONES``.
+        backbone_weights: ``None`` (train from scratch), ``"imagenet"`` (needs internet) or, for
+            densenet121, a ``.weights.h5`` file (see ``training.backbone_weights``).
         widths: channels of the compact CNN's four stages.
     """
     inputs = keras.Input(shape=(*input_size, 3), dtype="uint8", name="image")
     x = layers.Rescaling(1.0, name="to_float")(inputs)  # uint8 -> float32, no scaling yet
     if work_size and tuple(input_size) != (work_size, work_size):
         x = layers.Resizing(work_size, work_size, interpolation="bilinear", antialias=True, name="resize")(x)
+    if backbone == "densenet121":
+        return _densenet121(inputs, x, num_classes=num_classes, weights=backbone_weights, name=name)
     if backbone:
         if backbone not in BACKBONES:
-            raise ValueError(f"Unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+            raise ValueError(f"Unknown backbone {backbone!r}; choose from {sorted(BACKBONES) + ['densenet121']}")
         constructor = getattr(keras.applications, BACKBONES[backbone])
         # These applications scale 0-255 inputs themselves (include_preprocessing).
         base = constructor(include_top=False, weights=backbone_weights, input_shape=x.shape[1:], pooling="avg")
@@ -86,6 +93,26 @@ def build_model(
         logits = compact_cnn(x, num_classes=num_classes, widths=widths)
     # Softmax as its own layer so a calibration temperature can be placed before it.
     probabilities = layers.Softmax(name="probabilities")(logits)
+    return keras.Model(inputs, probabilities, name=name)
+
+
+def _densenet121(inputs, x, *, num_classes: int, weights: str | None, name: str) -> keras.Model:
+    """DenseNet121 on ImageNet-normalised floats; pooled ``features``, ``logits``, ``temperature``.
+
+    The temperature starts at 1; ``training.calibrate.with_temperature`` replaces it.
+    """
+    x = layers.Rescaling(1.0 / 255.0, name="scale")(x)
+    x = layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="imagenet_norm")(x)
+    file_weights = weights not in (None, "imagenet")
+    base = keras.applications.DenseNet121(include_top=False, weights=None if file_weights else weights,
+                                          input_shape=x.shape[1:])
+    if file_weights:
+        base.load_weights(weights)
+    x = layers.GlobalAveragePooling2D(name="features")(base(x))
+    x = layers.Dropout(0.2, name="dropout")(x)
+    logits = layers.Dense(num_classes, name="logits")(x)
+    scaled = layers.Rescaling(1.0, name="temperature")(logits)
+    probabilities = layers.Softmax(name="probabilities")(scaled)
     return keras.Model(inputs, probabilities, name=name)
 
 

@@ -39,5 +39,7 @@ def reuse_run(folder: str | Path, *, out: Path):
     source = json.loads((folder / "config.json").read_text())
     from training.export import code_version
 
-    return model, history, training, {"code_version": source.get("code_version") or code_version(),
-                                      "training_run": source["training_run"]}
+    provenance = {"code_version": source.get("code_version") or code_version(), "training_run": source["training_run"]}
+    if recorded.get("temperature_fitted_on"):  # the run fitted its own temperature on validation data: keep it
+        provenance["temperature"] = float(recorded["temperature"])
+    return model, history, training, provenance

@@ -156,7 +156,8 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
     # Steps 5-6: calibrate and fit abstention on validation, then measure everything on test once.
     model, metrics, extras = calibrate_and_evaluate(model, arrays, class_ids=class_ids, info=info, out=out,
                                                     data_root=config.data,
-                                                    test_groups=[s.group for s in split["test"]])
+                                                    test_groups=[s.group for s in split["test"]],
+                                                    temperature=provenance.pop("temperature", None))
     metrics["training"] = training
     extras["data_layout"] = layout_of(config.data).to_dict()
     if config.from_run:  # a transfer run (training/features.py) brings its fitted feature-space check

@@ -29,7 +29,7 @@ DISCLAIMER = (
     "to diagnose, treat or triage patients."
 )
 
-__all__ = ["SCHEMA_VERSION", "ConfigError", "ModelConfig", "NucleusReference", "ScaleSpec",
+__all__ = ["SCHEMA_VERSION", "ConfigError", "ModelConfig", "NucleusReference", "ScaleSpec", "read_json",
            "read_config", "write_config"]
 
 
@@ -184,15 +184,21 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
         ConfigError: missing file, invalid JSON, or a field outside the schema.
     """
     path = Path(path)
-    if path.is_dir():
-        path = path / CONFIG_FILE
+    return ModelConfig.from_dict(read_json(path / CONFIG_FILE if path.is_dir() else path))
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object from a model folder's file; :class:`ConfigError` says what is wrong."""
+    path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path} not found.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON: {err}") from None
-    return ModelConfig.from_dict(data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object.")
+    return data
 
 
 def write_config(folder: str | os.PathLike, config: ModelConfig) -> Path:

@@ -14,7 +14,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from imageclf import ood
 from imageclf.analysis import ImageAnalysis, analyze_image
 from imageclf.feature_ood import FeatureCheck, FeatureOODError
 from imageclf.imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
-from imageclf.model_config import ConfigError, ModelConfig, read_config
+from imageclf.model_config import ConfigError, ModelConfig, read_config, read_json
 from imageclf.model_safety import UnsafeModelError, unsafe_parts
 from imageclf.errors import first_line
 
@@ -215,14 +214,9 @@ def _load_model(path: Path) -> keras.Model:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelFolderError(f"{path} not found.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelFolderError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ModelFolderError(f"{path} must hold a JSON object.")
-    return data
+        return read_json(path)
+    except ConfigError as err:
+        raise ModelFolderError(str(err)) from None
 
 
 def _read_labels(path: Path, config: dict[str, Any]) -> tuple[list[str], list[str]]:
