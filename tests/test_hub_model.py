@@ -1,6 +1,7 @@
 """The committed hub_model/: the files a Hub user downloads keep their promises."""
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 
@@ -20,8 +21,8 @@ CONFIG = json.loads((HUB_MODEL / "config.json").read_text())
 METRICS = json.loads((HUB_MODEL / "metrics.json").read_text())
 
 
-def test_model_is_small_builtin_only_and_calibrated():
-    assert (HUB_MODEL / "model.keras").stat().st_size <= 2_000_000
+def test_model_is_within_size_builtin_only_and_calibrated():
+    assert (HUB_MODEL / "model.keras").stat().st_size <= 40_000_000   # DenseNet121: about 30 MB
     with zipfile.ZipFile(HUB_MODEL / "model.keras") as archive:
         graph = archive.read("config.json").decode()
     assert '"Lambda"' not in graph and "custom_objects" not in graph
@@ -57,3 +58,15 @@ def test_real_tiles_answered_and_blank_tile_refused(lung_data):
     assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     blank = predictor.predict(np.full((224, 224, 3), 250, np.uint8))
     assert blank["abstained"] and blank["abstain_reason"]
+
+
+def test_the_feature_check_is_pinned_and_served():
+    block = CONFIG["feature_ood"]
+    params = HUB_MODEL / block["params_file"]
+    assert hashlib.sha256(params.read_bytes()).hexdigest() == block["params_sha256"]
+    predictor = Predictor(HUB_MODEL)
+    assert predictor.feature_check is not None and predictor.feature_check.threshold == block["threshold"]
+    # Pixel noise in H&E colours is not tissue: the feature check (or the colour check) refuses it.
+    rng = np.random.default_rng(0)
+    noise = np.clip(rng.normal((200, 120, 190), 40, (224, 224, 3)), 0, 255).astype(np.uint8)
+    assert predictor.predict(noise)["abstained"]
