@@ -82,10 +82,12 @@ def test_stress_table_on_tiny_setting(tmp_path, tiny_data):
         if r["kind"] == "lung":
             assert 0.0 <= r["accuracy"] <= 1.0 and r["n"] > 0
             assert r["cancer_called_benign_unabstained"] is None or 0 <= r["cancer_called_benign_unabstained"] <= 1
-    saved = json.loads((tmp_path / "out" / "stress.json").read_text())
+    saved = json.loads((tmp_path / "out" / "stress.json").read_text())["fields"]
     assert saved == json.loads(json.dumps(rows))
-    table = (tmp_path / "out" / "stress.md").read_text()
-    assert table.count("\n") == len(rows) + 2 and "| lung-tcga |" in table
+    table, whole = (tmp_path / "out" / "stress.md").read_text().split("Whole images through the Space's rule")
+    assert table.count("\n") == len(rows) + 3 and "| lung-tcga |" in table
+    verdicts = json.loads((tmp_path / "out" / "stress.json").read_text())["whole_images"]
+    assert {r["set"] for r in verdicts} >= {"lung-tcga", "nonlung-colon"} and "| lung-tcga | plain |" in whole
 
 
 def test_shifts_keep_shape_and_dtype():

@@ -26,12 +26,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from imageclf.imaging import IMAGE_SUFFIXES as SUFFIXES
 from imageclf.imaging import decode_image, load_model_input
 from training import stain
 from training.data import read_manifest
 
 HEMATOXYLIN, EOSIN = np.array([0.65, 0.70, 0.29]), np.array([0.07, 0.99, 0.11])
-SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 
 
 class StressError(ValueError):
@@ -209,6 +209,39 @@ def row(subject: Subject, image_set: ImageSet) -> dict:
     return out
 
 
+def whole_images(subject: Subject, root: Path) -> list[dict]:
+    """Each external image as a user would send it: the Space's whole-image rule (scale ``auto``,
+    fields, averaged verdict; ``imageclf.analysis``), one verdict per image, by source."""
+    by_source: dict[str, list] = {}
+    for path in sorted((root / "lung-tcga").glob("*/*")) + sorted((root / "nonlung").glob("*/*")):
+        if path.suffix.lower() in SUFFIXES:
+            source = "lung-tcga" if path.parts[-3] == "lung-tcga" else f"nonlung-{path.parent.name}"
+            by_source.setdefault(source, []).append((path, subject.predictor.analyze(path, scale="auto")))
+    rows = []
+    for source, answers in by_source.items():
+        answered = [(p, a) for p, a in answers if not a.abstained]
+        row_ = {"model": subject.name, "set": source, "images": len(answers),
+                "abstained": 1 - len(answered) / len(answers)}
+        if source == "lung-tcga":
+            row_["right_of_answered"] = (float(np.mean([a.label == p.parent.name for p, a in answered]))
+                                         if answered else None)
+            row_["cancer_called_benign"] = float(np.mean([a.label in subject.benign for _, a in answers
+                                                          if not a.abstained]) if answered else 0.0)
+        rows.append(row_)
+    return rows
+
+
+def whole_markdown(rows: list[dict]) -> str:
+    def cell(v):
+        return "" if v is None else f"{100 * v:.1f}%"
+
+    lines = ["| source | model | images | abstained | right (of answered) | called benign (of answered) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['set']} | {r['model']} | {r['images']} | {cell(r['abstained'])} | "
+              f"{cell(r.get('right_of_answered'))} | {cell(r.get('cancer_called_benign'))} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[dict]) -> str:
     """The table as Markdown, one line per (set, model)."""
     def cell(v):
@@ -239,8 +272,10 @@ def run(*, models: list[Path], data: Path, manifest: Path, external: Path, out: 
     subjects = [load_subject(m) for m in models]
     rows = [row(subject, image_set) for image_set in sets for subject in subjects]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "stress.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out / "stress.md").write_text(markdown(rows))
+    whole = [r for subject in subjects for r in whole_images(subject, external)]
+    (out / "stress.json").write_text(json.dumps({"fields": rows, "whole_images": whole}, indent=2) + "\n")
+    (out / "stress.md").write_text(markdown(rows) + "\nWhole images through the Space's rule (scale auto, "
+                                   "fields, averaged verdict), one verdict per image:\n\n" + whole_markdown(whole))
     return rows
 
 

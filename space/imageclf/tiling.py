@@ -18,7 +18,6 @@ Example:
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from imageclf import ood
 from imageclf.errors import ModelError
 
 MIN_TISSUE = 0.25         # share of tissue pixels a tile needs, unless the model's rule says otherwise
-MAX_TILES = int(os.environ.get("MAX_TILES", 1024))  # ~2 s on 2 CPU cores for a small CNN
+MAX_TILES = 1024         # default cap of classify_tiles; the Space passes analysis.MAX_FIELDS
 CHUNK = 64                # tiles per forward pass
 TILING_FACTOR = 2.0       # tile when the longer side exceeds this many tiles
 MAX_MAP_SIDE = 1600       # the map is drawn at most this large (px)
