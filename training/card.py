@@ -52,9 +52,21 @@ validation split: {checks}. The Space applies it and says "not
 recognised" instead of a class. Test split: abstains on {_pct(test['abstained'])} of {unit}s; accuracy on the
 {unit}s it answers {_pct(test.get('accuracy_when_answering'))}.
 
-| out-of-domain set (generated, or other bundled datasets) | images | abstained |
+| out-of-domain set (generated, or other bundled datasets; colour and confidence checks) | images | abstained |
 | --- | --- | --- |
-{rows}"""
+{rows}{_feature_check_text(config)}"""
+
+
+def _feature_check_text(config: dict) -> str:
+    block = config.get("feature_ood")
+    if not block:
+        return ""
+    return (f"\n\nA third check, `feature_ood` (`{block['method']}`, file `{block['params_file']}`, pinned by "
+            f"sha256), measures how far the model's pooled `{block.get('feature_layer', 'features')}` vector of "
+            "each field is from every training class (Mahalanobis distance after PCA, fitted on the train "
+            f"split; threshold {block['threshold']:.1f}, the 99.5th percentile of validation). Fields beyond it "
+            "are refused as unlike the training tissue. The section \"Where this model fails\" measures all "
+            "three checks together, on other labs and organs.")
 
 
 def card_data(*, config: dict, metrics: dict, info=None) -> ModelCardData:
@@ -240,7 +252,9 @@ def _curves(config: dict) -> str:
 def _procedure(config: dict, training: dict, h: int) -> str:
     run = config["training_run"]
     if run.get("recipe"):   # a transfer run (training/features.py) describes itself
-        return f"{run['recipe']} Training time {training.get('train_seconds', '?')} s on a 2-core CPU."
+        return (f"{run['recipe']} Training time {training.get('train_seconds', '?')} s on a 2-core CPU for the "
+                "head, ablation, feature check and export; extracting the cached features before it took about "
+                "45 min (`make train` does both).")
     return (f"Input {h} px uint8 RGB, resized inside the model to {run.get('work_size') or h} px. "
             f"Augmentation (`training/augment.py`): {_augmentations(run.get('augmentation', {}))}. AdamW with "
             f"cosine decay, early stopping on validation loss; best validation epoch {training.get('best_epoch', '?')} "

@@ -70,7 +70,8 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
         training_manifest_sha256=manifest_sha256(manifest),
         code_version=code or code_version(),
         keras_version=keras.__version__,
-        training_run=extras.pop("training_run", run),  # a reused run keeps its own training settings
+        # A reused run keeps its own training settings; the dataset is always the one exported from.
+        training_run={**extras.pop("training_run", run), "data": run["data"]},
         data_layout=extras.pop("data_layout", None),
         abstain=extras.pop("abstain", None),
         calibration=extras.pop("calibration", None),
