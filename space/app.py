@@ -91,7 +91,7 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
                 opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity",
                                     elem_id="gradcam-opacity")
             with gr.Group(visible=False) as tile_box:
-                tile_map = gr.Image(label="Tile map", type="numpy", format="png", interactive=False,
+                tile_map = gr.Image(label="Field map (at the model's scale)", type="numpy", format="png", interactive=False,
                                     elem_id="tile-map")
                 tile_summary = gr.HTML(elem_id="tile-summary")
     with gr.Accordion("Raw result", open=False):

@@ -146,10 +146,13 @@ def test_bundled_model_target_and_heatmap():
         pytest.skip("hub_model/model.keras not present")
     predictor = Predictor(HUB_MODEL)
     cam = GradCam(predictor.model)
-    # The last (batch, H, W, C) layer before the "pool" layer: found from shapes, not names.
+    # The last (batch, H, W, C) layer before the pooling layer, found from shapes, not names; inside
+    # the backbone when the layer before the pooling is a nested model (DenseNet121).
     layers = predictor.model.layers
     pool = [i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.GlobalAveragePooling2D)][-1]
-    assert cam.target_path == (layers[pool - 1].name,)
+    before = layers[pool - 1]
+    nested = isinstance(before, keras.Model)
+    assert cam.target_path == ((before.name, before.layers[-1].name) if nested else (before.name,))
     result = cam.heatmap(np.full((*predictor.input_size, 3), 200, np.uint8))
     assert result.heatmap.ndim == 2 and result.heatmap.shape[0] > 1
     assert 0.0 <= result.heatmap.min() and result.heatmap.max() <= 1.0
