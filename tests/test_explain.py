@@ -141,6 +141,7 @@ def test_keras_applications_backbone_nested():
     assert heat.shape == (2, 2) and np.isfinite(heat).all() and 0.0 <= heat.min() <= heat.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_bundled_model_target_and_heatmap():
     if not (HUB_MODEL / "model.keras").is_file():
         pytest.skip("hub_model/model.keras not present")

@@ -50,6 +50,7 @@ def test_card_metadata_comes_from_metrics_json():
     assert f"{100 * METRICS['accuracy']:.2f}%" in card.text
 
 
+@pytest.mark.slow
 def test_real_tiles_answered_and_blank_tile_refused(lung_data):
     predictor = Predictor(HUB_MODEL)
     tile = load_model_input(lung_data / "lung_n" / "lungn10.jpeg", size=tuple(CONFIG["input_size"]))
@@ -60,6 +61,7 @@ def test_real_tiles_answered_and_blank_tile_refused(lung_data):
     assert blank["abstained"] and blank["abstain_reason"]
 
 
+@pytest.mark.slow
 def test_the_feature_check_is_pinned_and_served():
     block = CONFIG["feature_ood"]
     params = HUB_MODEL / block["params_file"]

@@ -30,6 +30,7 @@ def test_no_second_name(module):
         importlib.import_module(f"space.imageclf.{module}")
 
 
+@pytest.mark.slow
 def test_whole_project_loads_each_module_file_once():
     """Import everything training, scripts and the Space use, in a fresh process; no file twice."""
     code = ("import sys, importlib, pkgutil, imageclf\n"

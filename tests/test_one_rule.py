@@ -79,6 +79,7 @@ def _mcp_predict(url: str, image: Path) -> str:
     return asyncio.run(call())
 
 
+@pytest.mark.slow
 def test_mcp_predict_is_the_same_rule(tmp_path):
     folder = write_tiny_model_folder(tmp_path / "model")
     image = write_test_image(tmp_path / "m.png", size=(300, 120), seed=9)
@@ -88,6 +89,7 @@ def test_mcp_predict_is_the_same_rule(tmp_path):
     assert f"'label': '{direct.label}'" in text and f"'factor': {direct.scale.factor}" in text
 
 
+@pytest.mark.slow
 def test_mcp_abstention_names_no_class(tmp_path):
     folder = write_tiny_model_folder(tmp_path / "abstaining",
                                      config_extra={"abstain": {"method": "softmax", "min_confidence": 1.0}})

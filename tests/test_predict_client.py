@@ -109,6 +109,7 @@ def test_core_functions_keep_going_after_errors(space_url, image_folder):
     assert len(buffer.getvalue().strip().splitlines()) == 1 + len(paths)
 
 
+@pytest.mark.slow
 def test_abstentions_name_no_class_in_csv_or_print(tmp_path, capsys):
     """A Space whose model abstains: the CSV row and the printed line give the reason, no class or number."""
     folder = write_tiny_model_folder(tmp_path / "abstaining",

@@ -236,6 +236,7 @@ def real_space():
         yield url
 
 
+@pytest.mark.slow
 def test_non_tissue_images_are_not_answered(real_space, tmp_path):
     """White glass and pixel noise: /predict, /predict_batch and /predict_tiles all abstain."""
     white = _write_png(tmp_path / "white.png", np.full((224, 224, 3), 255, np.uint8))
@@ -255,6 +256,7 @@ def test_non_tissue_images_are_not_answered(real_space, tmp_path):
         assert tiles["abstained"] is True and tiles["label"] is None and tiles["probabilities"] is None
 
 
+@pytest.mark.slow
 def test_real_tiles_mosaic_through_the_tiling_path(real_space, lung_data, tmp_path):
     """Real tiles placed on a grid come back tile by tile with the predictor's own answers."""
     predictor = Predictor(HUB_MODEL)

@@ -179,6 +179,7 @@ def test_ui_wiring(space_url):
     assert all(public[name]["targets"] == [] for name in ("predict", "explain", "predict_tiles"))  # API only
 
 
+@pytest.mark.slow
 def test_space_serves_a_pinned_hub_model(local_hub, tiny_folder, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(tiny_folder, repo)
@@ -207,6 +208,7 @@ def test_space_serves_a_pinned_hub_model(local_hub, tiny_folder, tmp_path):
     assert [s[0]["orig_name"] for s in dataset["props"]["samples"]] == ["hub_example.png"]
 
 
+@pytest.mark.slow
 def test_bad_model_folder_stops_start_with_one_clear_line(tmp_path):
     env = {**os.environ, "MODEL_DIR": str(tmp_path / "missing"), "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("MODEL_REPO", None)
@@ -330,6 +332,7 @@ def _real_tiles(class_ids: list[str], *, per_class: int = 8) -> list[tuple[str, 
     return tiles
 
 
+@pytest.mark.slow
 def test_real_model_on_real_tiles():
     """The trained hub_model, served by the Space, classifies real held-out LC25000 tiles.
 
