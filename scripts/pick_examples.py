@@ -19,9 +19,10 @@ import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
+from imageclf.errors import ModelError
 
 
-class ExamplesError(RuntimeError):
+class ExamplesError(ModelError, RuntimeError):
     """The manifest or the dataset needed to pick examples is missing."""
 
 

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from imageclf.imaging import IMAGE_SUFFIXES
+from imageclf.errors import ModelError
 
 API_NAME = "/predict"
 BATCH_API_NAME = "/predict_batch"
@@ -46,7 +47,7 @@ __all__ = ["SpaceUnreachableError", "connect", "list_images", "classify_file", "
            "write_csv", "main"]
 
 
-class SpaceUnreachableError(RuntimeError):
+class SpaceUnreachableError(ModelError, RuntimeError):
     """The Space cannot be reached or has no ``/predict`` endpoint; the message is one line."""
 
 

@@ -27,6 +27,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Iterator, Mapping
+from imageclf.errors import ModelError
 
 REQUIRED_FILES = ("model.keras", "labels.json", "config.json", "README.md")
 EXAMPLE_PATTERNS = ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp", "*.webp"]
@@ -35,7 +36,7 @@ IGNORE_PATTERNS = [p for name in ("__pycache__", ".ipynb_checkpoints", ".pytest_
                    for p in (f"{name}/*", f"*/{name}/*")] + ["*.pyc", ".DS_Store", "*/.DS_Store"]
 
 
-class HubPushError(RuntimeError):
+class HubPushError(ModelError, RuntimeError):
     """Base class of the errors `push_model` / `deploy_space` raise with a one-line explanation."""
 
 

@@ -26,9 +26,10 @@ import numpy as np
 
 from scripts.predict_client import connect, list_images  # noqa: F401  (connect: re-exported for the scripts)
 from scripts.space_process import SpaceProcess
+from imageclf.errors import ModelError
 
 
-class BadAnswerError(RuntimeError):
+class BadAnswerError(ModelError, RuntimeError):
     """The Space answered, but not with a classification (no ``label``)."""
 
 

@@ -37,3 +37,18 @@ def test_one_list_of_image_suffixes_including_gif():
 
     assert ".gif" in IMAGE_SUFFIXES
     assert predict_client.IMAGE_SUFFIXES == data.IMAGE_SUFFIXES == IMAGE_SUFFIXES
+
+
+def test_scripts_and_training_errors_share_the_base():
+    from scripts.pick_examples import ExamplesError
+    from scripts.predict_client import SpaceUnreachableError
+    from scripts.push_model import HubPushError
+    from training.backbone_weights import BackboneWeightsError
+    from training.data import DatasetError
+    from training.strategy import StrategyError
+    from training.stress import StressError
+    from training.tracking import TrackingUnavailable
+
+    for error in (ExamplesError, SpaceUnreachableError, HubPushError, BackboneWeightsError, DatasetError,
+                  StrategyError, StressError, TrackingUnavailable):
+        assert issubclass(error, ModelError), error

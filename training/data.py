@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from imageclf.imaging import IMAGE_SUFFIXES, load_model_input
+from imageclf.errors import ModelError
 
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(ModelError, ValueError):
     """The dataset folder or its manifest is not usable; the message says why."""
 
 

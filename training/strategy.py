@@ -36,11 +36,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from imageclf.errors import ModelError
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
-class StrategyError(ValueError):
+class StrategyError(ModelError, ValueError):
     """An unknown strategy name."""
 
 

@@ -30,11 +30,12 @@ from imageclf.imaging import IMAGE_SUFFIXES as SUFFIXES
 from imageclf.imaging import decode_image, load_model_input
 from training import stain
 from training.data import read_manifest
+from imageclf.errors import ModelError
 
 HEMATOXYLIN, EOSIN = np.array([0.65, 0.70, 0.29]), np.array([0.07, 0.99, 0.11])
 
 
-class StressError(ValueError):
+class StressError(ModelError, ValueError):
     """A model folder or data folder the suite cannot use; the message says which and why."""
 
 

@@ -20,12 +20,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from imageclf.errors import ModelError
 
 DEFAULT_STORE = Path(__file__).resolve().parents[1] / "mlruns"
 MODEL_ARTIFACTS = "model"  # the exported folder is logged under this artifact path
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(ModelError, RuntimeError):
     """Tracking was asked for but MLflow is not installed."""
 
 
