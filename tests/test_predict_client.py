@@ -187,10 +187,9 @@ def test_falls_back_to_predict_per_file(space_url, tiny_folder, image_folder):
 
 
 def test_a_dropped_job_is_sent_once_more():
-    """gradio_client can cancel a job submitted as its shared event stream closes: resend that chunk."""
+    """gradio_client can cancel a job submitted as its shared event stream closes: resend that chunk
+    once; a chunk that fails otherwise fills its rows' errors and is not retried."""
     from concurrent.futures import CancelledError
-
-    from scripts import predict_client
 
     class Job:
         def __init__(self, outcome):
@@ -201,20 +200,26 @@ def test_a_dropped_job_is_sent_once_more():
                 raise self.outcome
             return self.outcome
 
-    class Resender:
-        def __init__(self):
-            self.submitted = []
+    answer = {"name": "Alpha tissue", "confidence": 0.9, "confidences": {"Alpha tissue": 0.9},
+              "abstained": False, "abstain_reason": None, "scale": {"factor": 1.0}, "error": None}
+
+    class Client:
+        """A Space with /predict_batch whose jobs fail in a given order."""
+
+        def __init__(self, outcomes):
+            self.outcomes, self.submitted = list(outcomes), []
+
+        def view_api(self, **kwargs):
+            return {"named_endpoints": {"/predict": {}, "/predict_batch": {}}}
 
         def submit(self, files, scale, api_name):
             self.submitted.append((len(files), scale, api_name))
-            return Job([{"name": "Alpha tissue", "confidence": 0.9, "confidences": {"Alpha tissue": 0.9},
-                         "abstained": False, "abstain_reason": None, "scale": {"factor": 1.0}, "error": None}])
+            return Job(self.outcomes.pop(0))
 
-    row = {"path": __file__, "label": "", "confidence": None, "probabilities": {}, "error": ""}
-    client = Resender()
-    assert predict_client._fill_from_batch(client, [row], Job(CancelledError()), "auto") == 1
-    assert client.submitted == [(1, "auto", "/predict_batch")] and row["label"] == "Alpha tissue"
+    client = Client([CancelledError(), [answer]])
+    (row,) = classify_files(client, [__file__], progress=False)
+    assert client.submitted == [(1, "auto", "/predict_batch")] * 2 and row["label"] == "Alpha tissue"
     assert not row["error"]
-    failed = {"path": __file__, "label": "", "confidence": None, "probabilities": {}, "error": ""}
-    predict_client._fill_from_batch(client, [failed], Job(RuntimeError("connection reset")), "auto")
+    client = Client([RuntimeError("connection reset")])
+    (failed,) = classify_files(client, [__file__], progress=False)
     assert failed["error"] == "RuntimeError: connection reset" and len(client.submitted) == 1  # no retry

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import threading
 from pathlib import Path
 
@@ -30,11 +31,12 @@ def test_take_returns_the_bytes_and_deletes_the_file_and_its_folder(janitor):
     assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
 
 
-def test_identical_upload_queued_behind_is_served_from_memory_then_forgotten(janitor):
+def test_identical_upload_queued_behind_is_served_from_memory_then_forgotten(tmp_path):
+    janitor = UploadJanitor(tmp_path / "gradio", keep_s=0.3)
     path = _upload(janitor)  # two requests uploaded the same bytes under the same name: one file
     assert janitor.take(path) == b"pixels"
     assert janitor.take(path) == b"pixels"  # the second request, after the file is gone
-    janitor._expire(float("inf"))  # keep_s later
+    time.sleep(0.4)  # keep_s later
     with pytest.raises(ImageError, match="no longer on the server"):
         janitor.take(path)
     assert GONE.endswith("please send it again.")
