@@ -52,3 +52,12 @@ def test_scripts_and_training_errors_share_the_base():
     for error in (ExamplesError, SpaceUnreachableError, HubPushError, BackboneWeightsError, DatasetError,
                   StrategyError, StressError, TrackingUnavailable):
         assert issubclass(error, ModelError), error
+
+
+def test_settings_come_from_the_environment_in_one_place():
+    from imageclf.settings import Settings, SettingsError
+
+    assert Settings.from_env({}) == Settings()
+    assert Settings.from_env({"MAX_FIELDS": "16", "MAX_IMAGE_PIXELS": "1000"}).max_fields == 16
+    with pytest.raises(SettingsError, match="MAX_FIELDS='many' is not a whole number"):
+        Settings.from_env({"MAX_FIELDS": "many"})

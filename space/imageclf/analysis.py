@@ -23,7 +23,6 @@ Example:
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +34,11 @@ from imageclf import ood
 from imageclf import tiling
 from imageclf.imaging import to_model_input, to_rgb_uint8
 from imageclf.scale import ScaleDecision, ScaleRequest, decide_scale, parse_scale
+from imageclf.settings import SETTINGS
 
 ONE_FIELD_SPAN = tiling.TILING_FACTOR   # after rescaling, up to 2 inputs wide is still one field
 MAX_MISMATCH = 3.0    # one field shown at > 3x (or < 1/3x) its estimated scale: refuse, don't guess
-MAX_FIELDS = int(os.environ.get("MAX_FIELDS", 64))   # bounds the time per image (~1-2 s on 2 cores)
+MAX_FIELDS = SETTINGS.max_fields   # bounds the time per image (~2 s on 2 cores); imageclf/settings.py
 ABSTAIN_SHARE = 0.5   # at least this share of tissue fields abstaining: the image abstains
 
 __all__ = ["ImageAnalysis", "analyze_image", "MAX_FIELDS"]

@@ -33,10 +33,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin
 from imageclf.errors import ModelError
+from imageclf.settings import SETTINGS
 
-MAX_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", 64_000_000))
-MAX_BYTES = int(os.environ.get("MAX_IMAGE_BYTES", 50 * 1024 * 1024))
-MIN_SIDE = int(os.environ.get("MIN_IMAGE_SIDE", 8))
+MAX_PIXELS = SETTINGS.max_image_pixels   # from the environment, read once (imageclf/settings.py)
+MAX_BYTES = SETTINGS.max_image_bytes
+MIN_SIDE = SETTINGS.min_image_side
 # Pillow tries only these decoders: less exposed parser code than "anything Pillow knows".
 FORMATS: tuple[str, ...] = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF")  # JPEG covers MPO
 # File names the project treats as images (folders, examples, the CLI): what the decoder reads.
