@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from imageclf.scale import RGB_FROM_HED  # Ruifrok & Johnston stain vectors, one copy
+
 # Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) in optical density.
-_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float32)
-_RGB_FROM_HED /= np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
+_RGB_FROM_HED = (RGB_FROM_HED / np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)).astype(np.float32)
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
 
 

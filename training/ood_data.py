@@ -18,12 +18,11 @@ import cv2
 import numpy as np
 
 from imageclf.imaging import IMAGE_SUFFIXES, load_model_input, to_model_input
+from imageclf.scale import RGB_FROM_HED
 
 WORDS = ("specimen", "report", "patient", "slide", "invoice", "hello world", "2024-05-01", "TOTAL 42.00")
 # Ruifrok & Johnston stain vectors (optical density per R, G, B): hematoxylin, eosin, DAB.
-HEMATOXYLIN = np.array([0.65, 0.70, 0.29])
-EOSIN = np.array([0.07, 0.99, 0.11])
-DAB = np.array([0.27, 0.57, 0.78])
+HEMATOXYLIN, EOSIN, DAB = RGB_FROM_HED
 
 
 def sample_photo_paths() -> list[Path]:

@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -24,17 +23,11 @@ import numpy as np
 
 from imageclf.imaging import decode_image
 from imageclf.model_config import read_config
+from imageclf.predictor import Predictor
 from imageclf.scale import estimate_relative_size
 from training.scale_reference import split_tiles, zoom_out, zoom_out_check
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _predictor(model: Path):
-    sys.path.insert(0, str(REPO / "space"))   # the Space's modules import each other flat
-    from imageclf.predictor import Predictor
-
-    return Predictor(model)
 
 
 def zoom_out_accuracy(predictor, tiles: dict[str, list[Path]], *, zooms=(1.0, 2.0, 3.0), per_zoom: int = 60,
@@ -158,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", type=Path, help="write the model card section here (e.g. hub_model/scale.md)")
     args = parser.parse_args(argv)
     spec = read_config(args.model).scale
-    predictor = _predictor(args.model)
+    predictor = Predictor(args.model)
     test = split_tiles(args.data, args.manifest, split="test")
     report = {
         "factor_found_224px": zoom_out_check(spec, test, per_zoom=60),

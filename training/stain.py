@@ -19,9 +19,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) in optical density.
-RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-RGB_FROM_HED = RGB_FROM_HED / np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
+from imageclf.scale import RGB_FROM_HED as _RUIFROK
+
+# Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB), normalised per stain.
+RGB_FROM_HED = _RUIFROK / np.linalg.norm(_RUIFROK, axis=1, keepdims=True)
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 POLICIES = ("none", "stain", "scale", "all")
 

@@ -28,11 +28,12 @@ import numpy as np
 
 from imageclf.imaging import IMAGE_SUFFIXES as SUFFIXES
 from imageclf.imaging import decode_image, load_model_input
+from imageclf.scale import RGB_FROM_HED
 from training import stain
 from training.data import read_manifest
 from imageclf.errors import ModelError
 
-HEMATOXYLIN, EOSIN = np.array([0.65, 0.70, 0.29]), np.array([0.07, 0.99, 0.11])
+HEMATOXYLIN, EOSIN = RGB_FROM_HED[0], RGB_FROM_HED[1]
 
 
 class StressError(ModelError, ValueError):

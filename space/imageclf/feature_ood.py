@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,16 +57,17 @@ def score(features: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
     return distances.min(axis=1)
 
 
-def load_params(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a parameters ``.npz`` (data only, no pickles)."""
+def load_params(path: str | Path | io.BytesIO, *, name: str | None = None) -> dict[str, np.ndarray]:
+    """Read a parameters ``.npz`` (data only, no pickles) from a path or its bytes."""
+    name = name or str(path)
     try:
-        with np.load(Path(path), allow_pickle=False) as data:
+        with np.load(path if isinstance(path, io.BytesIO) else Path(path), allow_pickle=False) as data:
             params = {key: data[key] for key in data.files}
     except (OSError, ValueError) as err:
-        raise FeatureOODError(f"{path} could not be read: {err}") from None
+        raise FeatureOODError(f"{name} could not be read: {err}") from None
     missing = sorted(set(REQUIRED) - set(params))
     if missing:
-        raise FeatureOODError(f"{path} lacks {missing}")
+        raise FeatureOODError(f"{name} lacks {missing}")
     return params
 
 
@@ -85,10 +87,11 @@ class FeatureCheck:
         path = Path(folder) / str(block["params_file"])
         if not path.is_file():
             raise FeatureOODError(f"{path} not found (named by config.json feature_ood).")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != block.get("params_sha256"):
+        data = path.read_bytes()   # one read: the hash and the arrays come from the same bytes
+        if hashlib.sha256(data).hexdigest() != block.get("params_sha256"):
             raise FeatureOODError(f"{path} does not match the sha256 in config.json: it is not the fitted file.")
-        return cls(str(block.get("feature_layer", "features")), load_params(path), float(block["threshold"]))
+        return cls(str(block.get("feature_layer", "features")), load_params(io.BytesIO(data), name=str(path)),
+                   float(block["threshold"]))
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         return score(features, self.params)

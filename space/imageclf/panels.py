@@ -87,15 +87,11 @@ def scale_line(analysis: ImageAnalysis) -> str:
         side = fields.tile_size[0]
         text += f"; answered as one field ({side} px)"
     elif fields is not None:
-        text += (f"; resampled x{decision.factor:.2f} into {side_text(fields)} fields, "
+        text += (f"; resampled x{decision.factor:.2f} into {fields.tile_size[1]} x {fields.tile_size[0]} px fields, "
                  f"{fields.classified} of {fields.tissue_tiles} tissue fields classified")
         if fields.abstained:
             text += f", {fields.abstained} not recognised"
     return text + "."
-
-
-def side_text(fields: Any) -> str:
-    return f"{fields.tile_size[1]} x {fields.tile_size[0]} px"
 
 
 def label_value(analysis: ImageAnalysis) -> dict[str, float] | str:
@@ -217,8 +213,5 @@ def is_calibrated(predictor: Any) -> bool:
     """True when the model folder records a fitted temperature (metrics.json or config.json)."""
     if predictor.model_config.temperature is not None:
         return True
-    for source in (predictor.metrics,):
-        calibration = source.get("calibration")
-        if isinstance(calibration, dict) and isinstance(calibration.get("temperature"), (int, float)):
-            return True
-    return False
+    calibration = predictor.metrics.get("calibration")
+    return isinstance(calibration, dict) and isinstance(calibration.get("temperature"), (int, float))

@@ -65,8 +65,7 @@ class Predictor:
             self.model_config: ModelConfig = read_config(self.folder)
         except ConfigError as err:
             raise ModelFolderError(str(err)) from None
-        self.config: dict[str, Any] = self.model_config.to_dict()  # read-only view for panels
-        self.class_ids, self.names = _read_labels(self.folder / "labels.json", self.config)
+        self.class_ids, self.names = _read_labels(self.folder / "labels.json", self.model_config.labels)
         self.input_size: tuple[int, int] = tuple(self.model_config.input_size)
         self.abstain_rule: ood.AbstainRule = _abstain_rule(self.model_config.abstain)
         metrics_path = self.folder / "metrics.json"
@@ -219,7 +218,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ModelFolderError(str(err)) from None
 
 
-def _read_labels(path: Path, config: dict[str, Any]) -> tuple[list[str], list[str]]:
+def _read_labels(path: Path, expected: list[str]) -> tuple[list[str], list[str]]:
     """labels.json -> (class ids, human names), ordered by output index."""
     raw = _read_json(path)
     try:
@@ -239,8 +238,7 @@ def _read_labels(path: Path, config: dict[str, Any]) -> tuple[list[str], list[st
         names.append(str(value.get("name") or value["id"]))
     if len(set(ids)) != len(ids) or len(set(names)) != len(names):
         raise ModelFolderError(f"{path} has duplicate class ids or names.")
-    expected = config.get("labels")
-    if expected is not None and list(map(str, expected)) != ids:
+    if list(expected) != ids:
         raise ModelFolderError(f"config.json labels {expected} disagree with labels.json {ids}.")
     return ids, names
 

@@ -36,16 +36,17 @@ if TYPE_CHECKING:  # types only
 ESTIMATOR = "scale-space-v1"
 STEPS_PER_OCTAVE = 4
 SIGMAS = tuple(0.7 * 2 ** (i / STEPS_PER_OCTAVE) for i in range(6 * STEPS_PER_OCTAVE + 1))  # 0.7-44.8 px
-# Ruifrok & Johnston's H&E(-DAB) stain vectors; the first column of the inverse is haematoxylin.
-_STAIN_RGB = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
-_HAEMATOXYLIN = np.linalg.inv(_STAIN_RGB)[:, 0].astype(np.float32)
+# Ruifrok & Johnston's stain vectors (rows: haematoxylin, eosin, DAB; optical density per R, G, B),
+# the one copy in the project; the first column of the inverse reads haematoxylin.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
+_HAEMATOXYLIN = np.linalg.inv(RGB_FROM_HED)[:, 0].astype(np.float32)
 CROP_SIDE = 512            # large images are measured on a few tissue-rich crops of this size
 MAX_CROPS = 4
 MIN_SIGNAL = 1e-4          # mean squared nuclear response below this: no stained structure to measure
 MAX_SHIFT_OCTAVES = 3.5    # nuclei up to 2**3.5 = 11x larger than in training can be recognised
 MICRONS_AT_1X = 10.0       # um/px at "1x": a 40x scan is ~0.25 um/px (the usual convention)
 
-__all__ = ["ScaleRequest", "ScaleDecision", "ScaleError", "parse_scale", "energy_curve",
+__all__ = ["ScaleRequest", "ScaleDecision", "ScaleError", "parse_scale", "check_request", "energy_curve",
            "estimate_relative_size", "decide_scale", "haematoxylin", "ESTIMATOR", "SIGMAS"]
 
 
@@ -180,6 +181,17 @@ def estimate_relative_size(rgb: np.ndarray, reference: NucleusReference, *,
     return float(2 ** estimate), float(errors[best])
 
 
+def check_request(request: ScaleRequest, spec: ScaleSpec | None) -> None:
+    """Refuse a request this model cannot honour (microns per pixel without its own), before any image work.
+
+    Raises:
+        ScaleError: the model declares no microns per pixel.
+    """
+    if request.mode == "microns_per_pixel" and (spec is None or spec.microns_per_pixel is None):
+        note = f" ({spec.microns_per_pixel_note})" if spec and spec.microns_per_pixel_note else ""
+        raise ScaleError("This model does not declare microns per pixel" + note + "; use scale=auto or scale=native.")
+
+
 def decide_scale(rgb: np.ndarray, spec: ScaleSpec | None, request: ScaleRequest, *,
                  tissue: np.ndarray | None = None) -> ScaleDecision:
     """The one rule every path uses to bring an image to the model's scale.
@@ -190,10 +202,7 @@ def decide_scale(rgb: np.ndarray, spec: ScaleSpec | None, request: ScaleRequest,
     if request.mode == "native":
         return ScaleDecision("native", 1.0, "native: the upload's pixels as they are")
     if request.mode == "microns_per_pixel":
-        if spec is None or spec.microns_per_pixel is None:
-            note = f" ({spec.microns_per_pixel_note})" if spec and spec.microns_per_pixel_note else ""
-            raise ScaleError("This model does not declare microns per pixel" + note +
-                             "; use scale=auto or scale=native.")
+        check_request(request, spec)
         relative = spec.microns_per_pixel / float(request.microns_per_pixel)
         return _bounded(ScaleDecision("microns_per_pixel", relative,
                                       f"given: {request.microns_per_pixel:g} um/px"), spec)

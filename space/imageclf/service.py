@@ -28,7 +28,7 @@ from imageclf.analysis import ImageAnalysis
 from imageclf.batching import BatchRunner
 from imageclf.explain import GradCam, GradCamError, overlay
 from imageclf.imaging import ImageError, decode_image
-from imageclf.scale import ScaleError, ScaleRequest, decide_scale, parse_scale
+from imageclf.scale import ScaleError, ScaleRequest, check_request, parse_scale
 from imageclf.model_source import ModelSource
 from imageclf.uploads import UploadJanitor
 
@@ -193,8 +193,7 @@ class Service:
         """The ``scale`` option parsed, or a ``gr.Error`` saying what is accepted."""
         try:
             request = parse_scale(scale)
-            if request.mode == "microns_per_pixel":   # refuse early, before any image work
-                decide_scale(np.zeros((1, 1, 3), np.uint8), self.predictor.model_config.scale, request)
+            check_request(request, self.predictor.model_config.scale)   # refuse early, before any image work
             return request
         except ScaleError as err:
             raise gr.Error(str(err), title="Scale option", print_exception=False) from None
