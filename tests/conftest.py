@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+
+# Before the imports below: huggingface_hub, Gradio and TensorFlow read these when first imported.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tests.hub_server import local_hub  # noqa: E402,F401  (the local Hub-compatible endpoint fixture)
+from tests.tiny_model import run_space, write_test_image, write_tiny_model_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 HUB_MODEL = ROOT / "hub_model"
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def require_dataset(name: str) -> Path:
@@ -44,8 +50,6 @@ def lung_tile(lung_data) -> Path:
 
 def make_image_dataset(root: Path, *, classes=("alpha", "beta", "gamma"), per_class=24, size=40, groups_of=3) -> Path:
     """A class-per-folder PNG dataset whose classes differ by colour, plus a groups.csv."""
-    import cv2
-
     rng = np.random.default_rng(0)
     lines = ["path,label,group"]
     for ci, cls in enumerate(classes):
@@ -65,7 +69,51 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return make_image_dataset(tmp_path_factory.mktemp("tiny_dataset"))
 
 
-from tests.hub_server import local_hub  # noqa: E402,F401  (the local Hub-compatible endpoint fixture)
+# One Space process per model for the whole session: starting one costs seconds (the real model,
+# about 10 s), so every test file that talks to a served model shares these.
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """The tiny test model (tests/tiny_model.py) that the shared tiny Space serves."""
+    return write_tiny_model_folder(tmp_path_factory.mktemp("tiny") / "hub_model")
+
+
+@pytest.fixture(scope="session")
+def tiny_examples(tmp_path_factory) -> Path:
+    """Two example images for the tiny Space's gallery (listed in name order: tile_a, tile_b)."""
+    folder = tmp_path_factory.mktemp("examples")
+    for i, name in enumerate(["tile_b.png", "tile_a.png"]):
+        write_test_image(folder / name, seed=60 + i)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_space(tiny_folder, tiny_examples) -> Iterator[str]:
+    """URL of the Space on the tiny model, with every optional part on: MCP tools and examples."""
+    with run_space(tiny_folder, env={"GRADIO_MCP_SERVER": "true", "EXAMPLES_DIR": str(tiny_examples)}) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def abstaining_folder(tmp_path_factory) -> Path:
+    """A tiny model whose confidence floor (1.0) makes it abstain on every image."""
+    return write_tiny_model_folder(tmp_path_factory.mktemp("abstaining") / "hub_model",
+                                   config_extra={"abstain": {"method": "softmax", "min_confidence": 1.0}})
+
+
+@pytest.fixture(scope="session")
+def abstaining_space(abstaining_folder) -> Iterator[str]:
+    with run_space(abstaining_folder, env={"GRADIO_MCP_SERVER": "true"}) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def hub_space() -> Iterator[str]:
+    """URL of the Space on the bundled model (MODEL_DIR unset: the app's default hub_model/), MCP on."""
+    if not (HUB_MODEL / "model.keras").is_file():
+        missing(f"the bundled model is not at {HUB_MODEL}")
+    with run_space(None, env={"GRADIO_MCP_SERVER": "true"}) as url:
+        yield url
 
 
 # The slow tier: whole trainings, real-model Spaces, browsers, benchmarks. `make check` runs the

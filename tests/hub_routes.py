@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import yaml
+
 from tests.hub_storage import SHA256_RE, HubError, Repo, file_json, now
 
 if TYPE_CHECKING:
@@ -119,8 +121,6 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(200, {"standardEnvVars": [], "harnesses": {}})
 
     def validate_yaml(self, method: str) -> None:
-        import yaml
-
         content = self._json().get("content", "")
         match = re.match(r"^---\n(.*?)\n---", content, re.S)
         try:

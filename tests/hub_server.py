@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from huggingface_hub import constants, hf_api
+from huggingface_hub.utils import _http
 
 from tests.hub_routes import HubHandler
 from tests.hub_storage import HubStorage
@@ -115,7 +117,6 @@ def hub_env(endpoint: str, cache_dir: str | Path, *, token: str | None = FAKE_TO
     module-level `HfApi` behind `huggingface_hub.upload_folder` & co. keeps its endpoint), so those are patched
     too and restored on exit. Yields the env overrides (merge them into a subprocess env).
     """
-    from huggingface_hub import constants, hf_api
 
     home = Path(cache_dir)
     env = {"HF_ENDPOINT": endpoint, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"),
@@ -157,7 +158,6 @@ def fast_hub_retries(base_wait: float = 0.01, max_wait: float = 0.02) -> Iterato
     `hf_hub_download` of a file missing from the cache retries a refused connection 5 times (~23 s);
     this keeps the retries (same code path) but makes them wait milliseconds. No env var controls it.
     """
-    from huggingface_hub.utils import _http
 
     functions = (_http.http_backoff, inspect.unwrap(_http.http_stream_backoff))  # the latter: @contextmanager
     saved = [dict(f.__kwdefaults__) for f in functions]

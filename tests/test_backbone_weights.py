@@ -9,7 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from training import backbone_weights as bw
+from training.calibration.temperature import with_temperature
+from training.models import backbone_weights as bw
+from training.models.architectures import build_model
 
 
 def tiny_architecture() -> tuple[keras.Model, keras.Model]:
@@ -104,8 +106,6 @@ def test_download_failure_is_a_named_error(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_densenet_model_contract_loads_with_safe_mode(tmp_path):
     """uint8 in, preprocessing as built-in layers, named features/logits/temperature/probabilities."""
-    from training.calibrate import with_temperature
-    from training.model import build_model
 
     model = build_model(num_classes=3, work_size=None, backbone="densenet121", backbone_weights=None)
     assert model.input.dtype == "uint8" and model.get_layer("features").output.shape == (None, 1024)

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from scripts.benchmark import COLUMNS, TimeBudget, main
-from training.peers import PEERS, build_peer, peer_b_work_size
+from training.evaluation.compare_peers import COLUMNS, TimeBudget, main
+from training.models.peers import PEERS, build_peer, peer_b_work_size
 from training.train import TrainConfig, train
 
 MAX_EPOCHS = 30

@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from playwright.sync_api import sync_playwright
 
 from imageclf.imaging import decode_image
 from imageclf.predictor import Predictor
 from tests.conftest import HUB_MODEL, ROOT, missing
-from tests.tiny_model import run_space
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,6 @@ def predictor() -> Predictor:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     executable = require_chromium()
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
@@ -60,9 +59,8 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def space_url(predictor, browser) -> Iterator[str]:
-    with run_space(HUB_MODEL) as url:
-        yield url
+def space_url(predictor, browser, hub_space) -> str:
+    return hub_space  # the session's Space on the bundled model (tests/conftest.py)
 
 
 @pytest.fixture

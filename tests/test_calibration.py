@@ -1,4 +1,4 @@
-"""``training/calibrate.py``: temperature fit, ECE, reliability plot, the calibrated model file."""
+"""``training/calibration/temperature.py``: temperature fit, ECE, reliability plot, the calibrated model file."""
 from __future__ import annotations
 
 import cv2
@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from training.calibrate import (expected_calibration_error, fit_temperature, logits_model,
-                                negative_log_likelihood, plot_reliability, softmax, with_temperature)
-from training.model import build_model
+from training.calibration.abstention import calibrate_and_fit_abstention
+from training.calibration.temperature import (expected_calibration_error, fit_temperature, logits_model,
+                                              negative_log_likelihood, plot_reliability, softmax, with_temperature)
+from training.models.architectures import build_model
 
 
 def synthetic(n: int = 20000, *, classes: int = 4, temperature: float = 1.0, seed: int = 0):
@@ -110,8 +111,6 @@ def test_with_temperature_rejects_nonsense(small_model, bad):
 
 
 def test_calibrate_and_fit_abstention_returns_model_and_summary(small_model):
-    from training.abstain import calibrate_and_fit_abstention
-
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 3, 60)

@@ -11,11 +11,11 @@ import keras
 import numpy as np
 import pytest
 
-from training.strategy import StrategyError, global_batch_size, is_chief, make_strategy, output_folder
-from training.train import parse_args
+from scripts.perf.local_space import free_port
+from training.runtime.devices import StrategyError, global_batch_size, is_chief, make_strategy, output_folder
+from training.train import TrainConfig, parse_args, train
 
 from .conftest import ROOT
-from .tiny_model import free_port
 
 
 def test_default_strategy_is_one_chief_replica():
@@ -37,8 +37,6 @@ def test_only_the_chief_writes_into_the_output_folder(tmp_path):
 
 
 def test_mirrored_strategy_trains_and_exports_a_single_device_model(tmp_path, tiny_dataset):
-    from training.train import TrainConfig, train
-
     out = tmp_path / "model"
     metrics = train(TrainConfig(data=str(tiny_dataset), out=str(out), input_size=32, work_size=None, epochs=1,
                                 batch_size=8, verbose=0, strategy="mirrored"))

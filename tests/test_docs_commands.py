@@ -265,8 +265,8 @@ def test_paths_and_targets_checks_catch_mistakes():
     assert check_path("runs/anything") is None and check_path("tile.jpeg") is None
     assert path_words([], ["--out", "training/new", "hub_model"]) == ["hub_model"]
     assert {"demo", "test", "setup"} <= makefile_targets()
-    assert split_commands('SHA=$(.venv/bin/python -m scripts.push_model --repo-id a/b) && echo "$SHA"') == \
-        [["SHA=$"], [".venv/bin/python", "-m", "scripts.push_model", "--repo-id", "a/b"], ["echo", "$SHA"]]
+    assert split_commands('SHA=$(.venv/bin/python -m scripts.release.push_model --repo-id a/b) && echo "$SHA"') == \
+        [["SHA=$"], [".venv/bin/python", "-m", "scripts.release.push_model", "--repo-id", "a/b"], ["echo", "$SHA"]]
     assert split_commands("until curl -sf http://x/healthz; do sleep 1; done") == \
         [["curl", "-sf", "http://x/healthz"], ["sleep", "1"], ["done"]]
     assert strip_comment("make demo   # see docs/api.md#mcp") == "make demo   "

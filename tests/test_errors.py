@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import pytest
 
-from imageclf import explain
-from imageclf import feature_ood
-from imageclf import imaging
-from imageclf import model_config
-from imageclf import model_safety
-from imageclf import model_source
-from imageclf import predictor
-from imageclf import scale
-from imageclf import tiling
+from imageclf import explain, feature_ood, imaging, model_config, model_safety, model_source, predictor, scale, tiling
 from imageclf.errors import ModelError, first_line
 from imageclf.imaging import IMAGE_SUFFIXES, decode_image
+from imageclf.settings import Settings, SettingsError
+from scripts import predict_client
+from scripts.predict_client import SpaceUnreachableError
+from scripts.release.pick_examples import ExamplesError
+from scripts.release.push_model import HubPushError
+from training.data import samples
+from training.data.samples import DatasetError
+from training.evaluation.stress import StressError
+from training.models.backbone_weights import BackboneWeightsError
+from training.runtime.devices import StrategyError
+from training.runtime.tracking import TrackingUnavailable
 
 NAMED = [model_config.ConfigError, imaging.ImageError, explain.GradCamError, predictor.ModelFolderError,
          scale.ScaleError, feature_ood.FeatureOODError, model_source.ModelSourceError, tiling.TilingError,
@@ -32,31 +35,17 @@ def test_callers_catch_one_base_and_read_one_line():
 
 
 def test_one_list_of_image_suffixes_including_gif():
-    from scripts import predict_client
-    from training import data
-
     assert ".gif" in IMAGE_SUFFIXES
-    assert predict_client.IMAGE_SUFFIXES == data.IMAGE_SUFFIXES == IMAGE_SUFFIXES
+    assert predict_client.IMAGE_SUFFIXES == samples.IMAGE_SUFFIXES == IMAGE_SUFFIXES
 
 
 def test_scripts_and_training_errors_share_the_base():
-    from scripts.pick_examples import ExamplesError
-    from scripts.predict_client import SpaceUnreachableError
-    from scripts.push_model import HubPushError
-    from training.backbone_weights import BackboneWeightsError
-    from training.data import DatasetError
-    from training.strategy import StrategyError
-    from training.stress import StressError
-    from training.tracking import TrackingUnavailable
-
     for error in (ExamplesError, SpaceUnreachableError, HubPushError, BackboneWeightsError, DatasetError,
                   StrategyError, StressError, TrackingUnavailable):
         assert issubclass(error, ModelError), error
 
 
 def test_settings_come_from_the_environment_in_one_place():
-    from imageclf.settings import Settings, SettingsError
-
     assert Settings.from_env({}) == Settings()
     assert Settings.from_env({"MAX_FIELDS": "16", "MAX_IMAGE_PIXELS": "1000"}).max_fields == 16
     with pytest.raises(SettingsError, match="MAX_FIELDS='many' is not a whole number"):

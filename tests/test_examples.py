@@ -1,14 +1,16 @@
 """``space/imageclf/examples.py``: example images from EXAMPLES_DIR, the model folder, or the pinned Hub repo."""
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 import time
 
 from huggingface_hub import HfApi
 
-from imageclf.examples import find_examples, folder_examples, hub_examples
+from imageclf.examples import find_examples, folder_examples, hub_examples, true_class
 from imageclf.model_source import ModelSource, local_model
-from tests.tiny_model import write_test_image, write_tiny_model_folder
+from tests.tiny_model import run_ui_event, write_test_image, write_tiny_model_folder
 
 
 def _with_examples(folder, names=("b.png", "a.png")):
@@ -81,8 +83,6 @@ def test_cached_snapshot_examples_need_no_hub(local_hub, tmp_path):
 
 
 def test_true_class_from_the_example_file_name():
-    from imageclf.examples import true_class
-
     ids = ["lung_aca", "lung_n", "lung_n_extra"]
     assert true_class("lung_aca_2.jpeg", ids) == "lung_aca"
     assert true_class("lung_n_extra_1.png", ids) == "lung_n_extra"   # the longest matching class id
@@ -90,11 +90,6 @@ def test_true_class_from_the_example_file_name():
 
 
 def test_running_an_example_shows_its_true_class(tmp_path, monkeypatch):
-    import importlib
-    import sys
-
-    from tests.tiny_model import run_ui_event, write_test_image, write_tiny_model_folder
-
     folder = write_tiny_model_folder(tmp_path / "model")
     examples = tmp_path / "examples"
     examples.mkdir()

@@ -12,6 +12,7 @@ from imageclf import ood
 from imageclf.feature_ood import FeatureCheck, FeatureOODError, load_params, score
 from imageclf.predictor import ModelFolderError, Predictor
 from tests.tiny_model import write_tiny_model_folder
+from training.calibration.feature_ood import fit
 
 
 def _images(seed: int, n: int) -> np.ndarray:
@@ -23,8 +24,7 @@ def _images(seed: int, n: int) -> np.ndarray:
 
 
 def _fit(features: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """The same fit training uses (training/feature_ood.py)."""
-    from training.feature_ood import fit
+    """The same fit training uses (training/calibration/feature_ood.py)."""
 
     return fit(features, labels, dims=4)
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from training import feature_ood
+from training.calibration import feature_ood
 
 
 def clusters(rng, n: int, *, width: int = 32, offset: float = 0.0):
@@ -52,7 +52,7 @@ def test_wrong_width_and_missing_arrays_are_named_errors(tmp_path):
 
 def test_scoring_needs_numpy_only():
     """Serving imports the score without TensorFlow or Keras."""
-    code = ("import sys, numpy as np; from training import feature_ood as f; "
+    code = ("import sys, numpy as np; from training.calibration import feature_ood as f; "
             "p = f.fit(np.random.default_rng(0).normal(size=(50, 6)), np.arange(50) % 2, dims=3); f.score(p['mean'][None], p); "
             "bad = {'tensorflow', 'keras', 'cv2'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import DatasetError, leaked_groups, read_manifest
-from training.evaluate import classification_metrics
-from training.folders import (ClassMapError, apply_class_map, find_split_folders, layout_of, parse_class_map,
-                              split_dataset)
+from training.data.samples import DatasetError, leaked_groups, read_manifest
+from training.data.splits import (ClassMapError, apply_class_map, find_split_folders, layout_of, parse_class_map,
+                                  split_dataset)
+from training.evaluation.evaluate import classification_metrics
+from training.train import TrainConfig, train
 
 from .conftest import ROOT, make_image_dataset, require_dataset
 
@@ -135,8 +136,6 @@ def test_committed_skin_manifest_carves_validation_from_train_only():
 
 
 def test_training_uses_the_given_split_and_the_class_map(tmp_path):
-    from training.train import TrainConfig, train
-
     root = make_split_dataset(tmp_path / "d", per_class=(30, 6))
     out = tmp_path / "model"
     metrics = train(TrainConfig(data=str(root), out=str(out), input_size=32, work_size=None, epochs=3, batch_size=16,

@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 
-from training.data import index_dataset, leaked_groups, read_manifest
-from training.folds import grouped_folds, main, summarise
+from tests.conftest import ROOT
+from training.data.folds import grouped_folds, main, summarise
+from training.data.samples import index_dataset, leaked_groups, read_manifest
+from training.evaluation.uncertainty import group_bootstrap_ci
 
 
 def test_every_group_is_tested_exactly_once(tiny_dataset):
@@ -28,8 +31,6 @@ def test_every_group_is_tested_exactly_once(tiny_dataset):
 
 
 def test_committed_lung_folds_cover_the_dataset_without_leakage(lung_data):
-    from tests.conftest import ROOT
-
     folds = [read_manifest(ROOT / f"training/splits/folds/fold-{k}.csv") for k in range(5)]
     tested = Counter(s.path for fold in folds for s in fold if s.split == "test")
     assert len(tested) == 15000 and set(tested.values()) == {1}
@@ -60,10 +61,6 @@ def test_summary_gives_mean_std_and_pooled_accuracy(tmp_path, capsys):
 
 
 def test_group_bootstrap_interval_is_wider_than_tile_bootstrap_when_errors_cluster():
-    import numpy as np
-
-    from training.uncertainty import group_bootstrap_ci
-
     # 50 groups of 20 tiles; 3 groups entirely wrong: 94% accuracy.
     groups = [f"g{i // 20}" for i in range(1000)]
     correct = [not (i // 20 < 3) for i in range(1000)]

@@ -18,9 +18,9 @@ import pytest
 from huggingface_hub import HfApi
 
 from imageclf.model_source import ModelSourceError, resolve_model_source
-from scripts.space_process import APP, SpaceProcess
-from scripts.traffic import classify, connect
-from tests.hub_server import local_hub  # noqa: F401 - fixture
+from scripts.perf.local_space import APP, SpaceProcess
+from scripts.perf.traffic import classify
+from scripts.predict_client import connect
 from tests.tiny_model import write_test_image, write_tiny_model_folder
 
 REPO = "testuser/fault-model"

@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from imageclf.imaging import load_model_input
 from imageclf.ood import AbstainRule
 from imageclf.predictor import Predictor
-from training.data import manifest_sha256, read_manifest
+from training.data.samples import manifest_sha256, read_manifest
 
 from .conftest import HUB_MODEL, ROOT
 

@@ -1,4 +1,4 @@
-"""`scripts.push_model` / `scripts.deploy_space` against the local Hub, with the real `huggingface_hub` client."""
+"""`scripts.release.push_model` / `scripts.release.deploy_space` against the local Hub, with the real `huggingface_hub` client."""
 from __future__ import annotations
 
 import json
@@ -11,30 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
-from huggingface_hub import HfApi, hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+import yaml
+from huggingface_hub import HfApi, ModelCard, SpaceCard, hf_hub_download
+from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                    RevisionNotFoundError)
 
-from scripts.deploy_space import (
-    ModelRevisionNotFoundError,
-    UnpinnedRevisionError,
-    UnpinnedRevisionWarning,
-    deploy_space,
-)
-from scripts.deploy_space import main as deploy_main
-from scripts.push_model import (
-    HubAuthError,
-    HubUnreachableError,
-    MissingFilesError,
-    build_commit_message,
-    main as push_main,
-    push_model,
-)
-from tests.hub_server import fast_hub_retries, local_hub  # noqa: F401 - fixture, also fine once conftest has it
+from scripts.release.deploy_space import (ModelRevisionNotFoundError, UnpinnedRevisionError, UnpinnedRevisionWarning,
+                                          deploy_space, main as deploy_main)
+from scripts.release.push_model import (HubAuthError, HubUnreachableError, MissingFilesError, build_commit_message,
+                                        main as push_main, push_model)
+from tests.hub_server import fast_hub_retries
+from training.data.catalog import describe
+from training.export.card import write_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -163,7 +151,7 @@ def test_cli_prints_only_the_sha_and_one_line_errors(local_hub, tmp_path, capsys
 def test_cli_subprocess_uses_env_endpoint(local_hub, tmp_path):
     folder = make_model_folder(tmp_path / "m")
     env = {**os.environ, **local_hub.env, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "scripts.push_model", "--repo-id", REPO, "--folder", str(folder)],
+    proc = subprocess.run([sys.executable, "-m", "scripts.release.push_model", "--repo-id", REPO, "--folder", str(folder)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert SHA_RE.match(proc.stdout.strip())
@@ -263,7 +251,6 @@ def test_deploy_cli_refuses_branch_in_one_line(local_hub, tmp_path, capsys):
 
 def read_yaml_header(text: str) -> tuple[dict, str]:
     """(header, body) of a README with a `---` YAML header."""
-    import yaml
 
     match = re.match(r"^---\n(.*?)\n---\n", text, re.DOTALL)
     assert match, f"no YAML header in {text[:80]!r}"
@@ -285,7 +272,6 @@ def test_deploy_writes_models_into_the_space_readme(local_hub, tmp_path):
     assert header["license"] == "mit" and header["sdk"] == "gradio" and header["app_file"] == "app.py"
     assert (space / "README.md").read_text(encoding="utf-8") == original  # the local folder is untouched
     # The Hub's own parser reads the same metadata.
-    from huggingface_hub import SpaceCard
 
     assert SpaceCard(uploaded).data.models == [REPO]
 
@@ -314,8 +300,6 @@ def test_redeploy_replaces_models_and_bad_yaml_stops_before_any_request(local_hu
 
 
 def _card_inputs(data: str | None = None) -> dict:
-    from training.datasets import describe
-
     config = json.loads((ROOT / "hub_model" / "config.json").read_text())
     if data is not None:
         config = {**config, "training_run": {**config["training_run"], "data": data}}
@@ -325,10 +309,6 @@ def _card_inputs(data: str | None = None) -> dict:
 
 
 def test_model_card_yaml_on_the_hub_states_the_licence_and_dataset(local_hub, tmp_path):
-    from huggingface_hub import ModelCard
-
-    from training.card import write_model_card
-
     folder = make_model_folder(tmp_path / "m")
     write_model_card(folder, **_card_inputs())  # the lung model's card, as training writes it
     sha = push_model(folder, repo_id=REPO)
@@ -348,8 +328,6 @@ def test_model_card_yaml_on_the_hub_states_the_licence_and_dataset(local_hub, tm
 
 
 def test_model_card_of_a_dataset_without_recorded_terms_says_unknown(tmp_path):
-    from training.card import write_model_card
-
     folder = tmp_path / "m"
     folder.mkdir()
     write_model_card(folder, **_card_inputs(data="some-other-dataset"))

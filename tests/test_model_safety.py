@@ -22,7 +22,6 @@ from imageclf.model_safety import unsafe_parts
 from imageclf.model_source import ModelSourceError, resolve_model_source
 from imageclf.predictor import ModelFolderError, Predictor
 from tests.conftest import HUB_MODEL, ROOT
-from tests.hub_server import local_hub  # noqa: F401 - fixture
 from tests.test_hub_scripts import make_model_folder, make_space_folder
 from tests.tiny_model import write_tiny_model_folder
 
@@ -131,15 +130,15 @@ def test_token_never_printed_by_the_scripts_even_with_hub_debug_logging(local_hu
     local_hub.tokens[TOKEN] = "testuser"
     env = {**os.environ, **local_hub.env, "HF_TOKEN": TOKEN, "HF_DEBUG": "1", "PYTHONPATH": str(ROOT)}
     model, space = make_model_folder(tmp_path / "m"), make_space_folder(tmp_path / "s")
-    pushed = _run_cli("scripts.push_model", ["--repo-id", "testuser/leak-check", "--folder", str(model)], env)
+    pushed = _run_cli("scripts.release.push_model", ["--repo-id", "testuser/leak-check", "--folder", str(model)], env)
     assert pushed.returncode == 0, pushed.stderr[-2000:]
     sha = pushed.stdout.strip()
-    deployed = _run_cli("scripts.deploy_space", ["--space-id", "testuser/leak-demo", "--model-repo",
+    deployed = _run_cli("scripts.release.deploy_space", ["--space-id", "testuser/leak-demo", "--model-repo",
                                                  "testuser/leak-check", "--model-revision", sha,
                                                  "--space-dir", str(space)], env)
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     del local_hub.tokens[TOKEN]  # now the Hub rejects the same token
-    refused = _run_cli("scripts.push_model", ["--repo-id", "testuser/leak-check", "--folder", str(model)], env)
+    refused = _run_cli("scripts.release.push_model", ["--repo-id", "testuser/leak-check", "--folder", str(model)], env)
     assert refused.returncode == 1 and "rejected the token" in refused.stderr
     output = "".join(p.stdout + p.stderr for p in (pushed, deployed, refused))
     assert "curl -X POST" in output and "<TOKEN>" in output  # debug logging was on: requests were logged

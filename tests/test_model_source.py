@@ -8,7 +8,6 @@ import pytest
 from huggingface_hub import HfApi
 
 from imageclf.model_source import DEFAULT_MODEL_DIR, ModelSourceError, local_model, resolve_model_source
-from tests.hub_server import local_hub  # noqa: F401 - fixture
 
 REPO = "testuser/tiny-classifier"
 REQUIRED = ("model.keras", "labels.json", "config.json")

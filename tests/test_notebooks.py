@@ -7,6 +7,9 @@ from pathlib import Path
 import papermill
 import pytest
 
+from tests.test_folders import make_split_dataset
+from training.data.samples import read_manifest
+
 from .conftest import ROOT
 
 NOTEBOOKS = ROOT / "training" / "notebooks"
@@ -46,10 +49,6 @@ def test_push_notebook_round_trips_through_the_hub(tmp_path, notebook_model, loc
 
 
 def test_train_notebook_takes_another_dataset_layout_and_a_class_map(tmp_path):
-    from training.data import read_manifest
-
-    from .test_folders import make_split_dataset
-
     data = make_split_dataset(tmp_path / "data", per_class=(30, 6))  # train/ and test/ folders, no valid/
     run_notebook("01_train_evaluate.ipynb", tmp_path / "out.ipynb", data=str(data), manifest=str(tmp_path / "m.csv"),
                  out=str(tmp_path / "model"), epochs=1, input_size=32, work_size=0, model_name="split-test",

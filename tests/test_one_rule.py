@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
 
 from imageclf.predictor import Predictor
 from scripts.predict_client import main as predict_client_main
 from tests.conftest import HUB_MODEL, missing
-from tests.tiny_model import run_space, run_ui_event, write_test_image, write_tiny_model_folder
+from tests.tiny_model import run_ui_event, write_test_image, write_tiny_model_folder
 
 
 @pytest.fixture
@@ -63,9 +65,6 @@ def test_no_endpoint_bypasses_the_shared_rule(spied_app, tmp_path):
 
 
 def _mcp_predict(url: str, image: Path) -> str:
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
-
     data_url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
 
     async def call() -> str:
@@ -79,24 +78,17 @@ def _mcp_predict(url: str, image: Path) -> str:
     return asyncio.run(call())
 
 
-@pytest.mark.slow
-def test_mcp_predict_is_the_same_rule(tmp_path):
-    folder = write_tiny_model_folder(tmp_path / "model")
+def test_mcp_predict_is_the_same_rule(tiny_space, tiny_folder, tmp_path):
     image = write_test_image(tmp_path / "m.png", size=(300, 120), seed=9)
-    with run_space(folder, env={"GRADIO_MCP_SERVER": "true"}) as url:
-        text = _mcp_predict(url, image)
-    direct = Predictor(folder).analyze(image, scale="native")
+    text = _mcp_predict(tiny_space, image)
+    direct = Predictor(tiny_folder).analyze(image, scale="native")
     assert f"'label': '{direct.label}'" in text and f"'factor': {direct.scale.factor}" in text
 
 
-@pytest.mark.slow
-def test_mcp_abstention_names_no_class(tmp_path):
-    folder = write_tiny_model_folder(tmp_path / "abstaining",
-                                     config_extra={"abstain": {"method": "softmax", "min_confidence": 1.0}})
+def test_mcp_abstention_names_no_class(abstaining_space, abstaining_folder, tmp_path):
     image = write_test_image(tmp_path / "a.png", seed=4)
-    with run_space(folder, env={"GRADIO_MCP_SERVER": "true"}) as url:
-        text = _mcp_predict(url, image)
-    names = Predictor(folder).names
+    text = _mcp_predict(abstaining_space, image)
+    names = Predictor(abstaining_folder).names
     assert "'abstained': True" in text and "Not recognised" in text
     assert not any(name in text for name in names), text
 
@@ -105,7 +97,7 @@ ORIGINALS = Path(__file__).resolve().parents[2] / "shared" / "data" / "external-
 
 
 @pytest.mark.slow
-def test_full_size_originals_get_one_label_on_every_path(tmp_path, capsys):
+def test_full_size_originals_get_one_label_on_every_path(hub_space, tmp_path, capsys):
     """The 30 768 px LC25000 originals (what a user downloads): the same label through the Python
     predictor, /predict, /predict_batch, /predict_tiles and predict_client's CSV; >= 93% right."""
     files = sorted(ORIGINALS.glob("*/*.jp*g"))
@@ -114,15 +106,14 @@ def test_full_size_originals_get_one_label_on_every_path(tmp_path, capsys):
     truth = [f.parent.name for f in files]
     predictor = Predictor(HUB_MODEL)
     labels = {"python": [predictor.analyze(f).label for f in files]}
-    with run_space(None) as url:
-        client = Client(url, verbose=False)
-        labels["predict"] = [client.predict(handle_file(f), "auto", api_name="/predict")[1]["label"] for f in files]
-        labels["predict_tiles"] = [client.predict(handle_file(f), "auto", api_name="/predict_tiles")[1]["label"]
-                                   for f in files]
-        rows = client.predict([handle_file(f) for f in files], "auto", api_name="/predict_batch")
-        labels["predict_batch"] = [row["label"] for row in rows]
-        out = tmp_path / "originals.csv"
-        assert predict_client_main([url, str(ORIGINALS), "--out", str(out), "--no-progress"]) == 0
+    client = Client(hub_space, verbose=False)
+    labels["predict"] = [client.predict(handle_file(f), "auto", api_name="/predict")[1]["label"] for f in files]
+    labels["predict_tiles"] = [client.predict(handle_file(f), "auto", api_name="/predict_tiles")[1]["label"]
+                               for f in files]
+    rows = client.predict([handle_file(f) for f in files], "auto", api_name="/predict_batch")
+    labels["predict_batch"] = [row["label"] for row in rows]
+    out = tmp_path / "originals.csv"
+    assert predict_client_main([hub_space, str(ORIGINALS), "--out", str(out), "--no-progress"]) == 0
     names = dict(zip(predictor.names, predictor.class_ids, strict=True))
     with out.open(newline="") as handle:
         by_path = {Path(row["path"]).name: names.get(row["label"]) for row in csv.DictReader(handle)}

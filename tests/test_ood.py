@@ -1,4 +1,4 @@
-"""``space/imageclf/ood.py`` + ``training/abstain.py`` + ``training/ood_data.py``: the abstention rule.
+"""``space/imageclf/ood.py`` + ``training/calibration/abstention.py`` + ``training/data/far_ood.py``: the abstention rule.
 
 The rates measured on real tiles are printed (``pytest -s``) and attached as test properties.
 """
@@ -14,8 +14,9 @@ import pytest
 from imageclf import ood
 from imageclf.imaging import load_model_input
 from tests.conftest import ROOT, SHARED_DATA
-from training.abstain import abstention_report, fit_abstention, fit_colour_check, fit_confidence_threshold
-from training.ood_data import make_far_ood_set, other_stain_variants, shared_dataset_images
+from training.calibration.abstention import (abstention_report, dilate_hue, fit_abstention, fit_colour_check,
+                                             fit_confidence_threshold)
+from training.data.far_ood import make_far_ood_set, other_stain_variants, shared_dataset_images
 
 MANIFEST = ROOT / "training" / "splits" / "lc25000-lung-grouped.csv"
 SIZE = (224, 224)
@@ -92,11 +93,9 @@ def test_softmax_only_rule_for_unstained_data():
 
 
 def test_palette_grows_around_the_hue_circle_and_needs_enough_images():
-    from training.abstain import _dilate_hue
-
     palette = np.zeros((36, 8), bool)
     palette[0, 3] = True
-    assert sorted(np.argwhere(_dilate_hue(palette, 1))[:, 0].tolist()) == [0, 1, 35]
+    assert sorted(np.argwhere(dilate_hue(palette, 1))[:, 0].tolist()) == [0, 1, 35]
     with pytest.raises(ValueError, match="at least 20"):
         fit_colour_check(stained_like(5))
 

@@ -14,8 +14,10 @@ import pytest
 from gradio_client import Client, handle_file
 
 from imageclf.imaging import load_model_input
-from training.data import read_manifest
-from training.datasets import describe
+from imageclf.predictor import Predictor
+from tests.tiny_model import write_tiny_model_folder
+from training.data.catalog import describe
+from training.data.samples import read_manifest
 
 from .conftest import ROOT, require_dataset
 from .tiny_model import run_space
@@ -48,7 +50,7 @@ def test_export_folder_is_complete_small_and_carries_the_dataset_caveats(name):
     assert config["training_run"]["data"] == dataset and config["data_layout"]["kind"] == "given"
     assert "lung" not in config["domain"].lower() and not any("lung" in n.lower() for n in names)
     card = (folder / "README.md").read_text()
-    caveats = describe(dataset).caveats  # e.g. "No patient ids: ..." (training/datasets.py)
+    caveats = describe(dataset).caveats  # e.g. "No patient ids: ..." (training/data/catalog.py)
     assert caveats in card and caveats in config["limitations"]  # the Space's "About this model" panel
     assert "LC25000" not in card and "H&E" not in card
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -57,9 +59,6 @@ def test_export_folder_is_complete_small_and_carries_the_dataset_caveats(name):
 
 
 def test_the_space_resizes_whole_images_for_non_tile_models(tmp_path):
-    from imageclf.predictor import Predictor
-    from tests.tiny_model import write_tiny_model_folder
-
     large = np.random.default_rng(0).integers(0, 256, (900, 700, 3), dtype=np.uint8)
     tiles = Predictor(write_tiny_model_folder(tmp_path / "tile")).analyze(large, scale="native")
     whole = Predictor(write_tiny_model_folder(tmp_path / "slice", config_extra={"input_unit": "slice"}))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.pick_examples import ExamplesError, main, pick_examples
-from training.data import grouped_split, index_dataset, write_manifest
+from scripts.release.pick_examples import ExamplesError, main, pick_examples
+from training.data.samples import grouped_split, index_dataset, write_manifest
 
 
 def test_examples_are_test_split_images_per_class(tmp_path, tiny_dataset):

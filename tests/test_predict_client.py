@@ -3,21 +3,16 @@ from __future__ import annotations
 
 import csv
 import io
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import pytest
 
 from imageclf.imaging import ImageError, decode_image
 from imageclf.predictor import Predictor
-from scripts.predict_client import (
-    SpaceUnreachableError,
-    classify_files,
-    connect,
-    list_images,
-    main,
-    write_csv,
-)
-from tests.tiny_model import DEFAULT_LABELS, free_port, run_space, write_test_image, write_tiny_model_folder
+from scripts.perf.local_space import free_port
+from scripts.predict_client import SpaceUnreachableError, classify_files, connect, list_images, main, write_csv
+from tests.tiny_model import DEFAULT_LABELS, write_test_image
 
 NAMES = sorted(name for _, name in DEFAULT_LABELS)
 EXTRA = ["abstained", "reason", "scale_factor"]
@@ -28,17 +23,6 @@ def _decode_error(path: Path) -> str:
     with pytest.raises(ImageError) as info:
         decode_image(path)
     return str(info.value)
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    return write_tiny_model_folder(tmp_path_factory.mktemp("client") / "hub_model")
-
-
-@pytest.fixture(scope="module")
-def space_url(tiny_folder):
-    with run_space(tiny_folder) as url:
-        yield url
 
 
 @pytest.fixture
@@ -58,9 +42,9 @@ def test_list_images_is_recursive_sorted_and_by_extension(image_folder):
         "a.png", "b.jpeg", "broken.jpg", "sub/c.png"]
 
 
-def test_folder_to_csv_matches_the_predictor(space_url, tiny_folder, image_folder, tmp_path):
+def test_folder_to_csv_matches_the_predictor(tiny_space, tiny_folder, image_folder, tmp_path):
     out = tmp_path / "results.csv"
-    assert main([space_url, str(image_folder), "--out", str(out), "--no-progress"]) == 1  # one bad file
+    assert main([tiny_space, str(image_folder), "--out", str(out), "--no-progress"]) == 1  # one bad file
     with out.open(newline="") as handle:
         reader = csv.DictReader(handle)
         assert reader.fieldnames == ["path", "label", "confidence", *EXTRA, *NAMES, "error"]
@@ -81,23 +65,23 @@ def test_folder_to_csv_matches_the_predictor(space_url, tiny_folder, image_folde
             assert float(row[name]) == pytest.approx(direct["confidences"][name], abs=1e-6)
 
 
-def test_single_image_prints_the_result(space_url, image_folder, capsys):
-    assert main([space_url, str(image_folder / "a.png")]) == 0
+def test_single_image_prints_the_result(tiny_space, image_folder, capsys):
+    assert main([tiny_space, str(image_folder / "a.png")]) == 0
     out = capsys.readouterr().out
     first, *lines = out.strip().splitlines()
     assert first.startswith(f"{image_folder / 'a.png'}: ") and first.endswith("%)")
     assert sorted(line.split("  ")[1].strip() for line in lines) == NAMES
 
 
-def test_single_bad_image_reports_on_stderr(space_url, image_folder, capsys):
-    assert main([space_url, str(image_folder / "broken.jpg")]) == 1
+def test_single_bad_image_reports_on_stderr(tiny_space, image_folder, capsys):
+    assert main([tiny_space, str(image_folder / "broken.jpg")]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert f"broken.jpg: error: {_decode_error(image_folder / 'broken.jpg')}" in captured.err
 
 
-def test_core_functions_keep_going_after_errors(space_url, image_folder):
-    client = connect(space_url)
+def test_core_functions_keep_going_after_errors(tiny_space, image_folder):
+    client = connect(tiny_space)
     paths = [image_folder / "a.png", image_folder / "missing.png", image_folder / "broken.jpg",
              image_folder / "sub" / "c.png"]
     rows = classify_files(client, paths, progress=False)
@@ -109,17 +93,13 @@ def test_core_functions_keep_going_after_errors(space_url, image_folder):
     assert len(buffer.getvalue().strip().splitlines()) == 1 + len(paths)
 
 
-@pytest.mark.slow
-def test_abstentions_name_no_class_in_csv_or_print(tmp_path, capsys):
+def test_abstentions_name_no_class_in_csv_or_print(abstaining_space, tmp_path, capsys):
     """A Space whose model abstains: the CSV row and the printed line give the reason, no class or number."""
-    folder = write_tiny_model_folder(tmp_path / "abstaining",
-                                     config_extra={"abstain": {"method": "softmax", "min_confidence": 1.0}})
     image = write_test_image(tmp_path / "x.png", seed=3)
-    with run_space(folder) as url:
-        out = tmp_path / "abstained.csv"
-        assert main([url, str(tmp_path / "x.png"), "--out", str(out), "--no-progress"]) == 0
-        assert main([url, str(image)]) == 0
-        printed = capsys.readouterr().out
+    out = tmp_path / "abstained.csv"
+    assert main([abstaining_space, str(tmp_path / "x.png"), "--out", str(out), "--no-progress"]) == 0
+    assert main([abstaining_space, str(image)]) == 0
+    printed = capsys.readouterr().out
     with out.open(newline="") as handle:
         (row,) = list(csv.DictReader(handle))
     assert row["abstained"] == "true" and row["reason"]
@@ -144,13 +124,13 @@ def test_missing_input_path(capsys, tmp_path):
     assert "no image files" in capsys.readouterr().err
 
 
-def test_chunks_keep_order_and_isolate_errors(space_url, tiny_folder, tmp_path):
+def test_chunks_keep_order_and_isolate_errors(tiny_space, tiny_folder, tmp_path):
     """Several /predict_batch calls in flight: rows stay in input order, bad files stay in their row."""
     files = [write_test_image(tmp_path / f"t{i}.png", seed=50 + i) for i in range(6)]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     paths = files[:2] + [broken, tmp_path / "gone.png"] + files[2:]
-    rows = classify_files(connect(space_url), paths, progress=False, chunk_size=2, in_flight=2)
+    rows = classify_files(connect(tiny_space), paths, progress=False, chunk_size=2, in_flight=2)
     assert [row["path"] for row in rows] == [str(p) for p in paths]
     assert rows[2]["error"] == _decode_error(broken) and rows[3]["error"].endswith("gone.png does not exist")
     predictor = Predictor(tiny_folder)
@@ -177,8 +157,8 @@ class _PredictOnly:
         return self._client.predict(*args, api_name=api_name, **kwargs)
 
 
-def test_falls_back_to_predict_per_file(space_url, tiny_folder, image_folder):
-    client = _PredictOnly(connect(space_url))
+def test_falls_back_to_predict_per_file(tiny_space, tiny_folder, image_folder):
+    client = _PredictOnly(connect(tiny_space))
     rows = classify_files(client, list_images(image_folder), progress=False)
     assert client.batch_calls == 0
     assert [bool(row["error"]) for row in rows] == [False, False, True, False]
@@ -189,7 +169,6 @@ def test_falls_back_to_predict_per_file(space_url, tiny_folder, image_folder):
 def test_a_dropped_job_is_sent_once_more():
     """gradio_client can cancel a job submitted as its shared event stream closes: resend that chunk
     once; a chunk that fails otherwise fills its rows' errors and is not retried."""
-    from concurrent.futures import CancelledError
 
     class Job:
         def __init__(self, outcome):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from scripts.push_model import push_model
 from imageclf.imaging import load_model_input
+from scripts.release.push_model import push_model
 
 from .conftest import HUB_MODEL
 from .tiny_model import run_space

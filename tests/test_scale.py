@@ -1,5 +1,7 @@
-"""The nucleus-size scale estimate (space/imageclf/scale.py) and its reference (training/scale_reference.py)."""
+"""The nucleus-size scale estimate (space/imageclf/scale.py) and its reference (training/calibration/scale_reference.py)."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 from imageclf.model_config import read_config
 from imageclf.scale import ScaleError, decide_scale, estimate_relative_size, parse_scale
 from tests.conftest import HUB_MODEL, ROOT
-from training.scale_reference import build_scale_spec, split_tiles, zoom_out_check
+from training.calibration.scale_reference import build_scale_spec, split_tiles, zoom_out_check
 
 MANIFEST = ROOT / "training" / "splits" / "lc25000-lung-grouped.csv"
 
@@ -68,7 +70,6 @@ def test_out_of_range_scale_is_refused_with_a_reason(synthetic_spec):
     assert decision.ok and decision.factor == 1.0
     with pytest.raises(ScaleError, match="does not declare microns per pixel"):
         decide_scale(_nuclei(6.0), synthetic_spec, parse_scale("0.5"))
-    from dataclasses import replace
     declared = replace(synthetic_spec, microns_per_pixel=0.5)
     assert decide_scale(_nuclei(6.0), declared, parse_scale("0.25")).relative_size == pytest.approx(2.0)
     far = decide_scale(_nuclei(6.0), declared, parse_scale("0.01"))   # 50x larger nuclei than trained

@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
 
-from imageclf import ood
-from imageclf import tiling
+from imageclf import ood, tiling
 from imageclf.explain import GradCam, colourise
 from imageclf.imaging import ImageError, decode_image
 from imageclf.predictor import Predictor
 from tests.conftest import HUB_MODEL
-from tests.tiny_model import run_space, write_test_image, write_tiny_model_folder
+from tests.tiny_model import write_test_image
 
 ENDPOINTS = ["/predict", "/predict_batch", "/explain", "/predict_tiles"]
 RESULT_KEYS = {"label", "name", "confidence", "probabilities", "abstained", "abstain_reason", "scale", "fields", "model_repo",
@@ -46,25 +47,13 @@ def _write_png(path: Path, rgb: np.ndarray) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    return write_tiny_model_folder(tmp_path_factory.mktemp("api") / "hub_model")
-
-
-@pytest.fixture(scope="module")
 def tiny_predictor(tiny_folder) -> Predictor:
     return Predictor(tiny_folder)
 
 
 @pytest.fixture(scope="module")
-def space_url(tiny_folder):
-    # The MCP switch is on here; test_space_app.py runs the same app with it off.
-    with run_space(tiny_folder, env={"GRADIO_MCP_SERVER": "true"}) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(space_url) -> Client:
-    return _client(space_url)
+def client(tiny_space) -> Client:
+    return _client(tiny_space)
 
 
 def test_named_endpoints(client):
@@ -91,7 +80,7 @@ def test_predict_json(client, tiny_predictor, tmp_path):
     assert result["model_repo"] is None and result["model_revision"] is None  # local folder
 
 
-def test_concurrent_predicts_each_get_their_own_answer(space_url, tiny_predictor, tmp_path):
+def test_concurrent_predicts_each_get_their_own_answer(tiny_space, tiny_predictor, tmp_path):
     """Concurrent callers share forward passes (space/imageclf/batching.py); no answer may reach the wrong one.
 
     One client per caller, like separate users (and clear of gradio_client's shared-stream race).
@@ -100,7 +89,7 @@ def test_concurrent_predicts_each_get_their_own_answer(space_url, tiny_predictor
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)  # PNG signature, garbage body
     files = images[:8] + [bad] + images[8:]
-    clients = [_client(space_url) for _ in files]
+    clients = [_client(tiny_space) for _ in files]
     barrier = threading.Barrier(len(files))
 
     def call(pair):
@@ -191,29 +180,27 @@ def test_predict_tiles_pads_an_image_thinner_than_a_field(client, tmp_path):
     assert tiles["label"] == single["label"] and tiles["fields"]["classified_tiles"] >= 1
 
 
-def test_healthz(space_url):
-    with urllib.request.urlopen(f"{space_url}/healthz", timeout=10) as response:
+def test_healthz(tiny_space):
+    with urllib.request.urlopen(f"{tiny_space}/healthz", timeout=10) as response:
         assert response.status == 200
         assert response.headers["content-type"].startswith("application/json")
         body = json.load(response)
     assert body == {"status": "ok", "model_repo": None, "model_revision": None, "model_name": "tiny-test-model"}
 
 
-def test_mcp_tools_listed_and_callable(space_url, tiny_predictor, tmp_path):
-    with urllib.request.urlopen(f"{space_url}/gradio_api/mcp/schema", timeout=10) as response:
+def test_mcp_tools_listed_and_callable(tiny_space, tiny_predictor, tmp_path):
+    with urllib.request.urlopen(f"{tiny_space}/gradio_api/mcp/schema", timeout=10) as response:
         tools = {tool["name"]: tool for tool in json.load(response)}
     assert sorted(tools) == ["explain", "predict", "predict_batch", "predict_tiles"]
     assert tools["predict"]["description"].startswith("Classify one H&E image of any size")
     assert "image" in tools["predict"]["inputSchema"]["required"]
     # A real MCP client session calls the tool; the image goes as a data URL.
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
 
     image = write_test_image(tmp_path / "mcp.png", seed=12)
     data_url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
 
     async def call() -> str:
-        async with streamablehttp_client(f"{space_url}/gradio_api/mcp/") as (read, write, _):
+        async with streamablehttp_client(f"{tiny_space}/gradio_api/mcp/") as (read, write, _):
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 answer = await session.call_tool("predict", {"image": data_url})
@@ -228,21 +215,13 @@ def test_mcp_tools_listed_and_callable(space_url, tiny_predictor, tmp_path):
 # The bundled model: stain-specific behaviour (abstention on non-tissue, real tiles) -----------
 
 
-@pytest.fixture(scope="module")
-def real_space():
-    if not (HUB_MODEL / "model.keras").is_file():
-        pytest.skip("hub_model/model.keras not present")
-    with run_space(None) as url:  # MODEL_DIR unset: the app's default hub_model/
-        yield url
-
-
 @pytest.mark.slow
-def test_non_tissue_images_are_not_answered(real_space, tmp_path):
+def test_non_tissue_images_are_not_answered(hub_space, tmp_path):
     """White glass and pixel noise: /predict, /predict_batch and /predict_tiles all abstain."""
     white = _write_png(tmp_path / "white.png", np.full((224, 224, 3), 255, np.uint8))
     noise = _write_png(tmp_path / "noise.png",
                        np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
-    client = _client(real_space)
+    client = _client(hub_space)
     for path in (white, noise):
         _, result = client.predict(handle_file(path), api_name="/predict")
         assert result["abstained"] is True and result["abstain_reason"] == ood.COLOUR_REASON
@@ -257,7 +236,7 @@ def test_non_tissue_images_are_not_answered(real_space, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_tiles_mosaic_through_the_tiling_path(real_space, lung_data, tmp_path):
+def test_real_tiles_mosaic_through_the_tiling_path(hub_space, lung_data, tmp_path):
     """Real tiles placed on a grid come back tile by tile with the predictor's own answers."""
     predictor = Predictor(HUB_MODEL)
     picks = [sorted((lung_data / cid).glob("*.jpeg"))[7] for cid in predictor.class_ids]
@@ -267,7 +246,7 @@ def test_real_tiles_mosaic_through_the_tiling_path(real_space, lung_data, tmp_pa
     mosaic = np.full((2 * size[0], 3 * size[1], 3), 250, np.uint8)  # bottom row: blank glass
     for col, tile in enumerate(tiles):
         mosaic[:size[0], col * size[1]:(col + 1) * size[1]] = tile
-    tile_map, result = _client(real_space).predict(handle_file(_write_png(tmp_path / "m.png", mosaic)),
+    tile_map, result = _client(hub_space).predict(handle_file(_write_png(tmp_path / "m.png", mosaic)),
                                                    "native", api_name="/predict_tiles")
     direct = predictor.predict_batch(tiles)
     expected = {cid: sum(r["label"] == cid and not r["abstained"] for r in direct) for cid in predictor.class_ids}

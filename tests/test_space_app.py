@@ -1,10 +1,9 @@
 """``space/app.py`` as a real server (``python space/app.py`` subprocess) called through ``gradio_client``."""
 from __future__ import annotations
 
-import asyncio
 import base64
-import dataclasses
 import csv
+import dataclasses
 import html
 import importlib
 import json
@@ -28,7 +27,6 @@ from imageclf import panels
 from imageclf.explain import overlay
 from imageclf.imaging import ImageError, decode_image
 from imageclf.predictor import Predictor
-from tests.hub_server import local_hub  # noqa: F401 - fixture
 from tests.tiny_model import REPO_ROOT, run_space, run_ui_event, write_test_image, write_tiny_model_folder
 
 REAL_MODEL = REPO_ROOT / "hub_model"
@@ -53,27 +51,8 @@ def _as_probs(answer: dict) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    return write_tiny_model_folder(tmp_path_factory.mktemp("space") / "hub_model")
-
-
-@pytest.fixture(scope="module")
-def examples_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("examples")
-    for i, name in enumerate(["tile_b.png", "tile_a.png"]):
-        write_test_image(folder / name, seed=60 + i)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def space_url(tiny_folder, examples_dir):
-    with run_space(tiny_folder, env={"EXAMPLES_DIR": str(examples_dir)}) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(space_url) -> Client:
-    return _client(space_url)
+def client(tiny_space) -> Client:
+    return _client(tiny_space)
 
 
 def _config(url: str) -> dict:
@@ -81,14 +60,10 @@ def _config(url: str) -> dict:
         return json.load(response)
 
 
-def test_public_endpoints_only(client, space_url):
+def test_public_endpoints_only(client, tiny_space):
     info = client.view_api(return_format="dict", print_info=False)
     assert list(info["named_endpoints"]) == ["/predict", "/predict_batch", "/explain", "/predict_tiles"]
     assert info["unnamed_endpoints"] == {}
-    # MCP is off unless GRADIO_MCP_SERVER=true (tests/test_space_api.py runs it on).
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(f"{space_url}/gradio_api/mcp/schema", timeout=10)
-    assert err.value.code == 404
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpeg"])
@@ -119,8 +94,8 @@ def test_unreadable_file_is_a_clear_error_and_the_server_keeps_serving(client, t
     assert client.predict(handle_file(good), api_name="/predict")[1]["label"]
 
 
-def test_page_shows_model_source_and_disclaimer(space_url, tiny_folder):
-    text = _page_text(space_url)
+def test_page_shows_model_source_and_disclaimer(tiny_space, tiny_folder):
+    text = _page_text(tiny_space)
     assert "tiny-test-model" in text
     assert f"local folder `{tiny_folder.resolve()}`" in text
     assert "Test model. Not a diagnostic device." in text  # disclaimer from config.json
@@ -135,19 +110,19 @@ def test_page_shows_model_source_and_disclaimer(space_url, tiny_folder):
     assert "**Repo:** none (local folder)" in text
 
 
-def test_examples_gallery_from_examples_dir(space_url, examples_dir):
-    config = _config(space_url)
+def test_examples_gallery_from_examples_dir(tiny_space, tiny_examples):
+    config = _config(tiny_space)
     dataset = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "examples")
     samples = dataset["props"]["samples"]
     assert [sample[0]["orig_name"] for sample in samples] == ["tile_a.png", "tile_b.png"]
     with urllib.request.urlopen(samples[0][0]["url"].replace("localhost", "127.0.0.1"), timeout=10) as response:
-        assert response.read() == (examples_dir / "tile_a.png").read_bytes()  # served as is
+        assert response.read() == (tiny_examples / "tile_a.png").read_bytes()  # served as is
 
 
-def test_ui_wiring(space_url):
+def test_ui_wiring(tiny_space):
     """Upload, button or example -> one private "analyze" step; failure or clear blanks everything;
     the slider re-blends; the public endpoints have stable names and no hidden UI side effects."""
-    config = _config(space_url)
+    config = _config(tiny_space)
     kind = {c["id"]: c["type"] for c in config["components"]}
     elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
     by_id = {e: i for i, e in elem.items() if e}
@@ -196,6 +171,10 @@ def test_space_serves_a_pinned_hub_model(local_hub, tiny_folder, tmp_path):
         config = _config(url)
         with urllib.request.urlopen(f"{url}/healthz", timeout=10) as response:
             health = json.load(response)
+        # MCP is off unless GRADIO_MCP_SERVER=true (the shared test Spaces run it on).
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{url}/gradio_api/mcp/schema", timeout=10)
+    assert err.value.code == 404
     assert _as_probs(answer) == pytest.approx(Predictor(tiny_folder).predict(image)["confidences"], abs=1e-6)
     assert result["model_repo"] == "testuser/tiny-model" and result["model_revision"] == sha
     assert health == {"status": "ok", "model_repo": "testuser/tiny-model", "model_revision": sha,
@@ -333,7 +312,7 @@ def _real_tiles(class_ids: list[str], *, per_class: int = 8) -> list[tuple[str, 
 
 
 @pytest.mark.slow
-def test_real_model_on_real_tiles():
+def test_real_model_on_real_tiles(hub_space):
     """The trained hub_model, served by the Space, classifies real held-out LC25000 tiles.
 
     The 75% bar is far above chance (33%) and far below the model's accuracy: it catches a
@@ -347,21 +326,21 @@ def test_real_model_on_real_tiles():
         pytest.skip(message)
     predictor = Predictor(REAL_MODEL)
     tiles = _real_tiles(predictor.class_ids)
-    with run_space(None) as url:  # MODEL_DIR unset: the app's default hub_model/
-        client = _client(url)
-        assert "local folder" in _page_text(url)
-        correct = 0
-        for class_id, tile in tiles:
-            label, _ = client.predict(handle_file(tile), api_name="/predict")
-            direct = predictor.analyze(tile)
-            if direct.abstained:
-                assert label["label"] == "Not recognised" and not label.get("confidences")
-                continue
-            shown = _as_probs(label)
-            # the Space shows the top classes (all of them for a 3-class model), same numbers
-            assert shown == pytest.approx({name: direct.confidences[name] for name in shown}, abs=1e-5)
-            assert max(shown, key=shown.get) == direct.name
-            correct += direct.label == class_id
+    url = hub_space
+    client = _client(url)
+    assert "local folder" in _page_text(url)
+    correct = 0
+    for class_id, tile in tiles:
+        label, _ = client.predict(handle_file(tile), api_name="/predict")
+        direct = predictor.analyze(tile)
+        if direct.abstained:
+            assert label["label"] == "Not recognised" and not label.get("confidences")
+            continue
+        shown = _as_probs(label)
+        # the Space shows the top classes (all of them for a 3-class model), same numbers
+        assert shown == pytest.approx({name: direct.confidences[name] for name in shown}, abs=1e-5)
+        assert max(shown, key=shown.get) == direct.name
+        correct += direct.label == class_id
     assert correct >= 0.75 * len(tiles), f"only {correct}/{len(tiles)} real tiles classified correctly"
     # The bundled model carries a fitted temperature: its verdict says "calibrated".
     result = predictor.analyze(tiles[0][1])

@@ -2,7 +2,7 @@
 
 One Space serves the whole module: the hostile corpus through ``gradio_client``, then a
 normal image (it must still answer), the upload-cache check, and short runs of
-``scripts/load_test.py`` and ``scripts/soak_test.py`` (the long runs are not unit tests).
+``scripts/perf/load_test.py`` and ``scripts/perf/soak_test.py`` (the long runs are not unit tests).
 Only the error text and the presence of a ``label`` are asserted: the /predict outputs may grow.
 """
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from scripts import load_test, soak_test
-from scripts.space_process import SpaceProcess
-from scripts.traffic import connect, has_label
+from scripts.perf import load_test, soak_test
+from scripts.perf.local_space import SpaceProcess
+from scripts.perf.traffic import has_label
+from scripts.predict_client import connect
 from tests.hostile_corpus import LIMITS, corpus
 from tests.tiny_model import write_test_image, write_tiny_model_folder
 

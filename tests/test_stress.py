@@ -6,10 +6,13 @@ import hashlib
 import json
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
-from training import feature_ood, stain, stress
+from training.calibration import feature_ood
+from training.data import lab_shift
+from training.evaluation import stress
 
 LABELS = ["lung_aca", "lung_n", "lung_scc"]
 
@@ -42,7 +45,6 @@ def tiny_data(tmp_path):
 
 def tiny_model_folder(folder, *, with_ood: bool):
     """A tiny uint8 -> softmax model with a ``features`` layer, config.json and (optionally) OOD params."""
-    import keras
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((224, 224, 3), dtype="uint8")
@@ -94,12 +96,12 @@ def test_shifts_keep_shape_and_dtype():
     rng = np.random.default_rng(0)
     tile = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
     pool = rng.integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
-    for policy in stain.POLICIES:
-        out = stain.augment(tile, policy=policy, rng=rng, pool=pool)
+    for policy in lab_shift.POLICIES:
+        out = lab_shift.augment(tile, policy=policy, rng=rng, pool=pool)
         assert out.shape == tile.shape and out.dtype == np.uint8
     assert stress.fields(rng.integers(0, 256, (1000, 1000, 3), dtype=np.uint8), factor=0.7).shape == (9, 224, 224, 3)
     assert stress.fields(rng.integers(0, 256, (150, 150, 3), dtype=np.uint8), factor=1.0).shape == (1, 224, 224, 3)
-    palette = stain.lab_stats([tile])
-    np.testing.assert_allclose(stain.lab_stats([stain.reinhard(pool[0], *palette)])[0], palette[0], atol=2.0)
+    palette = lab_shift.lab_stats([tile])
+    np.testing.assert_allclose(lab_shift.lab_stats([lab_shift.reinhard(pool[0], *palette)])[0], palette[0], atol=2.0)
     with pytest.raises(ValueError, match="pool"):
-        stain.augment(tile, policy="scale", rng=rng)
+        lab_shift.augment(tile, policy="scale", rng=rng)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from training.tracking import TrackingUnavailable, flatten, tracking_requested
+from training.runtime.tracking import TrackingUnavailable, flatten, tracking_requested
 from training.train import TrainConfig, parse_args, train
 
 from .conftest import missing

@@ -10,10 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from training.data import (
-    DatasetError, grouped_split, index_dataset, leaked_groups, load_split, read_manifest, write_manifest,
-)
-from training.model import build_model
+from training.data.samples import (DatasetError, grouped_split, index_dataset, leaked_groups, load_split, read_manifest,
+                                   write_manifest)
+from training.models.architectures import build_model
 from training.train import TrainConfig, train
 
 from .conftest import ROOT

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-import time
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from gradio.utils import get_upload_folder
 
 from imageclf import imaging
 from imageclf.imaging import ImageError
@@ -101,6 +102,5 @@ def test_upload_folder_follows_gradio_temp_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
     assert upload_folder() == (tmp_path / "uploads").resolve()
     monkeypatch.delenv("GRADIO_TEMP_DIR")
-    from gradio.utils import get_upload_folder  # the same default as Gradio itself
 
     assert upload_folder() == Path(get_upload_folder()).resolve()

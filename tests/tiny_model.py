@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,9 +20,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scripts.space_process import SpaceProcess, free_port  # noqa: F401  (free_port: re-exported for tests)
-
+import cv2
+import keras
 import numpy as np
+from gradio.state_holder import SessionState
+
+from scripts.perf.local_space import SpaceProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LABELS: tuple[tuple[str, str], ...] = (
@@ -45,7 +49,6 @@ def write_tiny_model_folder(
         >>> write_tiny_model_folder(tmp_path / "m", labels=[("a", "A"), ("b", "B")])
         PosixPath('/tmp/.../m')
     """
-    import keras  # deferred: importing TensorFlow costs seconds
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,6 @@ def write_tiny_model_folder(
 def write_test_image(path: str | os.PathLike, *, size: tuple[int, int] = (48, 80),
                      seed: int = 0) -> Path:
     """Write a random RGB PNG (lossless, so client and server see identical pixels)."""
-    import cv2
 
     rgb = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
     path = Path(path)
@@ -111,9 +113,6 @@ def _write_json(path: Path, data: Any) -> None:
 def run_ui_event(app, fn_name: str, inputs: list) -> dict:
     """Run one private UI event of an imported ``app`` module through Gradio's own pre/postprocessing,
     as a browser click would; returns {elem_id (or type#index): value}."""
-    import asyncio
-
-    from gradio.state_holder import SessionState
 
     fn = next(f for f in app.demo.fns.values() if f.name == fn_name)
     out = asyncio.run(app.demo.process_api(block_fn=fn, inputs=inputs, state=SessionState(app.demo)))

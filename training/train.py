@@ -8,26 +8,43 @@ Usage:
         --class-map adenocarcinoma=cancer,large_cell_carcinoma=cancer,squamous_cell_carcinoma=cancer
 
 The story, step by step:
-1. Index the dataset and split it by group, or use its own split folders (``training.folders``),
+1. Index the dataset and split it by group, or use its own split folders (``training.data.splits``),
    or reuse the committed manifest.
 2. Decode every image once into memory (optionally cached on disk).
 3. Stream batches through ``tf.data`` with augmentation suited to the dataset (``DatasetInfo``).
-4. Train, on one device or several workers (``--strategy``, ``training.strategy``); keep the
+4. Train, on one device or several workers (``--strategy``, ``training.runtime.devices``); keep the
    weights of the best validation epoch (or reuse a run: ``--from-run``).
 5. Calibrate (temperature) and fit the abstention rule on the validation split.
 6. Evaluate once on the test split: accuracy, calibration, abstention, far-OOD rejection.
-7. Export model, labels, config, metrics, plots and model card (``training.export``);
-   optionally log the run to MLflow (``--mlflow``, ``training.tracking``).
+7. Export model, labels, config, metrics, plots and model card (``training.export.hub_folder``);
+   optionally log the run to MLflow (``--mlflow``, ``training.runtime.tracking``).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from training.datasets import DEFAULT_DATA
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.calibration.fit_and_measure import calibrate_and_evaluate
+from training.calibration.scale_reference import build_scale_spec, tiles_by_class
+from training.data.augment import Augmentation
+from training.data.catalog import DEFAULT_DATA, describe
+from training.data.samples import load_split
+from training.data.splits import describe_split, layout_of, parse_class_map, prepare_split
+from training.export.hub_folder import code_version, export_model_folder
+from training.models.architectures import build_model
+from training.models.from_run import reuse_run
+from training.runtime.devices import (STRATEGIES, distributable, fit_multi_worker_ready, global_batch_size, is_chief,
+                                      make_strategy, output_folder)
+from training.runtime.tracking import start_tracking, tracking_requested
 
 
 @dataclass
@@ -51,12 +68,12 @@ class TrainConfig:
     cache_dir: str | None = None
     model_name: str = "histology-classifier"
     widths: tuple[int, ...] = (32, 64, 128, 192)
-    augmentation: dict = field(default_factory=dict)  # overrides of training.augment.Augmentation
+    augmentation: dict = field(default_factory=dict)  # overrides of training.data.augment.Augmentation
     verbose: int = 1
     from_run: str | None = None  # skip fitting: reuse the model of this run folder
     class_map: dict[str, str] = field(default_factory=dict)  # folder -> class, e.g. merge carcinomas
     val_fraction: float = 0.15  # share carved for validation when the dataset brings none
-    strategy: str = "default"  # tf.distribute: default, mirrored or multi_worker (training.strategy)
+    strategy: str = "default"  # tf.distribute: default, mirrored or multi_worker (training.runtime.devices)
     mlflow: bool = False  # log to MLflow (also when MLFLOW_TRACKING_URI is set)
     mlflow_experiment: str | None = None  # default: the model name
 
@@ -69,10 +86,6 @@ def make_dataset(images, labels, *, batch_size: int, training: bool, seed: int =
 
     ``batch_size`` is the global batch; under several workers each keeps every N-th example.
     """
-    import tensorflow as tf
-
-    from training.augment import Augmentation
-    from training.strategy import distributable
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
@@ -92,9 +105,6 @@ def train(config: TrainConfig) -> dict:
     Under ``--strategy multi_worker`` every worker trains; only the chief calibrates, evaluates,
     exports and tracks. The other workers return ``{"training": ...}`` and leave no files behind.
     """
-    from training.datasets import describe
-    from training.strategy import is_chief, make_strategy, output_folder
-    from training.tracking import start_tracking, tracking_requested
 
     strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TF op
     chief = is_chief(strategy)
@@ -116,13 +126,6 @@ def train(config: TrainConfig) -> dict:
 
 def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, callbacks: list) -> dict:
     """Steps 1-7 (see the module docstring) in ``out``."""
-    import keras
-
-    from training.data import load_split
-    from training.scale_reference import build_scale_spec, tiles_by_class
-    from training.export import code_version, export_model_folder
-    from training.finish import calibrate_and_evaluate
-    from training.folders import describe_split, layout_of, prepare_split
 
     keras.utils.set_random_seed(config.seed)
     code = code_version()  # at the start: the code that actually trained the model
@@ -142,8 +145,6 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
 
     provenance = {}
     if config.from_run:
-        from training.reuse import reuse_run
-
         model, history, training, provenance = reuse_run(config.from_run, out=out)
         code = provenance.pop("code_version")
     else:
@@ -160,7 +161,7 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
                                                     temperature=provenance.pop("temperature", None))
     metrics["training"] = training
     extras["data_layout"] = layout_of(config.data).to_dict()
-    if config.from_run:  # a transfer run (training/features.py) brings its fitted feature-space check
+    if config.from_run:  # a transfer run (training/transfer/pipeline.py) brings its fitted feature-space check
         extras.update(carry_feature_check(config.from_run, out=out))
     if info.unit == "tile" and info.field_of_view_px:  # step 7: the physical scale the model learned
         extras["scale"] = build_scale_spec(tiles_by_class(split["train"], root=config.data),
@@ -172,8 +173,6 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
 
 def carry_feature_check(run: str | Path, *, out: Path) -> dict:
     """Copy an earlier run's ``feature_ood.npz`` into ``out``; its config.json block, sha256-pinned."""
-    import hashlib
-    import shutil
 
     run = Path(run)
     params, info_file = run / "feature_ood.npz", run / "feature_ood.json"
@@ -195,12 +194,6 @@ def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path, strat
     device); ``config.batch_size`` is per replica. The returned model lives on this device only,
     so what follows (calibration, evaluation, export) needs no other worker.
     """
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from training.model import build_model
-    from training.strategy import fit_multi_worker_ready, global_batch_size
 
     strategy = strategy or tf.distribute.get_strategy()
     batch_size = global_batch_size(config.batch_size, strategy)
@@ -260,9 +253,6 @@ def _backbone_weights(value: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    from training.folders import parse_class_map
-    from training.strategy import STRATEGIES
-
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=defaults.data,
@@ -282,13 +272,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                         help="an ImageNet architecture instead of the compact CNN (default: none)")
     parser.add_argument("--backbone-weights", type=_backbone_weights,
                         help="'imagenet' (Keras' own download, needs internet) or a .weights.h5 file, e.g. from "
-                             "'python -m training.backbone_weights' (offline); default: from scratch")
+                             "'python -m training.models.backbone_weights' (offline); default: from scratch")
     parser.add_argument("--cache-dir", help="keep decoded images here as .npy between runs")
     parser.add_argument("--model-name", default=defaults.model_name)
     parser.add_argument("--widths", type=lambda v: tuple(int(w) for w in v.split(",")), default=defaults.widths,
                         help="channels of the compact CNN's stages, e.g. 32,64,128,192")
     parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
-                        help="override one augmentation setting, e.g. hed_jitter=0 (see training/augment.py)")
+                        help="override one augmentation setting, e.g. hed_jitter=0 (see training/data/augment.py)")
     parser.add_argument("--from-run", help="skip training: recalibrate and re-export the model in this folder")
     parser.add_argument("--class-map", default="", metavar="FOLDER=CLASS,...|FILE.json",
                         help="merge or rename class folders, e.g. adenocarcinoma=cancer,squamous_cell_carcinoma=cancer")

@@ -30,8 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from imageclf import ood
-from imageclf import tiling
+from imageclf import ood, tiling
 from imageclf.imaging import to_model_input, to_rgb_uint8
 from imageclf.scale import ScaleDecision, ScaleRequest, decide_scale, parse_scale
 from imageclf.settings import SETTINGS

@@ -19,7 +19,6 @@ __all__ = ["ModelError", "first_line"]
 class ModelError(Exception):
     """Base of every error the classifier, the Space, training and the scripts raise on purpose."""
 
-
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message (its type name when empty): one line for a person.
 

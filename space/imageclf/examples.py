@@ -21,8 +21,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from imageclf.imaging import IMAGE_SUFFIXES
+from huggingface_hub import HfApi, constants, hf_hub_download
+
 from imageclf.errors import first_line
+from imageclf.imaging import IMAGE_SUFFIXES
 from imageclf.model_source import ModelSource
 
 MAX_EXAMPLES = 24
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["find_examples", "folder_examples", "hub_examples", "true_class"]
 PICK_RULE = ("test-split images picked by a fixed rule (evenly spaced through each class's sorted list of "
-             "test files, scripts/pick_examples.py), not by whether the model gets them right")
+             "test files, scripts/release/pick_examples.py), not by whether the model gets them right")
 
 
 def find_examples(source: ModelSource, *, env: Mapping[str, str] | None = None,
@@ -69,7 +71,6 @@ def hub_examples(repo_id: str, *, revision: str | None, limit: int = MAX_EXAMPLE
         >>> hub_examples("someone/some-model", revision="0123...cdef")
         [PosixPath('~/.cache/huggingface/hub/models--someone--some-model/snapshots/0123.../examples/a.jpeg')]
     """
-    from huggingface_hub import HfApi, constants, hf_hub_download
 
     try:
         # model_info is one request; list_repo_files would retry a dead Hub for ~20 s.
@@ -85,7 +86,7 @@ def hub_examples(repo_id: str, *, revision: str | None, limit: int = MAX_EXAMPLE
 
 def true_class(name: str, class_ids: list[str]) -> str | None:
     """The class id an example file is named after (``<class id>_<n>.<suffix>``, as
-    ``scripts/pick_examples.py`` writes them), else ``None``.
+    ``scripts/release/pick_examples.py`` writes them), else ``None``.
 
     Example:
         >>> true_class("lung_aca_2.jpeg", ["lung_aca", "lung_n"]), true_class("mine.png", ["lung_aca"])

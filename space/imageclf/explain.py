@@ -28,6 +28,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
 from imageclf.errors import ModelError
 
 __all__ = ["CamResult", "GradCam", "GradCamError", "find_target_path", "build_cam_model", "overlay",
@@ -40,7 +41,6 @@ _PREPROCESSING = (keras.layers.InputLayer, keras.layers.Rescaling, keras.layers.
 
 class GradCamError(ModelError, RuntimeError):
     """The model has no layer Grad-CAM can use, or its graph cannot be rewired for it."""
-
 
 @dataclass(frozen=True)
 class CamResult:

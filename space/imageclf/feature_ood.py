@@ -4,7 +4,7 @@ The colour check sees colour only and the softmax floor only the head's certaint
 or an H&E-tinted photo can pass both. The pooled backbone features (the model's ``features``
 layer) separate them: project onto the training features' top principal components and take
 the smallest class-conditional Mahalanobis distance under one shared, shrunk covariance (Lee et
-al. 2018). Fitting lives in ``training/feature_ood.py``; scoring is here, used by both.
+al. 2018). Fitting lives in ``training/calibration/feature_ood.py``; scoring is here, used by both.
 
 config.json names the parameters file and its sha256 (``feature_ood``); the file holds float32
 arrays only and is read with ``allow_pickle=False``.
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from imageclf.errors import ModelError
 
 METHOD = "pca-mahalanobis-min-class-v1"
@@ -33,7 +34,6 @@ __all__ = ["FeatureCheck", "FeatureOODError", "METHOD", "load_params", "normalis
 
 class FeatureOODError(ModelError, ValueError):
     """Parameters or features that do not fit together (wrong width, missing array, bad file)."""
-
 
 def normalise(features: np.ndarray) -> np.ndarray:
     """Unit-length rows: the direction of a pooled feature vector carries the tissue pattern, its

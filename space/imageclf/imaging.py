@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin
+
 from imageclf.errors import ModelError
 from imageclf.settings import SETTINGS
 
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 class ImageError(ModelError, ValueError):
     """An input that cannot be turned into an RGB image; the message is for people."""
-
 
 def decode_image(source: str | os.PathLike | bytes | bytearray | memoryview) -> np.ndarray:
     """Decode a file path or encoded bytes into an H x W x 3 RGB ``uint8`` array.

@@ -18,6 +18,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
 from imageclf.errors import ModelError
 
 SCHEMA_VERSION = 2
@@ -35,7 +36,6 @@ __all__ = ["SCHEMA_VERSION", "ConfigError", "ModelConfig", "NucleusReference", "
 
 class ConfigError(ModelError, ValueError):
     """config.json is missing, unreadable or breaks the schema; the message says which field."""
-
 
 @dataclass(frozen=True)
 class NucleusReference:

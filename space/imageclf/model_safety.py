@@ -18,6 +18,7 @@ import os
 import zipfile
 from collections.abc import Iterator
 from typing import Any
+
 from imageclf.errors import ModelError
 
 # Built-in layers that still load code or other files: a Python function, a TF SavedModel.
@@ -29,7 +30,6 @@ _MARKERS_OK = frozenset({"__keras_tensor__", "__tuple__", "__numpy__", "__bytes_
 
 class UnsafeModelError(ModelError, ValueError):
     """The file is not a readable ``.keras`` archive; the message is one line for people."""
-
 
 def unsafe_parts(path: str | os.PathLike) -> list[str]:
     """Every object in the model config that is not a plain built-in Keras object, in words.

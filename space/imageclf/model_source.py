@@ -35,10 +35,10 @@ from pathlib import Path
 import httpx2
 from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download, try_to_load_from_cache
 from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                   RepositoryNotFoundError, RevisionNotFoundError, RevisionResolutionError)
+                                    RepositoryNotFoundError, RevisionNotFoundError, RevisionResolutionError)
 
-from imageclf.hub_cache import cached_checksums, checksum_problem, forget_commit
 from imageclf.errors import ModelError, first_line
+from imageclf.hub_cache import cached_checksums, checksum_problem, forget_commit
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")
 # feature_ood.npz: the feature-space check's parameters, named (and sha256-pinned) by config.json.
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 class ModelSourceError(ModelError, RuntimeError):
     """The model folder cannot be resolved; the message is one line meant for people."""
-
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -189,7 +188,6 @@ def download_hub_model(
 
 class _HubUnreachable(Exception):
     """No answer from the Hub (network, DNS, timeout, 5xx, offline mode); the text says why."""
-
 
 def _source(repo_id: str, asked: str, files: dict[str, Path]) -> ModelSource:
     # .../snapshots/<commit sha>/, spelled one way whether it came from a download or the cache

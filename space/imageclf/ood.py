@@ -3,7 +3,7 @@
 Framework-free (numpy + OpenCV) so the Space, scripts and the training code share one rule.
 Nothing here is specific to lung tissue: the colour palette and every bound are *fitted* from
 in-distribution images and the confidence floor on validation probabilities, both by
-``training.abstain`` (this module only applies them). For data where a stain check makes no sense (CT, X-ray)
+``training.calibration.abstention`` (this module only applies them). For data where a stain check makes no sense (CT, X-ray)
 use ``method="softmax"`` (confidence only) or ``"none"`` (never abstain).
 
 Example:

@@ -24,15 +24,16 @@ import numpy as np
 
 from imageclf import ood
 from imageclf.analysis import ImageAnalysis, analyze_image
+from imageclf.errors import first_line
 from imageclf.feature_ood import FeatureCheck, FeatureOODError
 from imageclf.imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
 from imageclf.model_config import ConfigError, ModelConfig, read_config, read_json
 from imageclf.model_safety import UnsafeModelError, unsafe_parts
-from imageclf.errors import first_line
 
 # Keep TensorFlow's C++ start-up chatter out of Space logs; set before Keras imports TF.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
+
 from imageclf.errors import ModelError
 
 ImageInput = np.ndarray | str | os.PathLike | bytes
@@ -43,7 +44,6 @@ __all__ = ["ImageError", "ImageInput", "ModelFolderError", "Predictor"]
 
 class ModelFolderError(ModelError, RuntimeError):
     """The model folder breaks the contract (files, labels, input size, outputs)."""
-
 
 class Predictor:
     """A loaded model plus its labels; call :meth:`predict` on images.

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+
 from imageclf.errors import ModelError
 
 if TYPE_CHECKING:  # types only
@@ -52,7 +53,6 @@ __all__ = ["ScaleRequest", "ScaleDecision", "ScaleError", "parse_scale", "check_
 
 class ScaleError(ModelError, ValueError):
     """A scale option that cannot be used (bad text, or microns per pixel on a model without them)."""
-
 
 @dataclass(frozen=True)
 class ScaleRequest:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cv2
 import gradio as gr
 import numpy as np
 
@@ -28,8 +29,8 @@ from imageclf.analysis import ImageAnalysis
 from imageclf.batching import BatchRunner
 from imageclf.explain import GradCam, GradCamError, overlay
 from imageclf.imaging import ImageError, decode_image
-from imageclf.scale import ScaleError, ScaleRequest, check_request, parse_scale
 from imageclf.model_source import ModelSource
+from imageclf.scale import ScaleError, ScaleRequest, check_request, parse_scale
 from imageclf.uploads import UploadJanitor
 
 MAX_BATCH_FILES = 256      # files per /predict_batch call; clients send chunks (scripts/predict_client.py)
@@ -223,6 +224,4 @@ def _image_data(payload: dict[str, Any]) -> str | bytes:
 
 
 def _resize(rgb: np.ndarray, scale: float) -> np.ndarray:
-    import cv2
-
     return cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

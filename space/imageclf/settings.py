@@ -31,7 +31,6 @@ __all__ = ["Settings", "SettingsError", "SETTINGS"]
 class SettingsError(ModelError, ValueError):
     """An environment variable that should be a number is not."""
 
-
 @dataclass(frozen=True)
 class Settings:
     """The numeric limits; the model-source and example variables are read by their modules' functions."""

@@ -49,7 +49,6 @@ __all__ = ["Tile", "TileAnalysis", "TilingError", "needs_tiling", "tile_grid", "
 class TilingError(ModelError, ValueError):
     """The image cannot be tiled (smaller than one tile); the message is for people."""
 
-
 @dataclass
 class Tile:
     """One tile: its grid cell, top-left pixel, tissue share and (once classified) its result."""

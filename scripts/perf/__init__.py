@@ -1,0 +1,1 @@
+"""Performance of a running Space: speed benchmark, load and soak tests, and a local Space process."""

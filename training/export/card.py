@@ -1,0 +1,318 @@
+"""The model card (README.md of the Hub model repo), built from measured metrics only."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from imageclf.model_config import read_config
+from training.data.catalog import describe
+from training.export.licence import licence_metadata, licence_text
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _augmentations(settings: dict) -> str:
+    words = {"flips": "flips", "rot90": "90-degree rotations", "free_rotation_degrees": "free rotations up to {}°",
+             "scale_jitter": "scale jitter ±{}", "colour_jitter": "brightness/contrast/saturation jitter {}",
+             "hed_jitter": "HED stain jitter {}"}
+    used = [words[k].format(v) for k, v in settings.items() if v and k in words]
+    return ", ".join(used) or "none"
+
+
+def _calibration_text(metrics: dict) -> str:
+    cal = metrics.get("calibration")
+    if not cal:
+        return "Probabilities are not calibrated."
+    return (f"Probabilities are temperature-scaled (T = {cal['temperature']:.3f}, fitted on the validation split) "
+            "by a `Rescaling` layer named `temperature` inside `model.keras`, so every consumer gets calibrated "
+            f"probabilities. Expected calibration error (15 bins) on test: {_pct(cal['ece_15_bins_test_before'])} "
+            f"before, {_pct(cal['ece_15_bins_test_after'])} after.\n\n![Reliability diagram](reliability.png)")
+
+
+_NO_COLOUR_CHECK = ("the images are not stained tissue, so a stain palette says nothing; a confidence floor "
+                    "does not recognise unrelated images, see the table")
+
+
+def _abstention_text(config: dict, metrics: dict, info=None) -> str:
+    rule, report = config.get("abstain"), metrics.get("abstention")
+    if not rule or not report:
+        return "The model has no abstention rule: it always answers with one of its classes."
+    test = report["test"]
+    rows = "\n".join(f"| {name.replace('_', ' ')} | {r['images']} | {_pct(r['abstained'])} |"
+                     for group in ("far_ood", "other_stains") for name, r in report[group].items())
+    unit = info.unit if info else "tile"
+    floor = f"a floor on the\ncalibrated top probability ({rule.get('min_confidence') or 0:.3f})"
+    if not rule.get("min_confidence") and "colour" not in rule["method"]:
+        floor += (" that never abstains: the abstention budget (about 1% of the validation images) is less "
+                  "than one image")
+    palette = "stain" if _histology(info) else "colour"
+    checks = (f"a colour check against the training images' {palette} palette and {floor}" if "colour" in rule["method"]
+              else f"{floor}; no colour check ({_NO_COLOUR_CHECK})")
+    return f"""`config.json` holds an abstention rule (`abstain`, method `{rule['method']}`), fitted on the
+validation split: {checks}. The Space applies it and says "not
+recognised" instead of a class. Test split: abstains on {_pct(test['abstained'])} of {unit}s; accuracy on the
+{unit}s it answers {_pct(test.get('accuracy_when_answering'))}.
+
+| out-of-domain set (generated, or other bundled datasets; colour and confidence checks) | images | abstained |
+| --- | --- | --- |
+{rows}{_feature_check_text(config)}"""
+
+
+def _feature_check_text(config: dict) -> str:
+    block = config.get("feature_ood")
+    if not block:
+        return ""
+    return (f"\n\nA third check, `feature_ood` (`{block['method']}`, file `{block['params_file']}`, pinned by "
+            f"sha256), measures how far the model's pooled `{block.get('feature_layer', 'features')}` vector of "
+            "each field is from every training class (Mahalanobis distance after PCA, fitted on the train "
+            f"split; threshold {block['threshold']:.1f}, the 99.5th percentile of validation). Fields beyond it "
+            "are refused as unlike the training tissue. The section \"Where this model fails\" measures all "
+            "three checks together, on other labs and organs.")
+
+
+def card_data(*, config: dict, metrics: dict, info=None) -> ModelCardData:
+    """Hub metadata: library, task, and model-index results taken from metrics.json."""
+    given = (config.get("data_layout") or {}).get("kind") == "given"
+    common = dict(task_type="image-classification", dataset_type="imagefolder", dataset_name=config["dataset"],
+                  dataset_split="test (as given)" if given else "test (grouped)")
+    results = [
+        EvalResult(metric_type="accuracy", metric_value=metrics["accuracy"], metric_name="Test accuracy", **common),
+        EvalResult(metric_type="f1", metric_value=metrics["macro_f1"], metric_name="Macro F1", **common),
+    ]
+    if metrics.get("cancer_sensitivity") is not None:
+        results.append(EvalResult(metric_type="recall", metric_value=metrics["cancer_sensitivity"],
+                                  metric_name="Cancer sensitivity (any cancer class)", **common))
+    return ModelCardData(
+        library_name="keras",
+        pipeline_tag="image-classification",
+        **licence_metadata(config),
+        tags=[*(info.tags if info else ("histopathology", "medical-imaging")), "keras", "image-classification"],
+        model_name=config["model_name"],
+        eval_results=results,
+    )
+
+
+def card_text(*, config: dict, labels: dict, metrics: dict, info) -> str:
+    """The Markdown body of the card."""
+    training = metrics.get("training", {})
+    sizes = training.get("split_sizes", {})
+    rows = "\n".join(
+        f"| `{labels[i]['id']}` | {labels[i]['name']} | {m['precision']:.4f} | {m['recall']:.4f} | "
+        f"{m['f1']:.4f} | {m['false_negative_rate']:.4f} | {m['support']} |"
+        for i, m in ((i, metrics["per_class"][labels[i]["id"]]) for i in sorted(labels, key=int))
+    )
+    class_list = ", ".join(f"`{labels[i]['id']}` ({labels[i]['name']})" for i in sorted(labels, key=int))
+    h, w = config["input_size"]
+    return f"""
+# {config['model_name']}
+
+{_architecture(config)} that classifies {info.domain} into
+{len(labels)} classes: {class_list}.
+
+> **{config['disclaimer']}**
+
+## Results on the held-out test split ({info.split_note})
+
+| metric | value |
+| --- | --- |
+| accuracy | {_pct(metrics['accuracy'])} |
+| macro F1 | {_pct(metrics['macro_f1'])} |
+| cancer sensitivity (a cancer predicted as any cancer class) | {_pct(metrics.get('cancer_sensitivity'))} |
+| test images | {metrics['num_images']} |{_interval_row(metrics, info)}
+
+| class | name | precision | recall | F1 | false-negative rate | support |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+![Confusion matrix](confusion_matrix.png)
+{_curves(config)}
+These figures were measured once on the test split after choosing the weights on the validation
+split. {info.results_note}
+
+## How to use
+
+```python
+import json
+import numpy as np
+import keras
+from huggingface_hub import hf_hub_download
+
+repo_id, revision = "<user>/<this-repo>", "<commit sha>"  # pin a revision
+model = keras.saving.load_model(hf_hub_download(repo_id, "model.keras", revision=revision),
+                                compile=False, safe_mode=True)
+labels = json.load(open(hf_hub_download(repo_id, "labels.json", revision=revision)))
+
+{info.unit} = np.zeros(({h}, {w}, 3), np.uint8)     # an RGB uint8 {info.unit}, {h} x {w} px; no other preprocessing
+probabilities = model.predict({info.unit}[None])[0]
+print({{labels[str(i)]["id"]: float(p) for i, p in enumerate(probabilities)}})
+```
+
+The model takes raw RGB `uint8` pixels of {h} x {w}; resizing to its working resolution and scaling
+are layers inside the model. {_larger_images(info, h)}
+
+## Intended use
+
+{info.intended_use}
+
+## Out-of-scope use
+
+Clinical diagnosis, screening or triage of any kind; images other than {info.domain}
+{info.out_of_scope}.
+
+## Calibration and abstention
+
+{_calibration_text(metrics)}
+
+{_abstention_text(config, metrics, info)}
+
+## Training data
+
+{info.title}. {_split_text(config)}: train {sizes.get('train', '?')},
+validation {sizes.get('val', '?')}, test {sizes.get('test', '?')} images. The exact file list is
+`split_manifest.csv` (sha256 `{config['training_manifest_sha256']}`).
+
+{info.citation}
+
+## Limitations
+
+{info.caveats} {info.source_note}{_abstention_limits(config, info)}
+
+## Training procedure
+
+{_procedure(config, training, h)}
+Code version `{config['code_version']}`, Keras {config['keras_version']}.
+
+## Licence
+
+{licence_text(config)}
+"""
+
+
+def _architecture(config: dict) -> str:
+    backbone = (config.get("training_run") or {}).get("backbone")
+    if not backbone:
+        return "A compact convolutional network, trained from scratch,"
+    name = {"densenet121": "DenseNet121"}.get(str(backbone).split()[0], str(backbone).split()[0])
+    return f"A {name} backbone pretrained on ImageNet (frozen), with a softmax head trained on the data below,"
+
+
+def _curves(config: dict) -> str:
+    run = config.get("training_run") or {}
+    return "" if run.get("recipe") else "\n![Training curves](training_curves.png)\n"
+
+
+def _procedure(config: dict, training: dict, h: int) -> str:
+    run = config["training_run"]
+    if run.get("recipe"):   # a transfer run (training/transfer/pipeline.py) describes itself
+        return (f"{run['recipe']} Training time {training.get('train_seconds', '?')} s on a 2-core CPU for the "
+                "head, ablation, feature check and export; extracting the cached features before it took about "
+                "45 min (`make train` does both).")
+    return (f"Input {h} px uint8 RGB, resized inside the model to {run.get('work_size') or h} px. "
+            f"Augmentation (`training/data/augment.py`): {_augmentations(run.get('augmentation', {}))}. AdamW with "
+            f"cosine decay, early stopping on validation loss; best validation epoch {training.get('best_epoch', '?')} "
+            f"of {training.get('epochs_run', '?')}; training time {training.get('train_seconds', '?')} s on a "
+            "2-core CPU.")
+
+
+def _larger_images(info, h: int) -> str:
+    if info.unit == "tile":
+        return (f"Larger images, or images at another magnification, should first be brought to the training "
+                f"scale and cut into {h} px fields: the Space does this (`space/imageclf/analysis.py`, "
+                "scale estimated from nucleus size).")
+    return f"Other sizes are resized to {h} px (as the training {info.unit}s were)."
+
+
+def _split_text(config: dict) -> str:
+    layout = config.get("data_layout") or {}
+    if layout.get("kind") != "given":
+        return "Split (seeded, stratified by class, by group)"
+    carved = layout.get("carved") or []
+    folders = ", ".join(f"`{folder}/`" for folder in layout["folders"].values())
+    text = f"The dataset's own split folders ({folders})"
+    if carved:
+        share = config["training_run"].get("val_fraction", 0.15)
+        names = {"val": "validation", "test": "test"}
+        text += (f", with {' and '.join(names[c] for c in carved)} carved from `train/` ({share:.0%} of each class, seeded, "
+                 "stratified; grouped when the dataset has a groups file)")
+    class_map = config["training_run"].get("class_map") or {}
+    if class_map:
+        text += "; folders merged by the class map " + ", ".join(f"`{k}` -> `{v}`" for k, v in class_map.items())
+    return text
+
+
+def _histology(info) -> bool:
+    return info is None or "histopathology" in info.tags
+
+
+def _abstention_limits(config: dict, info) -> str:
+    if "colour" not in (config.get("abstain") or {}).get("method", ""):
+        return (" The abstention rule has no colour check: it abstains only when the model is unsure,\n"
+                "and unrelated images often get a confident answer (see the out-of-domain table).")
+    if not _histology(info):
+        return (" The abstention rule is fitted on this dataset's colours: it refuses blank, noise and\n"
+                "graphics images, but not every unrelated photograph or medical image (see the out-of-domain table).")
+    return (""" The abstention rule is fitted on this
+dataset's colours: real H&E from another lab may be refused, and stains close to H&E
+(e.g. immunohistochemistry with a haematoxylin counterstain) are only partly refused.""")
+
+
+# Optional report files in the model folder -> card section titles (in this order).
+EXTRA_SECTIONS = {
+    "stress.md": "Where this model fails: other stains, scales and organs",  # python -m training.evaluation.stress
+    "scale.md": "Physical scale: the same answer at any magnification",  # python -m training.evaluation.scale_check
+    "cross_validation.md": "Robustness: five grouped folds",  # python -m training.data.folds summary --markdown
+    "ablation.md": "What each choice bought (validation)",
+    "leaky_split.md": "For comparison with papers: a random (leaky) split",
+    "comparison.md": "Compared with the compact CNN",  # the previous bundled model, same split
+    "benchmark.md": "Compared with two small CNNs from earlier LC25000 projects",  # training/evaluation/compare_peers.py
+}
+
+
+def _interval_row(metrics: dict, info=None) -> str:
+    ci = metrics.get("accuracy_ci95")
+    if not ci:
+        return ""
+    # Groups are originals when a groups file joined copies; else each image is its own group.
+    what = "originals" if ci["groups"] < metrics["num_images"] or info is None else f"{info.unit}s"
+    return (f"\n| accuracy, 95% interval (bootstrap over the {ci['groups']} test {what}) | "
+            f"{_pct(ci['low'])} - {_pct(ci['high'])} |")
+
+
+def write_model_card(out: str | Path, *, config: dict, labels: dict, metrics: dict, info) -> ModelCard:
+    """Write ``README.md`` (YAML metadata + body) into the model folder."""
+    data = card_data(config=config, metrics=metrics, info=info)
+    text = card_text(config=config, labels=labels, metrics=metrics, info=info)
+    for name, title in EXTRA_SECTIONS.items():  # reports written by other scripts, when run
+        extra = Path(out) / name
+        if extra.is_file():
+            body = "\n".join("#" + line if line.startswith("## ") else line  # nest under this section
+                             for line in extra.read_text().splitlines() if not line.startswith("# "))
+            text += f"\n## {title}\n" + body + "\n"
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n" + text)
+    card.save(Path(out) / "README.md")
+    return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Rewrite a model folder's card from its files, e.g. after adding benchmark.md.
+
+    Usage: python -m training.export.card hub_model
+    """
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    folder = parser.parse_args(argv).folder
+    config = read_config(folder).to_dict()   # validated by the one schema (space/imageclf/model_config.py)
+    write_model_card(folder, config=config, labels=json.loads((folder / "labels.json").read_text()),
+                     metrics=json.loads((folder / "metrics.json").read_text()),
+                     info=describe(config["training_run"]["data"]))
+    print(f"wrote {folder / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Model definitions, pretrained backbone weights, and loading a model from an earlier run."""
