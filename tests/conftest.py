@@ -118,7 +118,7 @@ def hub_space() -> Iterator[str]:
 
 # The slow tier: whole trainings, real-model Spaces, browsers, benchmarks. `make check` runs the
 # rest (`-m "not slow"`); `make test` (and CI) runs everything.
-SLOW_MODULES = {"test_browser", "test_bench_space", "test_benchmark", "test_distributed", "test_folders",
+SLOW_MODULES = {"test_browser", "test_space_speed", "test_compare_peers", "test_distributed", "test_data_splits",
                 "test_hub_faults", "test_notebooks", "test_other_models", "test_roundtrip",
                 "test_space_reliability", "test_tracking", "test_training"}
 

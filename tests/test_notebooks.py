@@ -7,7 +7,7 @@ from pathlib import Path
 import papermill
 import pytest
 
-from tests.test_folders import make_split_dataset
+from tests.test_data_splits import make_split_dataset
 from training.data.samples import read_manifest
 
 from .conftest import ROOT

@@ -9,7 +9,7 @@ abstaining, and the abstained share (colour check, confidence floor and, where t
 one, the feature-space OOD score). Nothing is fitted on any of these sets.
 
 External images are brought to the training scale first, as serving does: the nucleus-size
-estimate of ``space/scale.py`` (reference curves from TRAIN tiles), then cut into 224 px fields.
+estimate of ``imageclf.scale`` (reference curves from TRAIN tiles), then cut into 224 px fields.
 
 Example:
     python -m training.evaluation.stress --model hub_model --model runs/densenet/model \\
