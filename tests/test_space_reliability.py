@@ -8,7 +8,9 @@ Only the error text and the presence of a ``label`` are asserted: the /predict o
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,22 @@ def test_soak_script_short_run_starts_its_own_space(tiny_folder, capsys):
     assert re.search(rf"RSS at start: {FIGURE} MB \(after 2 warm-up requests\)", out)
     assert len(re.findall(rf"RSS after (20|40|60) requests: {FIGURE} MB", out)) == 3
     assert re.search(r"RSS growth: [+-]\d+\.\d MB over 60 requests; failures: 0", out)
+
+
+def test_identical_concurrent_uploads_leave_nothing_behind(space, upload_dir, tmp_path):
+    """Clients sending the same bytes over and over share one upload path, so one request's clean-up
+    meets another's upload in flight; every request is answered, no temporary copy is left in
+    GRADIO_TEMP_DIR and the server logs no error."""
+    image = write_test_image(tmp_path / f"keep-out-same-{uuid.uuid4().hex}.png", size=(224, 224), seed=8)
+
+    def send_repeatedly(client) -> list:
+        return [client.predict(handle_file(str(image)), api_name="/predict") for _ in range(15)]
+
+    clients = [connect(space.url) for _ in range(8)]
+    with ThreadPoolExecutor(len(clients)) as pool:
+        answers = [answer for batch in pool.map(send_repeatedly, clients) for answer in batch]
+    assert len(answers) == 120 and all(has_label(answer) for answer in answers)
+    time.sleep(0.5)  # Gradio's background moves of the last uploads
+    left = [p for p in upload_dir.rglob("*") if p.is_file() and (p.name.startswith("tmp") or "keep-out-same" in p.name)]
+    assert left == [], f"left in {upload_dir}: {[str(p) for p in left]}"
+    assert "Traceback" not in space.output()

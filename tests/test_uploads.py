@@ -26,10 +26,26 @@ def _upload(janitor: UploadJanitor, name: str = "tile.png", digest: str = "ab12"
     return str(path)
 
 
-def test_take_returns_the_bytes_and_deletes_the_file_and_its_folder(janitor):
+def test_take_returns_the_bytes_and_deletes_the_file_then_later_its_folder(tmp_path):
+    janitor = UploadJanitor(tmp_path / "gradio", folder_grace_s=0.3)
     path = _upload(janitor)
     assert janitor.take(path) == b"pixels"
-    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+    assert not os.path.exists(path)
+    # The folder outlives the file: an identical upload answered a moment ago is still being moved in.
+    assert os.path.isdir(os.path.dirname(path))
+    time.sleep(0.4)
+    janitor.take(_upload(janitor, "other.png", "cd34"))  # any later request tidies up
+    assert not os.path.exists(os.path.dirname(path))
+
+
+def test_identical_upload_moved_in_after_the_first_request_is_taken_too(tmp_path):
+    """Gradio moves an upload into ``<hash>/`` after answering the upload: a second identical upload
+    lands in the folder the first request has just emptied, and is read and deleted in its turn."""
+    janitor = UploadJanitor(tmp_path / "gradio", keep_s=0)
+    path = _upload(janitor)
+    assert janitor.take(path) == b"pixels"
+    Path(path).write_bytes(b"pixels")  # the background move of the identical upload: the folder must exist
+    assert janitor.take(path) == b"pixels" and not os.path.exists(path)
 
 
 def test_identical_upload_queued_behind_is_served_from_memory_then_forgotten(tmp_path):

@@ -4,7 +4,10 @@ Gradio saves an upload as ``<GRADIO_TEMP_DIR>/<hash of the bytes>/<file name>`` 
 until ``delete_cache`` (if set) ages it out. ``UploadJanitor.take`` reads the file and deletes
 it at once. Identical bytes under the same name share one path, so another request may still
 be queued for the file just deleted; for it, the bytes are kept in memory for ``keep_s``
-seconds (at most ``keep_bytes`` in all), never on disk. Only files inside the upload folder are
+seconds (at most ``keep_bytes`` in all), never on disk. The emptied ``<hash>`` folder stays for
+``folder_grace_s`` seconds: Gradio answers an upload before it moves the file into that folder
+(a background task), so removing the folder at once made a concurrent identical upload's move
+fail, leaving its temporary copy behind for good. Only files inside the upload folder are
 touched, and with a ``registry`` (Gradio's ``demo.upload_file_set``) only real uploads, so the
 copies Gradio keeps of example images stay.
 
@@ -44,14 +47,16 @@ class UploadJanitor:
             ``None`` treats every file in ``folder`` as an upload.
         keep_s: how long the bytes of a deleted upload stay in memory for identical requests.
         keep_bytes: memory cap for those bytes (oldest dropped first).
+        folder_grace_s: how long an emptied upload folder stays before a later ``take`` removes it.
     """
 
     def __init__(self, folder: str | os.PathLike | None = None, *, registry: Container[str] | None = None,
-                 keep_s: float = 60.0, keep_bytes: int = 64 * 2**20) -> None:
+                 keep_s: float = 60.0, keep_bytes: int = 64 * 2**20, folder_grace_s: float = 60.0) -> None:
         self.folder = Path(folder).resolve() if folder is not None else upload_folder()
         self.registry = registry
-        self.keep_s, self.keep_bytes = keep_s, keep_bytes
+        self.keep_s, self.keep_bytes, self.folder_grace_s = keep_s, keep_bytes, folder_grace_s
         self._recent: OrderedDict[Path, tuple[float, bytes]] = OrderedDict()
+        self._emptied: dict[Path, float] = {}  # upload folder -> when it may be removed
         self._lock = threading.Lock()
 
     def take(self, path: str | os.PathLike) -> bytes | str:
@@ -77,7 +82,9 @@ class UploadJanitor:
                     check_file_size(real.stat().st_size)
                     data = real.read_bytes()
                 finally:
-                    _remove(real)
+                    real.unlink(missing_ok=True)
+                    if real.parent != self.folder:
+                        self._emptied[real.parent] = time.monotonic() + self.folder_grace_s
                 self._remember(real, data)
                 return data
             if real in self._recent:
@@ -95,11 +102,9 @@ class UploadJanitor:
     def _expire(self, now: float) -> None:
         for path in [p for p, (until, _) in self._recent.items() if until <= now]:
             del self._recent[path]
-
-
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    try:  # the per-upload folder, when nothing else is in it
-        path.parent.rmdir()
-    except OSError:
-        pass
+        for folder in [f for f, until in self._emptied.items() if until <= now]:
+            del self._emptied[folder]
+            try:  # only when nothing else is in it (a newer upload of the same bytes keeps it)
+                folder.rmdir()
+            except OSError:
+                pass
