@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-CODE_FOLDERS = ("training", "scripts", "space")
+CODE_FOLDERS = ("training", "scripts", "space", "tests")
 LAYOUT_DOC = ROOT / "docs" / "development.md"
 
 

@@ -28,7 +28,7 @@ def test_mlflow_flag_without_mlflow_installed_says_what_to_install(monkeypatch, 
 
 def test_a_run_logs_params_epochs_test_metrics_and_the_model_folder(monkeypatch, tiny_dataset, tmp_path):
     try:
-        import mlflow
+        import mlflow  # deferred: optional (requirements-tracking.txt); only this test reads its store
     except ImportError:
         missing("mlflow is not installed (pip install -r requirements-tracking.txt)",
                 ci_hint="make setup installs requirements-tracking.txt")
