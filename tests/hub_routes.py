@@ -19,7 +19,7 @@ import yaml
 from tests.hub_storage import SHA256_RE, HubError, Repo, file_json, now
 
 if TYPE_CHECKING:
-    from tests.hub_server import _Server
+    from tests.hub_server import HubHTTPServer
 
 TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -29,7 +29,7 @@ _REPO = r"([^/]+)/([^/]+)"
 class HubHandler(BaseHTTPRequestHandler):
     # HTTP/1.0: one request per connection, so a stopped server really looks down (no pooled keep-alive)
     protocol_version = "HTTP/1.0"
-    server: "_Server"
+    server: "HubHTTPServer"
 
     def log_message(self, format: str, *args) -> None:  # keep test output clean
         pass

@@ -42,7 +42,7 @@ from tests.hub_storage import HubStorage
 FAKE_TOKEN = "hf_localTestTokenDoNotLeak0123456789"
 
 
-class _Server(ThreadingHTTPServer):
+class HubHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, hub: "LocalHub", port: int, is_cdn: bool) -> None:
@@ -68,7 +68,7 @@ class LocalHub:
         self.cdn_overrides: dict[str, bytes] = {}
         self.hf_home: Path | None = None  # set by the `local_hub` fixture
         self.env: dict[str, str] = {}  # env overrides for subprocesses, set by the `local_hub` fixture
-        self._servers: list[_Server] = []
+        self._servers: list[HubHTTPServer] = []
         self._ports = (0, 0)
 
     @property
@@ -85,7 +85,7 @@ class LocalHub:
 
     def start(self) -> "LocalHub":
         if not self._servers:
-            self._servers = [_Server(self, port, is_cdn) for port, is_cdn in zip(self._ports, (False, True))]
+            self._servers = [HubHTTPServer(self, port, is_cdn) for port, is_cdn in zip(self._ports, (False, True))]
             self._ports = tuple(s.server_address[1] for s in self._servers)  # type: ignore[assignment]
             for server in self._servers:
                 threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True, name="local-hub").start()

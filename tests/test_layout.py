@@ -79,3 +79,15 @@ def test_imports_are_at_the_top_unless_a_comment_says_why():
                  for top in CODE_FOLDERS for path in sorted((ROOT / top).rglob("*.py"))
                  for line, text in _function_level_imports(path) if "# deferred:" not in text]
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_test_imports_a_private_name_of_ours():
+    """Tests use the public API: nothing named ``_x`` is imported from the project's own modules."""
+    ours = ("imageclf", "training", "scripts", "tests", "app")
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ours:
+                offenders += [f"{path.name}: {node.module}.{alias.name}" for alias in node.names
+                              if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not offenders, offenders
