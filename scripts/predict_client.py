@@ -37,13 +37,13 @@ from tqdm import tqdm
 
 from imageclf.errors import ModelError
 from imageclf.imaging import IMAGE_SUFFIXES
+from imageclf.scale import DEFAULT_SCALE
 
 API_NAME = "/predict"
 BATCH_API_NAME = "/predict_batch"
 CHUNK_SIZE = 32     # files per /predict_batch call
 IN_FLIGHT = 3       # calls at once: one runs, the others upload
 FIXED_COLUMNS = ("path", "label", "confidence", "abstained", "reason", "scale_factor")
-DEFAULT_SCALE = "auto"
 
 __all__ = ["SpaceUnreachableError", "connect", "list_images", "classify_file", "classify_files",
            "write_csv", "main"]
@@ -67,7 +67,7 @@ def connect(space: str, *, token: str | None = None) -> Any:
         # uploads unless verification is off; a plain http:// URL has no TLS to verify.
         client = Client(space, token=token, verbose=False, download_files=False,
                         analytics_enabled=False, ssl_verify=not space.startswith("http://"))
-        endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        endpoints = _endpoints(client)
     except Exception as err:  # httpx, Hub and gradio_client errors all mean "cannot use it"
         raise SpaceUnreachableError(f"Could not reach the Space {space!r}: {_one_line(err)}") from err
     if API_NAME not in endpoints:

@@ -20,7 +20,6 @@ from imageclf.imaging import decode_image
 from imageclf.predictor import Predictor
 from tests.conftest import HUB_MODEL, ROOT, missing
 
-pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -1,16 +1,14 @@
 """``space/imageclf/examples.py``: example images from EXAMPLES_DIR, the model folder, or the pinned Hub repo."""
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
 import time
 
 from huggingface_hub import HfApi
 
 from imageclf.examples import find_examples, folder_examples, hub_examples, true_class
 from imageclf.model_source import ModelSource, local_model
-from tests.tiny_model import run_ui_event, write_test_image, write_tiny_model_folder
+from tests.tiny_model import imported_app, run_ui_event, write_test_image, write_tiny_model_folder
 
 
 def _with_examples(folder, names=("b.png", "a.png")):
@@ -94,17 +92,10 @@ def test_running_an_example_shows_its_true_class(tmp_path, monkeypatch):
     examples = tmp_path / "examples"
     examples.mkdir()
     example = write_test_image(examples / "alpha_1.png", seed=3)
-    monkeypatch.setenv("MODEL_DIR", str(folder))
-    monkeypatch.setenv("EXAMPLES_DIR", str(examples))
-    monkeypatch.delenv("MODEL_REPO", raising=False)
-    monkeypatch.delitem(sys.modules, "app", raising=False)
-    try:
-        app = importlib.import_module("app")
+    with imported_app(monkeypatch, folder, examples_dir=examples) as app:
         shown = run_ui_event(app, "analyze", [{"path": str(example), "orig_name": "alpha_1.png"}, 0.45, "auto"])
         own = write_test_image(tmp_path / "alpha_2.png", seed=3)   # not an example: no truth shown
         plain = run_ui_event(app, "analyze", [{"path": str(own), "orig_name": "alpha_2.png"}, 0.45, "auto"])
-    finally:
-        sys.modules.pop("app", None)
     answer = app.PREDICTOR.analyze(example)
     verdict = "right" if answer.label == "alpha" else "wrong"
     assert "**True class (test-split example):** Alpha tissue — " in shown["verdict"]

@@ -88,7 +88,6 @@ def test_space_process_exits_fast_with_one_line_when_hub_down_and_nothing_cached
     assert f"Cannot reach the Hub to get Hub repo {REPO} at revision {sha} (endpoint {local_hub.endpoint})" in last
 
 
-@pytest.mark.slow
 def test_space_process_starts_from_the_cache_when_hub_is_down(local_hub, tmp_path):
     folder = write_tiny_model_folder(tmp_path / "tiny")
     sha = _push(folder)

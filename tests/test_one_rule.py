@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
-import importlib
 import sys
 from pathlib import Path
 
@@ -19,17 +18,13 @@ from mcp.client.streamable_http import streamablehttp_client
 from imageclf.predictor import Predictor
 from scripts.predict_client import main as predict_client_main
 from tests.conftest import HUB_MODEL, missing
-from tests.tiny_model import run_ui_event, write_test_image, write_tiny_model_folder
+from tests.tiny_model import imported_app, run_ui_event, write_test_image, write_tiny_model_folder
 
 
 @pytest.fixture
 def spied_app(tmp_path, monkeypatch):
     """The app in-process on a tiny model, with ``Predictor.analyze`` recording every call."""
     folder = write_tiny_model_folder(tmp_path / "model")
-    monkeypatch.setenv("MODEL_DIR", str(folder))
-    monkeypatch.delenv("MODEL_REPO", raising=False)
-    monkeypatch.delenv("EXAMPLES_DIR", raising=False)
-    monkeypatch.delitem(sys.modules, "app", raising=False)
     calls = []
     real = Predictor.analyze
 
@@ -39,10 +34,8 @@ def spied_app(tmp_path, monkeypatch):
         return analysis
 
     monkeypatch.setattr(Predictor, "analyze", spy)
-    try:
-        yield importlib.import_module("app"), calls
-    finally:
-        sys.modules.pop("app", None)
+    with imported_app(monkeypatch, folder) as app:
+        yield app, calls
 
 
 def test_no_endpoint_bypasses_the_shared_rule(spied_app, tmp_path):

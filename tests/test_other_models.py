@@ -68,7 +68,6 @@ def test_the_space_resizes_whole_images_for_non_tile_models(tmp_path):
     assert answer.probabilities == pytest.approx(list(whole.predict(large)["probabilities"].values()))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", SERVED)
 def test_space_pointed_at_the_export_answers_like_plain_keras(name):
     data = require_dataset(MODELS[name][0])

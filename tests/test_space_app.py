@@ -5,7 +5,6 @@ import base64
 import csv
 import dataclasses
 import html
-import importlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from imageclf import panels
 from imageclf.explain import overlay
 from imageclf.imaging import ImageError, decode_image
 from imageclf.predictor import Predictor
-from tests.tiny_model import REPO_ROOT, run_space, run_ui_event, write_test_image, write_tiny_model_folder
+from tests.tiny_model import REPO_ROOT, imported_app, run_space, run_ui_event, write_test_image
 
 REAL_MODEL = REPO_ROOT / "hub_model"
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "lc25000-lung-224"
@@ -201,14 +200,8 @@ def test_bad_model_folder_stops_start_with_one_clear_line(tmp_path):
 @pytest.fixture
 def app_module(tiny_folder, monkeypatch):
     """The app module imported in-process (it loads the model at import) for its UI functions."""
-    monkeypatch.setenv("MODEL_DIR", str(tiny_folder))
-    monkeypatch.delenv("MODEL_REPO", raising=False)
-    monkeypatch.delenv("EXAMPLES_DIR", raising=False)
-    monkeypatch.delitem(sys.modules, "app", raising=False)
-    try:
-        yield importlib.import_module("app")
-    finally:
-        sys.modules.pop("app", None)
+    with imported_app(monkeypatch, tiny_folder) as app:
+        yield app
 
 
 def test_verdict_and_data_url_input(app_module, tiny_folder):
@@ -246,21 +239,12 @@ def test_ui_small_image_shows_verdict_and_grad_cam(app_module, tmp_path):
     assert app_module.reblend(None, 0.8) == gr.skip()
 
 
-def test_ui_abstained_image_names_no_class(tmp_path, monkeypatch):
+def test_ui_abstained_image_names_no_class(abstaining_folder, tmp_path, monkeypatch):
     """When the model abstains the page names no class: no top classes, no class-labelled Grad-CAM."""
-    folder = write_tiny_model_folder(tmp_path / "abstaining",  # top probability is never >= 1.0
-                                     config_extra={"abstain": {"method": "softmax", "min_confidence": 1.0}})
-    monkeypatch.setenv("MODEL_DIR", str(folder))
-    monkeypatch.delenv("MODEL_REPO", raising=False)
-    monkeypatch.delenv("EXAMPLES_DIR", raising=False)
-    monkeypatch.delitem(sys.modules, "app", raising=False)
-    try:
-        app = importlib.import_module("app")
+    with imported_app(monkeypatch, abstaining_folder) as app:  # top probability is never >= 1.0
         path = write_test_image(tmp_path / "small.png", size=(100, 90), seed=2)
         assert app.PREDICTOR.predict(path)["abstained"]
         shown = run_ui_event(app, "analyze", [{"path": str(path)}, 0.45, "auto"])
-    finally:
-        sys.modules.pop("app", None)
     assert shown["verdict"].startswith("**Not recognised as synthetic test images:**")
     assert not any(name in shown["verdict"] for name in app.PREDICTOR.names)
     assert not (shown["top-classes"] or {}).get("confidences")

@@ -22,15 +22,9 @@ from scripts.perf.local_space import SpaceProcess
 from scripts.perf.traffic import has_label
 from scripts.predict_client import connect
 from tests.hostile_corpus import LIMITS, corpus
-from tests.tiny_model import write_test_image, write_tiny_model_folder
+from tests.tiny_model import write_test_image
 
-pytestmark = pytest.mark.slow
 FIGURE = r"\d+\.\d+"
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    return write_tiny_model_folder(tmp_path_factory.mktemp("space") / "hub_model")
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,6 @@ def test_markdown_has_a_row_per_figure_and_a_verdict_per_goal():
     assert "| `/predict` p50 / no-op p50 | 9.00 x | <= 1.25 x | **fail** |" in text, text
 
 
-@pytest.mark.slow
 def test_bench_prints_every_figure(tmp_path):
     model = write_tiny_model_folder(tmp_path / "hub_model")
     out = tmp_path / "bench.json"

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
-import keras
 import numpy as np
-from gradio.state_holder import SessionState
 
 from scripts.perf.local_space import SpaceProcess
 
@@ -49,6 +49,7 @@ def write_tiny_model_folder(
         >>> write_tiny_model_folder(tmp_path / "m", labels=[("a", "A"), ("b", "B")])
         PosixPath('/tmp/.../m')
     """
+    import keras  # deferred: 3 s, and conftest imports this module in every session
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,9 +111,28 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+@contextlib.contextmanager
+def imported_app(monkeypatch, model_dir: str | os.PathLike, *,
+                 examples_dir: str | os.PathLike | None = None) -> Iterator[Any]:
+    """``space/app.py`` imported in-process (it loads the model at import) on ``model_dir``;
+    forgotten again afterwards, so the next import reads its environment afresh."""
+    monkeypatch.setenv("MODEL_DIR", str(model_dir))
+    monkeypatch.delenv("MODEL_REPO", raising=False)
+    if examples_dir is None:
+        monkeypatch.delenv("EXAMPLES_DIR", raising=False)
+    else:
+        monkeypatch.setenv("EXAMPLES_DIR", str(examples_dir))
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    try:
+        yield importlib.import_module("app")
+    finally:
+        sys.modules.pop("app", None)
+
+
 def run_ui_event(app, fn_name: str, inputs: list) -> dict:
     """Run one private UI event of an imported ``app`` module through Gradio's own pre/postprocessing,
     as a browser click would; returns {elem_id (or type#index): value}."""
+    from gradio.state_holder import SessionState  # deferred: 2.4 s, only in-process UI tests need it
 
     fn = next(f for f in app.demo.fns.values() if f.name == fn_name)
     out = asyncio.run(app.demo.process_api(block_fn=fn, inputs=inputs, state=SessionState(app.demo)))

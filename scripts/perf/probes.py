@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 from gradio_client import handle_file
 
+from imageclf.scale import DEFAULT_SCALE
 from scripts.perf.local_space import SpaceProcess
 
 TILE = 224
@@ -157,7 +158,7 @@ def cold_start(model_dir: Path, tile: Path, *, timeout: float = 300.0) -> float:
     data = tile.read_bytes()
     start = time.perf_counter()
     with SpaceProcess(model_dir=model_dir, timeout=timeout) as space:
-        raw = RawHttp(space.url, extra=("auto",))
+        raw = RawHttp(space.url, extra=(DEFAULT_SCALE,))
         try:
             raw.predict(tile, data)
         finally:

@@ -28,6 +28,7 @@ are only comparable between runs on the same, equally loaded machine.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -39,9 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import gradio
-from gradio_client import handle_file
-
+from imageclf.scale import DEFAULT_SCALE
 from scripts.perf.local_space import SpaceProcess
 from scripts.perf.probes import RawHttp, cold_start, gradio_client_call, large_upload, noop_space, pick_tiles, timed
 from scripts.perf.traffic import has_label, percentile
@@ -82,7 +81,7 @@ def machine() -> dict[str, Any]:
 
     return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
             "load_average_start": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "gradio": gradio.__version__}
+            "python": platform.python_version(), "gradio": importlib.metadata.version("gradio")}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["predict_ratio_p50"] = figures["predict_p50_ms"] / figures["noop_p50_ms"]
 
             say(f"bench: 2. raw HTTP, {args.calls} calls each ...")
-            raw, raw_noop = RawHttp(space.url, extra=("auto",)), RawHttp(noop.url)
+            raw, raw_noop = RawHttp(space.url, extra=(DEFAULT_SCALE,)), RawHttp(noop.url)
             try:
                 data = tile.read_bytes()
                 answer = raw.predict(tile, data)
@@ -150,9 +149,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             say("bench: 4. a 2000 x 2000 px upload (real tiles at training scale: the most fields) ...")
             large = large_upload(tiles, tmp / "large.png")
-            client.predict(handle_file(str(large)), api_name="/predict")   # warm
-            samples["large_upload_s"] = [timed(lambda: client.predict(handle_file(str(large)), api_name="/predict"))
-                                         for _ in range(3)]
+            large_call = gradio_client_call(client, large)
+            large_call()   # warm
+            samples["large_upload_s"] = [timed(large_call) for _ in range(3)]
             figures["large_upload_median_s"] = percentile(samples["large_upload_s"], 50)
             client.close()
             noop_client.close()

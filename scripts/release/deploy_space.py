@@ -36,9 +36,10 @@ import warnings
 from pathlib import Path
 
 import yaml
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, SpaceCard
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+from imageclf.errors import first_line
 from scripts.release.push_model import (IGNORE_PATTERNS, HubAuthError, HubPushError, HubUnreachableError,
                                         MissingFilesError, check_folder, hub_errors, resolve_endpoint, resolve_token)
 
@@ -100,21 +101,14 @@ def space_readme(text: str | None, *, model_repo: str, space_id: str) -> str:
         ```
     """
 
-    body = text or ""
-    match = re.match(r"^---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|$)", body, re.DOTALL)
-    if match:
-        try:
-            header = yaml.safe_load(match.group(1)) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"the Space README's YAML header cannot be read: {exc}") from None
-        if not isinstance(header, dict):
-            raise ValueError("the Space README's YAML header is not a mapping")
-        body = body[match.end():]
-    else:
-        header = {"title": space_id.split("/")[-1], "sdk": "gradio", "app_file": "app.py"}
-    header["models"] = [model_repo]
-    front = yaml.safe_dump(header, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return f"---\n{front}---\n{body}"
+    try:  # huggingface_hub's own parser and writer of README YAML headers
+        card = SpaceCard(text or "")
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ValueError(f"the Space README's YAML header cannot be read: {exc}") from None
+    if not card.data.to_dict():
+        card.data.title, card.data.sdk, card.data.app_file = space_id.split("/")[-1], "gradio", "app.py"
+    card.data.models = [model_repo]
+    return str(card)
 
 
 def deploy_space(
@@ -201,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                            space_dir=args.space_dir, endpoint=args.endpoint, allow_branch=args.allow_branch,
                            private=args.private)
     except (HubPushError, ValueError) as exc:  # ValueError: invalid repo id
-        raise SystemExit(f"deploy_space: error: {str(exc).strip().splitlines()[0]}") from None
+        raise SystemExit(f"deploy_space: error: {first_line(exc)}") from None
     print(f"deployed {args.space_dir} to Space {args.space_id} at commit {sha}, "
           f"serving {args.model_repo}@{args.model_revision}", file=sys.stderr)
     print(sha)  # alone on stdout

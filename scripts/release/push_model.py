@@ -32,7 +32,7 @@ import httpx2
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-from imageclf.errors import ModelError
+from imageclf.errors import ModelError, first_line
 
 REQUIRED_FILES = ("model.keras", "labels.json", "config.json", "README.md")
 EXAMPLE_PATTERNS = ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp", "*.webp"]
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         sha = push_model(args.folder, repo_id=args.repo_id, endpoint=args.endpoint, private=args.private,
                          commit_message=args.message, examples=args.examples)
     except (HubPushError, ValueError) as exc:  # ValueError: invalid repo id, invalid model card metadata
-        raise SystemExit(f"push_model: error: {str(exc).strip().splitlines()[0]}") from None
+        raise SystemExit(f"push_model: error: {first_line(exc)}") from None
     print(f"pushed {args.folder} to {args.repo_id} at commit {sha}", file=sys.stderr)
     print(sha)  # alone on stdout, so `SHA=$(python -m scripts.release.push_model ...)` works
     return 0

@@ -57,7 +57,6 @@ class ImageAnalysis:
     probabilities: np.ndarray | None         # averaged over answered fields (None: nothing answered)
     abstained: bool
     abstain_reason: str | None
-    model_input: np.ndarray | None = None    # the single field, when there is one (for Grad-CAM)
 
     @property
     def top(self) -> int | None:
@@ -85,6 +84,11 @@ class ImageAnalysis:
     @property
     def one_field(self) -> bool:
         return self.fields is not None and len(self.fields.tiles) == 1
+
+    @property
+    def model_input(self) -> np.ndarray | None:
+        """The single field, when the image is one (for Grad-CAM): then ``view`` is exactly the model input."""
+        return self.view if self.one_field else None
 
     def to_json(self) -> dict[str, Any]:
         """The result every client gets. When abstaining, no class name or class probability."""
@@ -127,8 +131,7 @@ def analyze_image(rgb: np.ndarray, predictor: Any, *, scale: str | ScaleRequest 
         decision = ScaleDecision("native", 1.0, "whole image: this model takes whole images")
         return _classify_fields(to_model_input(rgb, size=size), predictor, decision, one=True,
                                 classify_one=classify_one, max_fields=max_fields, progress=progress, **common)
-    tissue = tiling.tissue_mask(rgb, predictor.abstain_rule) if max(rgb.shape[:2]) > 2 * max(size) else None
-    decision = decide_scale(rgb, config.scale, request, tissue=tissue)
+    decision = decide_scale(rgb, config.scale, request, tissue=lambda: tiling.tissue_mask(rgb, predictor.abstain_rule))
     if not decision.ok:
         # Not stained tissue at all says more than "no nuclei found": check the colours first.
         colour_fails = not ood.colour_ok(to_model_input(rgb, size=size), predictor.abstain_rule)
@@ -165,7 +168,7 @@ def _classify_fields(view: np.ndarray, predictor: Any, decision: ScaleDecision, 
                                    max_tiles=max_fields, classify=classify, progress=progress)
     answered = [t for t in fields.tiles if t.status == "classified" and not t.abstained]
     classified = fields.classified
-    common = dict(class_ids=class_ids, names=names, model_input=view if one else None)
+    common = dict(class_ids=class_ids, names=names)
     if classified == 0:
         return ImageAnalysis(decision, fields, view, probabilities=None, abstained=True,
                              abstain_reason="No tissue found: every field looks like background (blank or black).",

@@ -11,7 +11,7 @@ arrays only and is read with ``allow_pickle=False``.
 
 Example:
     >>> check = FeatureCheck.from_config(config.feature_ood, folder="hub_model")
-    >>> check.refuses(features)            # features: (N, D) from the "features" layer
+    >>> check.scores(features) > check.threshold   # features: (N, D) from the "features" layer
     array([False,  True])
 """
 from __future__ import annotations
@@ -95,6 +95,3 @@ class FeatureCheck:
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         return score(features, self.params)
-
-    def refuses(self, features: np.ndarray) -> np.ndarray:
-        return self.scores(features) > self.threshold

@@ -77,10 +77,6 @@ class ScaleSpec:
     reference: NucleusReference | None
     relative_size_range: tuple[float, float] = (0.2, 10.0)
 
-    @property
-    def can_estimate(self) -> bool:
-        return self.reference is not None
-
 
 @dataclass(frozen=True)
 class ModelConfig:

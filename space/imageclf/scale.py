@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +43,11 @@ SIGMAS = tuple(0.7 * 2 ** (i / STEPS_PER_OCTAVE) for i in range(6 * STEPS_PER_OC
 RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
 _HAEMATOXYLIN = np.linalg.inv(RGB_FROM_HED)[:, 0].astype(np.float32)
 CROP_SIDE = 512            # large images are measured on a few tissue-rich crops of this size
+TissueMask = Callable[[], np.ndarray]  # a boolean tissue mask, computed only when asked for
 MAX_CROPS = 4
 MIN_SIGNAL = 1e-4          # mean squared nuclear response below this: no stained structure to measure
 MAX_SHIFT_OCTAVES = 3.5    # nuclei up to 2**3.5 = 11x larger than in training can be recognised
+DEFAULT_SCALE = "auto"     # the scale option every client sends unless told otherwise
 MICRONS_AT_1X = 10.0       # um/px at "1x": a 40x scan is ~0.25 um/px (the usual convention)
 
 __all__ = ["ScaleRequest", "ScaleDecision", "ScaleError", "parse_scale", "check_request", "energy_curve",
@@ -60,7 +63,6 @@ class ScaleRequest:
 
     mode: str                              # "auto" | "native" | "microns_per_pixel"
     microns_per_pixel: float | None = None
-    text: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,11 @@ def parse_scale(value: Any) -> ScaleRequest:
     Raises:
         ScaleError: the text is none of these.
     """
-    text = "auto" if value is None else str(value).strip().lower()
+    text = DEFAULT_SCALE if value is None else str(value).strip().lower()
     if text in ("", "auto"):
         return ScaleRequest("auto")
     if text == "native":
-        return ScaleRequest("native", text="native")
+        return ScaleRequest("native")
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(x|um/px|um|µm/px|µm|mpp)?", text)
     if not match:
         raise ScaleError(f"Scale {value!r} not understood: use auto, native, microns per pixel "
@@ -114,7 +116,7 @@ def parse_scale(value: Any) -> ScaleRequest:
     if number <= 0:
         raise ScaleError("Scale must be a positive number.")
     mpp = MICRONS_AT_1X / number if match.group(2) == "x" else number
-    return ScaleRequest("microns_per_pixel", microns_per_pixel=mpp, text=text)
+    return ScaleRequest("microns_per_pixel", microns_per_pixel=mpp)
 
 
 def haematoxylin(rgb: np.ndarray) -> np.ndarray:
@@ -148,11 +150,12 @@ def energy_curve(rgb: np.ndarray) -> np.ndarray:
 
 
 def estimate_relative_size(rgb: np.ndarray, reference: NucleusReference, *,
-                           tissue: np.ndarray | None = None) -> tuple[float | None, float]:
+                           tissue: TissueMask | None = None) -> tuple[float | None, float]:
     """Nucleus size in ``rgb`` relative to the training tiles, and the curve-match residual.
 
     Returns ``(None, inf)`` when there is no stained structure to measure. ``tissue``: an
-    optional boolean mask used to pick crops of large images.
+    optional function giving a boolean tissue mask of ``rgb``, called only for images large
+    enough to be measured on crops (the mask of a big upload costs a full-size colour pass).
     """
     curves = [energy_curve(crop) for crop in _crops(rgb, tissue)]
     curve = np.log(np.nanmean(np.exp(np.stack(curves)), axis=0))
@@ -193,7 +196,7 @@ def check_request(request: ScaleRequest, spec: ScaleSpec | None) -> None:
 
 
 def decide_scale(rgb: np.ndarray, spec: ScaleSpec | None, request: ScaleRequest, *,
-                 tissue: np.ndarray | None = None) -> ScaleDecision:
+                 tissue: TissueMask | None = None) -> ScaleDecision:
     """The one rule every path uses to bring an image to the model's scale.
 
     ``native`` trusts the pixels; ``microns_per_pixel`` needs a model that declares its own;
@@ -246,7 +249,7 @@ def _shift(curve: np.ndarray, step: int) -> np.ndarray:
     return shifted
 
 
-def _crops(rgb: np.ndarray, tissue: np.ndarray | None) -> list[np.ndarray]:
+def _crops(rgb: np.ndarray, tissue: TissueMask | None) -> list[np.ndarray]:
     """The whole image if small, else up to ``MAX_CROPS`` crops with the most tissue."""
     height, width = rgb.shape[:2]
     if max(height, width) <= 2 * CROP_SIDE:
@@ -256,7 +259,8 @@ def _crops(rgb: np.ndarray, tissue: np.ndarray | None) -> list[np.ndarray]:
     xs = np.linspace(0, width - side, num=max(1, round(width / side))).astype(int)
     boxes = [(y, x) for y in ys for x in xs]
     if tissue is not None:
-        boxes.sort(key=lambda box: -float(tissue[box[0]:box[0] + side, box[1]:box[1] + side].mean()))
+        mask = tissue()
+        boxes.sort(key=lambda box: -float(mask[box[0]:box[0] + side, box[1]:box[1] + side].mean()))
     else:
         boxes = [boxes[i] for i in np.linspace(0, len(boxes) - 1, num=min(MAX_CROPS, len(boxes))).astype(int)]
     return [rgb[y:y + side, x:x + side] for y, x in boxes[:MAX_CROPS]]

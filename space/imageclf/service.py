@@ -30,12 +30,11 @@ from imageclf.batching import BatchRunner
 from imageclf.explain import GradCam, GradCamError, overlay
 from imageclf.imaging import ImageError, decode_image
 from imageclf.model_source import ModelSource
-from imageclf.scale import ScaleError, ScaleRequest, check_request, parse_scale
+from imageclf.scale import DEFAULT_SCALE, ScaleError, ScaleRequest, check_request, parse_scale
 from imageclf.uploads import UploadJanitor
 
 MAX_BATCH_FILES = 256      # files per /predict_batch call; clients send chunks (scripts/predict_client.py)
 DEFAULT_OPACITY = 0.45
-DEFAULT_SCALE = "auto"
 BATCH_THREADS = 8          # /predict_batch files in flight at once (their fields share forward passes)
 BATCH_ROW_KEYS = ("file", "label", "name", "confidence", "probabilities", "confidences", "abstained",
                   "abstain_reason", "scale", "fields", "error")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 # Scoring is serving code (one implementation, used by both): imageclf/feature_ood.py.
-from imageclf.feature_ood import (METHOD, FeatureOODError, load_params as _load,  # noqa: E402,F401; noqa: E402
+from imageclf.feature_ood import (METHOD, FeatureOODError, load_params as _load,  # noqa: F401 (re-exported)
                                   normalise, score)
 
 FEATURE_LAYER = "features"

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
-from imageclf.scale import RGB_FROM_HED  # Ruifrok & Johnston stain vectors, one copy
+from training.data.lab_shift import RGB_FROM_HED  # Ruifrok & Johnston stain vectors, rows normalised
 
 # Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) in optical density.
-_RGB_FROM_HED = (RGB_FROM_HED / np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)).astype(np.float32)
+_RGB_FROM_HED = RGB_FROM_HED.astype(np.float32)
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
 
 

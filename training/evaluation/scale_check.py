@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 
 from imageclf.imaging import decode_image
-from imageclf.model_config import read_config
 from imageclf.predictor import Predictor
 from imageclf.scale import estimate_relative_size
 from training.calibration.scale_reference import split_tiles, zoom_out, zoom_out_check
@@ -150,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--markdown", type=Path, help="write the model card section here (e.g. hub_model/scale.md)")
     args = parser.parse_args(argv)
-    spec = read_config(args.model).scale
     predictor = Predictor(args.model)
+    spec = predictor.model_config.scale
     test = split_tiles(args.data, args.manifest, split="test")
     report = {
         "factor_found_224px": zoom_out_check(spec, test, per_zoom=60),

@@ -88,16 +88,32 @@ class ImageSet:
     kind: str  # "lung" (accuracy counts) or "refuse" (should be abstained)
 
 
-def external_sets(root: Path, *, scale_reference=None, default_factor: float = 0.7) -> tuple[list[ImageSet], dict]:
-    """TCGA lung tiles and each non-lung source as fields at the training scale; palettes by source."""
-
-    sets = []
+def external_sources(root: Path) -> list[tuple[str, Path]]:
+    """(source name, image path) of ``external-he/``: TCGA lung tiles, then each non-lung organ."""
     sources = [("lung-tcga", p) for p in sorted((root / "lung-tcga").glob("*/*"))]
     sources += [(f"nonlung-{p.parent.name}", p) for p in sorted((root / "nonlung").glob("*/*"))]
+    return [(name, path) for name, path in sources if path.suffix.lower() in SUFFIXES]
+
+
+def train_scale_reference(data: Path, manifest: Path):
+    """The nucleus-scale reference of the TRAIN tiles, as the exported model's config carries it."""
+    return build_scale_spec(split_tiles(data, manifest, split="train"), field_of_view_px=None, mosaics=12).reference
+
+
+def photo_set(data: Path, manifest: Path, *, n: int = 60, seed: int = 0) -> ImageSet | None:
+    """Natural photos tinted to the training tiles' H&E palette (to be refused); None without photos."""
+    paths = sample_photo_paths()
+    if not (paths and n):
+        return None
+    return ImageSet("he-tinted-photos", tinted_photos(paths, n=n, palette=lab_stats_of(data, manifest), seed=seed),
+                    None, "refuse")
+
+
+def external_sets(root: Path, *, scale_reference=None, default_factor: float = 0.7) -> tuple[list[ImageSet], dict]:
+    """TCGA lung tiles and each non-lung source as fields at the training scale; palettes by source."""
+    sets = []
     grouped: dict[str, tuple[list, list]] = {}
-    for name, path in sources:
-        if path.suffix.lower() not in SUFFIXES:
-            continue
+    for name, path in external_sources(root):
         rgb = decode_image(path)
         relative = estimate_relative_size(rgb, scale_reference)[0] if scale_reference is not None else None
         factor = float(np.clip(1.0 / relative, 0.25, 4.0)) if relative else default_factor
@@ -214,10 +230,8 @@ def whole_images(subject: Subject, root: Path) -> list[dict]:
     """Each external image as a user would send it: the Space's whole-image rule (scale ``auto``,
     fields, averaged verdict; ``imageclf.analysis``), one verdict per image, by source."""
     by_source: dict[str, list] = {}
-    for path in sorted((root / "lung-tcga").glob("*/*")) + sorted((root / "nonlung").glob("*/*")):
-        if path.suffix.lower() in SUFFIXES:
-            source = "lung-tcga" if path.parts[-3] == "lung-tcga" else f"nonlung-{path.parent.name}"
-            by_source.setdefault(source, []).append((path, subject.predictor.analyze(path, scale="auto")))
+    for source, path in external_sources(root):
+        by_source.setdefault(source, []).append((path, subject.predictor.analyze(path, scale="auto")))
     rows = []
     for source, answers in by_source.items():
         answered = [(p, a) for p, a in answers if not a.abstained]
@@ -264,11 +278,8 @@ def run(*, models: list[Path], data: Path, manifest: Path, external: Path, out: 
 
     ext, palettes = external_sets(external, scale_reference=scale_reference)
     sets = lc25000_sets(data, manifest, per_class=per_class, palettes=palettes, seed=seed) + ext
-    paths = sample_photo_paths()
-    if paths and photos:
-        palette = lab_stats_of(data, manifest)
-        sets.append(ImageSet("he-tinted-photos", tinted_photos(paths, n=photos, palette=palette, seed=seed),
-                             None, "refuse"))
+    photo = photo_set(data, manifest, n=photos, seed=seed)
+    sets += [photo] if photo is not None else []
     subjects = [load_subject(m) for m in models]
     rows = [row(subject, image_set) for image_set in sets for subject in subjects]
     out.mkdir(parents=True, exist_ok=True)
@@ -290,10 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-scale-estimate", action="store_true", help="fixed 0.7x for external images")
     parser.add_argument("--out", type=Path, default=Path("runs/stress"))
     args = parser.parse_args(argv)
-    reference = None
-    if not args.no_scale_estimate:
-        tiles = split_tiles(args.data, args.manifest, split="train")
-        reference = build_scale_spec(tiles, field_of_view_px=None, mosaics=12).reference
+    reference = None if args.no_scale_estimate else train_scale_reference(args.data, args.manifest)
     rows = run(models=args.model, data=args.data, manifest=args.manifest, external=args.external, out=args.out,
                per_class=args.per_class, photos=args.photos, scale_reference=reference)
     print(markdown(rows))

@@ -19,15 +19,15 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from imageclf.imaging import load_model_input
-from training.calibration.scale_reference import build_scale_spec, split_tiles
-from training.data import far_ood, lab_shift
+from imageclf.imaging import IMAGE_SUFFIXES, load_model_input
+from training.data import lab_shift
 from training.data.samples import load_split, read_manifest
 from training.evaluation import stress
 from training.models.architectures import build_model
@@ -36,14 +36,14 @@ CLASS_IDS = ["lung_aca", "lung_n", "lung_scc"]
 BENIGN = ("lung_n",)
 
 
-def feature_extractor(weights: str | Path, *, work_size: int | None = None, num_classes: int = 3) -> keras.Model:
+def feature_extractor(weights: str | Path) -> keras.Model:
     """The densenet121 model of ``training.models.architectures`` cut at its pooled ``features`` layer.
 
     Example:
         >>> feature_extractor(".cache/backbones/densenet121-imagenet.weights.h5").output.shape
         (None, 1024)
     """
-    model = build_model(num_classes=num_classes, work_size=work_size, backbone="densenet121",
+    model = build_model(num_classes=len(CLASS_IDS), work_size=None, backbone="densenet121",
                         backbone_weights=str(weights))
     return keras.Model(model.inputs[0], model.get_layer("features").output, name="features")
 
@@ -100,9 +100,9 @@ class _LazyPool:
 
 
 def cache_features(*, data: Path, manifest: Path, out: Path, weights: Path, policies: list[str],
-                   seeds: list[int], work_size: int | None, share: float, image_cache: Path) -> None:
+                   seeds: list[int], share: float, image_cache: Path) -> None:
     """Step 1: clean features of every split, then augmented training copies (skips what exists)."""
-    extractor = feature_extractor(weights, work_size=work_size)
+    extractor = feature_extractor(weights)
     samples = read_manifest(manifest)
     out.mkdir(parents=True, exist_ok=True)
     train = None
@@ -130,20 +130,18 @@ def cache_features(*, data: Path, manifest: Path, out: Path, weights: Path, poli
             print(f"{target}: {len(chosen)} tiles in {time.time() - start:.0f} s", flush=True)
 
 
-def shifted_features(extractor: keras.Model, *, data: Path, manifest: Path, external: Path, cache: Path,
+def shifted_features(extractor: Callable[[], keras.Model], *, data: Path, manifest: Path, external: Path, cache: Path,
                      per_class: int = 150) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]]:
     """Features of the stress sets (``training.evaluation.stress``) built from val and test tiles, and of the
-    external sets, cached in ``<cache>/shifted-<part>.npz``. Labels are class ids (-1: not lung)."""
+    external sets, cached in ``<cache>/shifted-<part>.npz``. Labels are class ids (-1: not lung).
+    ``extractor`` gives the feature model; it is called only when a cache file is missing."""
     parts: dict[str, list] = {}
     if not all((cache / f"shifted-{part}.npz").is_file() for part in ("val", "test", "external")):
-        reference = build_scale_spec(split_tiles(data, manifest, split="train"), field_of_view_px=None,
-                                     mosaics=12).reference
-        ext, palettes = stress.external_sets(external, scale_reference=reference)
-        photos = stress.tinted_photos(far_ood.sample_photo_paths(), n=60,
-                                      palette=stress.lab_stats_of(data, manifest))
+        ext, palettes = stress.external_sets(external, scale_reference=stress.train_scale_reference(data, manifest))
+        photo = stress.photo_set(data, manifest, n=60)
         parts = {split: stress.lc25000_sets(data, manifest, per_class=per_class, palettes=palettes, split=split)
                  for split in ("val", "test")}
-        parts["external"] = ext + [stress.ImageSet("he-tinted-photos", photos, None, "refuse")]
+        parts["external"] = ext + ([photo] if photo is not None else [])
     out = {}
     for part in ("val", "test", "external"):
         target = cache / f"shifted-{part}.npz"
@@ -151,7 +149,7 @@ def shifted_features(extractor: keras.Model, *, data: Path, manifest: Path, exte
             arrays = {}
             for image_set in parts[part]:
                 labels = [CLASS_IDS.index(x) if x in CLASS_IDS else -1 for x in (image_set.labels or [])]
-                arrays[f"x:{image_set.name}"] = extract(extractor, image_set.images)
+                arrays[f"x:{image_set.name}"] = extract(extractor(), image_set.images)
                 arrays[f"y:{image_set.name}"] = np.array(labels or [-1] * len(image_set.images), np.int32)
             np.savez(target, **arrays)
         with np.load(target, allow_pickle=False) as loaded:
@@ -159,12 +157,12 @@ def shifted_features(extractor: keras.Model, *, data: Path, manifest: Path, exte
     return out
 
 
-def colon_features(extractor: keras.Model, root: Path, cache: Path) -> np.ndarray:
+def colon_features(extractor: Callable[[], keras.Model], root: Path, cache: Path) -> np.ndarray:
     """Features of LC25000's colon tiles (same lab as the lung tiles): the one organ used to choose the
     OOD settings, so the non-lung figures are reported on the OTHER organs (leave-organ-out)."""
     target = cache / "colon.npz"
     if not target.is_file():
-        paths = sorted(p for p in root.glob("*/*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        paths = sorted(p for p in root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
         images = np.stack([load_model_input(p, size=(224, 224)) for p in paths])
-        save_npz(target, extract(extractor, images), np.full(len(paths), -1), [p.name for p in paths])
+        save_npz(target, extract(extractor(), images), np.full(len(paths), -1), [p.name for p in paths])
     return load_npz(target)[0]

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -101,18 +102,20 @@ def in_distribution_abstention(head: Head, temperature: float, ood: dict, rule, 
                            size=(224, 224), cache_dir=image_cache)
     colour = np.array([not colour_ok(np.asarray(im), rule) for im in images])
     far = feature_ood.score(x, ood) > float(ood["threshold"])
-    unsure = softmax(head.logits(x), temperature).max(axis=1) < rule.min_confidence
+    logits = head.logits(x)
+    unsure = softmax(logits, temperature).max(axis=1) < rule.min_confidence
     answered = ~(colour | far | unsure)
     return {"abstained": float(1 - answered.mean()), "colour": float(colour.mean()), "feature_ood": float(far.mean()),
             "confidence": float(unsure.mean()),
-            "accuracy_answered": float((head.logits(x).argmax(1) == y)[answered].mean())}
+            "accuracy_answered": float((logits.argmax(1) == y)[answered].mean())}
 
 
 def train(args: argparse.Namespace) -> dict:
     """Ablation, then the final head on the best policy (chosen on validation), OOD, export, folds."""
     start, cache, out = time.time(), args.cache, args.out
     out.mkdir(parents=True, exist_ok=True)
-    shifted = shifted_features(feature_extractor(args.weights), data=args.data, manifest=args.manifest,
+    extractor = functools.cache(lambda: feature_extractor(args.weights))  # built once, and only on a cache miss
+    shifted = shifted_features(extractor, data=args.data, manifest=args.manifest,
                                external=args.external, cache=cache)
     rows = ablation(cache, shifted, policies=args.policies, seeds=args.seeds)
     (out / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -128,7 +131,7 @@ def train(args: argparse.Namespace) -> dict:
                "weight_decay_scores": {str(k): v for k, v in decays.items()},
                "val": evaluate_arm(head, temperature, {"clean": val, **shifted["val"]}),
                "test": evaluate_arm(head, temperature, {"clean": test, **shifted["test"]})}
-    colon = colon_features(feature_extractor(args.weights), args.colon, cache)
+    colon = colon_features(extractor, args.colon, cache)
     ood, metrics["feature_ood_refused"], metrics["feature_ood_grid"] = fit_ood(cache, shifted, colon, policy=best,
                                                                              seeds=seeds)
     _, rule = export(head, temperature, ood, cache=cache, weights=args.weights, data=args.data, manifest=args.manifest,
@@ -207,7 +210,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path(".cache/features"))
     parser.add_argument("--out", type=Path, default=Path("runs/densenet/model"))
     parser.add_argument("--weights", type=Path, default=Path(".cache/backbones/densenet121-imagenet.weights.h5"))
-    parser.add_argument("--work-size", type=int, default=None, help="side the backbone runs at (default 224)")
     parser.add_argument("--policies", nargs="*", default=["stain", "scale", "all"], choices=lab_shift.POLICIES[1:])
     parser.add_argument("--policy", default=None, help="final policy (default: best on validation)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "extract":
         cache_features(data=args.data, manifest=args.manifest, out=args.cache, weights=args.weights,
-                       policies=args.policies, seeds=args.seeds, work_size=args.work_size, share=args.share,
+                       policies=args.policies, seeds=args.seeds, share=args.share,
                        image_cache=args.image_cache)
     else:
         train(args)
