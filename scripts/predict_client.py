@@ -36,8 +36,8 @@ from gradio_client.exceptions import AppError
 from tqdm import tqdm
 
 from imageclf.errors import ModelError
-from imageclf.imaging import IMAGE_SUFFIXES
-from imageclf.scale import DEFAULT_SCALE
+from imageclf.core.imaging import IMAGE_SUFFIXES
+from imageclf.core.request import DEFAULT_SCALE
 
 API_NAME = "/predict"
 BATCH_API_NAME = "/predict_batch"

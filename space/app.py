@@ -27,13 +27,13 @@ from typing import Any
 import gradio as gr
 from fastapi.routing import APIRoute
 
-from imageclf import panels
-from imageclf.examples import PICK_RULE, find_examples, true_class
-from imageclf.explain import overlay
-from imageclf.model_config import DISCLAIMER
-from imageclf.model_source import ModelSource, ModelSourceError, resolve_model_source
-from imageclf.predictor import ModelFolderError, Predictor
-from imageclf.service import DEFAULT_OPACITY, DEFAULT_SCALE, UPLOADS, Service
+import panels
+from examples import PICK_RULE, find_examples, true_class
+from imageclf.model.explain import overlay
+from imageclf.model.config import DISCLAIMER
+from imageclf.hub.source import ModelSource, ModelSourceError, resolve_model_source
+from imageclf.model.predictor import ModelFolderError, Predictor
+from service import DEFAULT_OPACITY, DEFAULT_SCALE, UPLOADS, Service
 
 TOP_CLASSES = 3
 log = logging.getLogger("space")

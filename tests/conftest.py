@@ -14,8 +14,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.hub_server import local_hub  # noqa: E402,F401  (the local Hub-compatible endpoint fixture)
-from tests.tiny_model import run_space, write_test_image, write_tiny_model_folder  # noqa: E402
+from tests.support.hub_server import local_hub  # noqa: E402,F401  (the local Hub-compatible endpoint fixture)
+from tests.support.tiny_model import run_space, write_test_image, write_tiny_model_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -74,7 +74,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
-    """The tiny test model (tests/tiny_model.py) that the shared tiny Space serves."""
+    """The tiny test model (tests/support/tiny_model.py) that the shared tiny Space serves."""
     return write_tiny_model_folder(tmp_path_factory.mktemp("tiny") / "hub_model")
 
 

@@ -1,4 +1,4 @@
-"""``space/imageclf/batching.py``: concurrent single calls meet in batches; results and errors go to their callers."""
+"""``space/batching.py``: concurrent single calls meet in batches; results and errors go to their callers."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from imageclf.batching import BatchRunner
+from batching import BatchRunner
 
 
 def _slow_square(items: list[int]) -> list[int]:

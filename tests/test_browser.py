@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from imageclf.imaging import decode_image
-from imageclf.predictor import Predictor
+from imageclf.core.imaging import decode_image
+from imageclf.model.predictor import Predictor
 from tests.conftest import HUB_MODEL, ROOT, missing
 
 

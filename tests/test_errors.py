@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from imageclf import explain, feature_ood, imaging, model_config, model_safety, model_source, predictor, scale, tiling
+from imageclf.core import fields as tiling, imaging, scale
+from imageclf.hub import source as model_source
+from imageclf.model import config as model_config, explain, feature_check as feature_ood, predictor, safety as model_safety
 from imageclf.errors import ModelError, first_line
-from imageclf.imaging import IMAGE_SUFFIXES, decode_image
+from imageclf.core.imaging import IMAGE_SUFFIXES, decode_image
 from imageclf.settings import Settings, SettingsError
 from scripts import predict_client
 from scripts.predict_client import SpaceUnreachableError

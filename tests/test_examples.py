@@ -1,4 +1,4 @@
-"""``space/imageclf/examples.py``: example images from EXAMPLES_DIR, the model folder, or the pinned Hub repo."""
+"""``space/examples.py``: example images from EXAMPLES_DIR, the model folder, or the pinned Hub repo."""
 from __future__ import annotations
 
 import logging
@@ -6,9 +6,9 @@ import time
 
 from huggingface_hub import HfApi
 
-from imageclf.examples import find_examples, folder_examples, hub_examples, true_class
-from imageclf.model_source import ModelSource, local_model
-from tests.tiny_model import imported_app, run_ui_event, write_test_image, write_tiny_model_folder
+from examples import find_examples, folder_examples, hub_examples, true_class
+from imageclf.hub.source import ModelSource, local_model
+from tests.support.tiny_model import imported_app, run_ui_event, write_test_image, write_tiny_model_folder
 
 
 def _with_examples(folder, names=("b.png", "a.png")):
@@ -52,7 +52,7 @@ def test_hub_examples_at_the_pinned_revision(local_hub, tmp_path):
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "imageclf.examples" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "examples" and r.levelno == logging.WARNING]
 
 
 def test_hub_error_is_one_warning_and_no_examples(local_hub, caplog):

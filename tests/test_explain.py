@@ -1,14 +1,14 @@
-"""``space/imageclf/explain.py``: Grad-CAM target discovery, logits, heatmaps and the overlay."""
+"""``src/imageclf/model/explain.py``: Grad-CAM target discovery, logits, heatmaps and the overlay."""
 from __future__ import annotations
 
 import keras
 import numpy as np
 import pytest
 
-from imageclf.explain import GradCam, GradCamError, build_cam_model, find_target_path, overlay
-from imageclf.predictor import Predictor
+from imageclf.model.explain import GradCam, GradCamError, build_cam_model, find_target_path, overlay
+from imageclf.model.predictor import Predictor
 from tests.conftest import HUB_MODEL
-from tests.tiny_model import write_tiny_model_folder
+from tests.support.tiny_model import write_tiny_model_folder
 
 SIDE = 32
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -113,7 +113,7 @@ def test_cam_model_scores_are_the_logits():
 
 
 def test_tiny_model_dense_softmax(tmp_path):
-    """tests/tiny_model.py: Dense(activation="softmax") head; the logits are recovered from its weights."""
+    """tests/support/tiny_model.py: Dense(activation="softmax") head; the logits are recovered from its weights."""
     predictor = Predictor(write_tiny_model_folder(tmp_path / "m"))
     cam = GradCam(predictor.model)
     (conv,) = [layer for layer in predictor.model.layers if isinstance(layer, keras.layers.Conv2D)]

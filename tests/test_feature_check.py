@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from imageclf import ood
-from imageclf.feature_ood import FeatureCheck, FeatureOODError, load_params, score
-from imageclf.predictor import ModelFolderError, Predictor
-from tests.tiny_model import write_tiny_model_folder
+from imageclf.core import refusal as ood
+from imageclf.model.feature_check import FeatureCheck, FeatureOODError, load_params, score
+from imageclf.model.predictor import ModelFolderError, Predictor
+from tests.support.tiny_model import write_tiny_model_folder
 from training.calibration.feature_ood import fit
 
 

@@ -1,4 +1,4 @@
-"""Hostile and odd uploads (``tests/hostile_corpus.py``) through ``imaging`` and the ``Predictor``.
+"""Hostile and odd uploads (``tests/support/hostile_corpus.py``) through ``imaging`` and the ``Predictor``.
 
 Each case ends either in an answer (with the expected pixels) or in an ``ImageError`` whose
 message is one sentence for a person: no traceback, no library internals.
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import ImageFile
 
-from imageclf import imaging
-from imageclf.imaging import ImageError, decode_image
-from imageclf.predictor import Predictor
+from imageclf.core import imaging
+from imageclf.core.imaging import ImageError, decode_image
+from imageclf.model.predictor import Predictor
 from tests import hostile_corpus
-from tests.hostile_corpus import CASES, LIMITS, Case
-from tests.tiny_model import write_tiny_model_folder
+from tests.support.hostile_corpus import CASES, LIMITS, Case
+from tests.support.tiny_model import write_tiny_model_folder
 
 INTERNALS = re.compile(r"Traceback|cv2|PIL|Pillow|BytesIO|0x[0-9a-f]{6,}|Errno|\.py\b", re.I)
 

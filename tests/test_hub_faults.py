@@ -1,4 +1,4 @@
-"""Hub faults at Space start-up, against the local Hub (``tests/hub_server.py``).
+"""Hub faults at Space start-up, against the local Hub (``tests/support/hub_server.py``).
 
 Complements ``tests/test_model_source.py`` (happy paths, pinned sha from the cache, unknown
 branch): Hub down with and without a cache (in-process and as a real ``space/app.py``
@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
-from imageclf.model_source import ModelSourceError, resolve_model_source
+from imageclf.hub.source import ModelSourceError, resolve_model_source
 from scripts.perf.local_space import APP, SpaceProcess
 from scripts.perf.traffic import classify
 from scripts.predict_client import connect
-from tests.tiny_model import write_test_image, write_tiny_model_folder
+from tests.support.tiny_model import write_test_image, write_tiny_model_folder
 
 REPO = "testuser/fault-model"
 MODEL_BYTES = b"PK\x03\x04" + bytes(range(256)) * 8  # LFS (*.keras), 2 KiB
@@ -42,7 +42,7 @@ def _fake_folder(path: Path, *, without: tuple[str, ...] = ()) -> Path:
 
 
 def _model_source_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "imageclf.model_source" and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "imageclf.hub.source" and r.levelno >= logging.WARNING]
 
 
 def test_hub_down_branch_is_served_from_the_cache_with_one_warning(local_hub, tmp_path, caplog):

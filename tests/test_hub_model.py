@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
-from imageclf.imaging import load_model_input
-from imageclf.ood import AbstainRule
-from imageclf.predictor import Predictor
+from imageclf.core.imaging import load_model_input
+from imageclf.core.refusal import AbstainRule
+from imageclf.model.predictor import Predictor
 from training.data.samples import manifest_sha256, read_manifest
 
 from .conftest import HUB_MODEL, ROOT

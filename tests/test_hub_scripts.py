@@ -20,7 +20,7 @@ from scripts.release.deploy_space import (ModelRevisionNotFoundError, UnpinnedRe
                                           deploy_space, main as deploy_main)
 from scripts.release.push_model import (HubAuthError, HubUnreachableError, MissingFilesError, build_commit_message,
                                         main as push_main, push_model)
-from tests.hub_server import fast_hub_retries
+from tests.support.hub_server import fast_hub_retries
 from training.data.catalog import describe
 from training.export.card import write_model_card
 

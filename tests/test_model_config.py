@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from imageclf.model_config import SCHEMA_VERSION, ConfigError, ModelConfig, read_config, write_config
+from imageclf.model.config import SCHEMA_VERSION, ConfigError, ModelConfig, read_config, write_config
 from tests.conftest import HUB_MODEL, ROOT
 
 EXPORTS = sorted((ROOT / "training" / "exports").glob("*/config.json"))

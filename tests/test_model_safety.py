@@ -1,6 +1,6 @@
 """Nothing in a model file runs at load, and no Hub token is ever printed or logged.
 
-Model files: ``space/imageclf/model_safety.py`` refuses Lambda layers and custom classes before Keras
+Model files: ``src/imageclf/model/safety.py`` refuses Lambda layers and custom classes before Keras
 reads the file, and Keras ``safe_mode=True`` stays on behind it. Tokens: the push / deploy
 scripts (as processes, with the Hub client's debug logging on) and the Space's model download.
 """
@@ -17,13 +17,13 @@ from pathlib import Path
 import keras
 import pytest
 
-from imageclf import predictor as predictor_module
-from imageclf.model_safety import unsafe_parts
-from imageclf.model_source import ModelSourceError, resolve_model_source
-from imageclf.predictor import ModelFolderError, Predictor
+from imageclf.model import predictor as predictor_module
+from imageclf.model.safety import unsafe_parts
+from imageclf.hub.source import ModelSourceError, resolve_model_source
+from imageclf.model.predictor import ModelFolderError, Predictor
 from tests.conftest import HUB_MODEL, ROOT
 from tests.test_hub_scripts import make_model_folder, make_space_folder
-from tests.tiny_model import write_tiny_model_folder
+from tests.support.tiny_model import write_tiny_model_folder
 
 TOKEN = "hf_FAKEtoken1234567890abcdef"
 

@@ -1,4 +1,4 @@
-"""``space/imageclf/model_source.py``: local folders, and the Hub path against the local Hub server."""
+"""``src/imageclf/hub/source.py``: local folders, and the Hub path against the local Hub server."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
-from imageclf.model_source import DEFAULT_MODEL_DIR, ModelSourceError, local_model, resolve_model_source
+from imageclf.hub.source import DEFAULT_MODEL_DIR, ModelSourceError, local_model, resolve_model_source
 
 REPO = "testuser/tiny-classifier"
 REQUIRED = ("model.keras", "labels.json", "config.json")

@@ -1,5 +1,5 @@
 """One rule for every path: the UI, /predict, /predict_batch, /predict_tiles, /explain, MCP and
-predict_client all answer through ``Predictor.analyze`` (space/imageclf/analysis.py), so the same bytes
+predict_client all answer through ``Predictor.analyze`` (src/imageclf/core/rule.py), so the same bytes
 get the same answer whichever way they come in."""
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from gradio_client import Client, handle_file
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from imageclf.predictor import Predictor
+from imageclf.model.predictor import Predictor
 from scripts.predict_client import main as predict_client_main
 from tests.conftest import HUB_MODEL, missing
-from tests.tiny_model import imported_app, run_ui_event, write_test_image, write_tiny_model_folder
+from tests.support.tiny_model import imported_app, run_ui_event, write_test_image, write_tiny_model_folder
 
 
 @pytest.fixture

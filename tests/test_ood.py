@@ -1,4 +1,4 @@
-"""``space/imageclf/ood.py`` + ``training/calibration/abstention.py`` + ``training/data/far_ood.py``: the abstention rule.
+"""``src/imageclf/core/refusal.py`` + ``training/calibration/abstention.py`` + ``training/data/far_ood.py``: the abstention rule.
 
 The rates measured on real tiles are printed (``pytest -s``) and attached as test properties.
 """
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from imageclf import ood
-from imageclf.imaging import load_model_input
+from imageclf.core import refusal as ood
+from imageclf.core.imaging import load_model_input
 from tests.conftest import ROOT, SHARED_DATA
 from training.calibration.abstention import (abstention_report, dilate_hue, fit_abstention, fit_colour_check,
                                              fit_confidence_threshold)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from imageclf.imaging import load_model_input
-from imageclf.predictor import Predictor
-from tests.tiny_model import write_tiny_model_folder
+from imageclf.core.imaging import load_model_input
+from imageclf.model.predictor import Predictor
+from tests.support.tiny_model import write_tiny_model_folder
 from training.data.catalog import describe
 from training.data.samples import read_manifest
 

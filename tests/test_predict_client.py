@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from imageclf.imaging import ImageError, decode_image
-from imageclf.predictor import Predictor
+from imageclf.core.imaging import ImageError, decode_image
+from imageclf.model.predictor import Predictor
 from scripts.perf.local_space import free_port
 from scripts.predict_client import SpaceUnreachableError, classify_files, connect, list_images, main, write_csv
-from tests.tiny_model import DEFAULT_LABELS, write_test_image
+from tests.support.tiny_model import DEFAULT_LABELS, write_test_image
 
 NAMES = sorted(name for _, name in DEFAULT_LABELS)
 EXTRA = ["abstained", "reason", "scale_factor"]

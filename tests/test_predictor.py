@@ -1,4 +1,4 @@
-"""``space/imageclf/predictor.py``: the model contract, on a tiny deterministic model."""
+"""``src/imageclf/model/predictor.py``: the model contract, on a tiny deterministic model."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from imageclf import ood
-from imageclf.imaging import ImageError, decode_image, to_model_input
-from imageclf.predictor import ModelFolderError, Predictor
-from tests.tiny_model import DEFAULT_LABELS, write_test_image, write_tiny_model_folder
+from imageclf.core import refusal as ood
+from imageclf.core.imaging import ImageError, decode_image, to_model_input
+from imageclf.model.predictor import ModelFolderError, Predictor
+from tests.support.tiny_model import DEFAULT_LABELS, write_test_image, write_tiny_model_folder
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from imageclf.imaging import load_model_input
+from imageclf.core.imaging import load_model_input
 from scripts.release.push_model import push_model
 
 from .conftest import HUB_MODEL

@@ -1,4 +1,4 @@
-"""The nucleus-size scale estimate (space/imageclf/scale.py) and its reference (training/calibration/scale_reference.py)."""
+"""The nucleus-size scale estimate (src/imageclf/core/scale.py) and its reference (training/calibration/scale_reference.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from imageclf.model_config import read_config
-from imageclf.scale import ScaleError, decide_scale, estimate_relative_size, parse_scale
+from imageclf.model.config import read_config
+from imageclf.core.scale import ScaleError, decide_scale, estimate_relative_size, parse_scale
 from tests.conftest import HUB_MODEL, ROOT
 from training.calibration.scale_reference import build_scale_spec, split_tiles, zoom_out_check
 

@@ -18,12 +18,12 @@ from gradio_client.exceptions import AppError
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from imageclf import ood, tiling
-from imageclf.explain import GradCam, colourise
-from imageclf.imaging import ImageError, decode_image
-from imageclf.predictor import Predictor
+from imageclf.core import fields as tiling, refusal as ood
+from imageclf.model.explain import GradCam, colourise
+from imageclf.core.imaging import ImageError, decode_image
+from imageclf.model.predictor import Predictor
 from tests.conftest import HUB_MODEL
-from tests.tiny_model import write_test_image
+from tests.support.tiny_model import write_test_image
 
 ENDPOINTS = ["/predict", "/predict_batch", "/explain", "/predict_tiles"]
 RESULT_KEYS = {"label", "name", "confidence", "probabilities", "abstained", "abstain_reason", "scale", "fields", "model_repo",
@@ -81,7 +81,7 @@ def test_predict_json(client, tiny_predictor, tmp_path):
 
 
 def test_concurrent_predicts_each_get_their_own_answer(tiny_space, tiny_predictor, tmp_path):
-    """Concurrent callers share forward passes (space/imageclf/batching.py); no answer may reach the wrong one.
+    """Concurrent callers share forward passes (space/batching.py); no answer may reach the wrong one.
 
     One client per caller, like separate users (and clear of gradio_client's shared-stream race).
     """

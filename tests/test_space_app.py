@@ -22,11 +22,11 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from huggingface_hub import HfApi
 
-from imageclf import panels
-from imageclf.explain import overlay
-from imageclf.imaging import ImageError, decode_image
-from imageclf.predictor import Predictor
-from tests.tiny_model import REPO_ROOT, imported_app, run_space, run_ui_event, write_test_image
+import panels
+from imageclf.model.explain import overlay
+from imageclf.core.imaging import ImageError, decode_image
+from imageclf.model.predictor import Predictor
+from tests.support.tiny_model import REPO_ROOT, imported_app, run_space, run_ui_event, write_test_image
 
 REAL_MODEL = REPO_ROOT / "hub_model"
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "lc25000-lung-224"

@@ -21,8 +21,8 @@ from scripts.perf import load_test, soak_test
 from scripts.perf.local_space import SpaceProcess
 from scripts.perf.traffic import has_label
 from scripts.predict_client import connect
-from tests.hostile_corpus import LIMITS, corpus
-from tests.tiny_model import write_test_image
+from tests.support.hostile_corpus import LIMITS, corpus
+from tests.support.tiny_model import write_test_image
 
 FIGURE = r"\d+\.\d+"
 

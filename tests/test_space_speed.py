@@ -16,7 +16,7 @@ import pytest
 from scripts.perf.space_speed import GOALS, ROWS, markdown
 from scripts.perf.traffic import percentile
 from tests.conftest import ROOT
-from tests.tiny_model import write_tiny_model_folder
+from tests.support.tiny_model import write_tiny_model_folder
 
 NUMBER = r"([-+]?\d+(?:\.\d+)?)"
 

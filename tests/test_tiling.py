@@ -1,11 +1,11 @@
-"""``space/imageclf/tiling.py``: the tile grid, background skipping, counts/fractions and the tile map."""
+"""``src/imageclf/core/fields.py``: the tile grid, background skipping, counts/fractions and the tile map."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from imageclf import ood
-from imageclf.tiling import (
+from imageclf.core import refusal as ood
+from imageclf.core.fields import (
     ABSTAIN_COLOUR,
     MIN_TISSUE,
     TilingError,

@@ -1,4 +1,4 @@
-"""``space/imageclf/uploads.py``: an upload's file is deleted as its request reads it."""
+"""``space/uploads.py``: an upload's file is deleted as its request reads it."""
 from __future__ import annotations
 
 import os
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from gradio.utils import get_upload_folder
 
-from imageclf import imaging
-from imageclf.imaging import ImageError
-from imageclf.uploads import GONE, UploadJanitor, upload_folder
+from imageclf.core import imaging
+from imageclf.core.imaging import ImageError
+from uploads import GONE, UploadJanitor, upload_folder
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 from gradio_client import handle_file
 
-from imageclf.scale import DEFAULT_SCALE
+from imageclf.core.request import DEFAULT_SCALE
 from scripts.perf.local_space import SpaceProcess
 
 TILE = 224

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from imageclf.scale import DEFAULT_SCALE
+from imageclf.core.request import DEFAULT_SCALE
 from scripts.perf.local_space import SpaceProcess
 from scripts.perf.probes import RawHttp, cold_start, gradio_client_call, large_upload, noop_space, pick_tiles, timed
 from scripts.perf.traffic import has_label, percentile

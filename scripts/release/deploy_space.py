@@ -43,11 +43,14 @@ from imageclf.errors import first_line
 from scripts.release.push_model import (IGNORE_PATTERNS, HubAuthError, HubPushError, HubUnreachableError,
                                         MissingFilesError, check_folder, hub_errors, resolve_endpoint, resolve_token)
 
-__all__ = ["deploy_space", "check_revision", "space_readme", "UnpinnedRevisionError", "UnpinnedRevisionWarning",
+__all__ = ["deploy_space", "stage_bundle", "check_revision", "space_readme", "UnpinnedRevisionError", "UnpinnedRevisionWarning",
            "ModelRevisionNotFoundError", "MissingFilesError", "HubUnreachableError", "HubAuthError"]
 
 COMMIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 SPACE_REQUIRED_FILES = ("app.py",)  # the Hub's Gradio runner starts `app_file`, app.py by default
+# The shared package lives in src/ (training and scripts use it too); the Space imports it as
+# `imageclf` from beside app.py, so the bundle carries a copy and runs from its own files alone.
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "src" / "imageclf"
 
 
 class UnpinnedRevisionError(HubPushError, ValueError):
@@ -111,6 +114,14 @@ def space_readme(text: str | None, *, model_repo: str, space_id: str) -> str:
     return str(card)
 
 
+def stage_bundle(space_dir: Path, out: Path) -> Path:
+    """The Space as uploaded: `space_dir` plus the shared package beside `app.py` (no caches)."""
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(space_dir, out, ignore=skip)
+    shutil.copytree(PACKAGE_DIR, out / "imageclf", ignore=skip)
+    return out
+
+
 def deploy_space(
     *,
     space_id: str,
@@ -130,6 +141,7 @@ def deploy_space(
         model_repo: model repo the Space serves (`MODEL_REPO` variable).
         model_revision: full commit sha to serve (`MODEL_REVISION` variable).
         space_dir: folder uploaded as the Space (needs `app.py`); caches like `__pycache__` are skipped.
+            The shared package (`src/imageclf`) is copied beside `app.py` in the uploaded bundle.
         token: Hub token; defaults to `HF_TOKEN` or the saved login. Never printed.
         endpoint: Hub URL; defaults to `HF_ENDPOINT` or https://huggingface.co.
         allow_branch: accept a branch/tag name as `model_revision` (warns with `UnpinnedRevisionWarning`).
@@ -169,7 +181,7 @@ def deploy_space(
         api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:  # a copy, so the README can carry `models:`
             staged = Path(tmp) / "space"
-            shutil.copytree(folder, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            stage_bundle(folder, staged)
             (staged / "README.md").write_text(readme, encoding="utf-8")
             info = api.upload_folder(repo_id=space_id, folder_path=staged, repo_type="space",
                                      commit_message=f"Deploy Space pinned to {model_repo}@{revision}",

@@ -1,6 +1,6 @@
 """Fit the abstention rule on validation data and measure it on test and far-OOD images.
 
-The rule itself (and the decision every consumer applies) lives in ``space/imageclf/ood.py``; this
+The rule itself (and the decision every consumer applies) lives in ``src/imageclf/core/refusal.py``; this
 module only chooses its thresholds and reports how often it abstains. The confidence floor is
 fitted on the validation split only; the colour check, which does not depend on the model, on
 validation plus (optionally) training tiles. Typical use at the end of training:
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from imageclf.ood import (FEATURE_SIDES, AbstainRule, ColourCheck, colour_features, colour_ok, confidence_ok,
-                          hue_saturation_histogram)
+from imageclf.core.colour import FEATURE_SIDES, ColourCheck, colour_features, hue_saturation_histogram
+from imageclf.core.refusal import AbstainRule, colour_ok, confidence_ok
 from training.calibration.temperature import (expected_calibration_error, fit_temperature, logits_model,
                                               negative_log_likelihood, plot_reliability, softmax, with_temperature)
 from training.data.far_ood import make_far_ood_set, other_stain_variants, shared_dataset_images

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Scoring is serving code (one implementation, used by both): imageclf/feature_ood.py.
-from imageclf.feature_ood import (METHOD, FeatureOODError, load_params as _load,  # noqa: F401 (re-exported)
+# Scoring is serving code (one implementation, used by both): src/imageclf/model/feature_check.py.
+from imageclf.model.feature_check import (METHOD, FeatureOODError, load_params as _load,  # noqa: F401 (re-exported)
                                   normalise, score)
 
 FEATURE_LAYER = "features"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imageclf.ood import AbstainRule
+from imageclf.core.refusal import AbstainRule
 from training.calibration.abstention import calibrate_and_fit_abstention, evaluate_abstention
 from training.calibration.temperature import expected_calibration_error, logits_model, softmax
 from training.data.catalog import SHARED_DATA

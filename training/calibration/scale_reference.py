@@ -1,7 +1,7 @@
 """Measure the training tiles' nucleus scale: the ``scale`` block of config.json.
 
 The Space brings every upload to the training scale by matching its scale-space curve
-(``space/imageclf/scale.py``) against reference curves. They are measured here, with the same code, on
+(``src/imageclf/core/scale.py``) against reference curves. They are measured here, with the same code, on
 TRAIN-split tiles at their own size (zoom 1) and on mosaics of same-class, same-split tiles
 shrunk 1.19x-4.76x (zoom-outs carry the blur small nuclei get, so they need their own
 templates). Test-split mosaics then check the estimate without leakage (:func:`zoom_out_check`).
@@ -29,9 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from imageclf.imaging import decode_image
-from imageclf.model_config import SCHEMA_VERSION, NucleusReference, ScaleSpec, read_config, write_config
-from imageclf.scale import ESTIMATOR, SIGMAS, STEPS_PER_OCTAVE, energy_curve, estimate_relative_size
+from imageclf.core.imaging import decode_image
+from imageclf.model.config import SCHEMA_VERSION, NucleusReference, ScaleSpec, read_config, write_config
+from imageclf.core.scale import ESTIMATOR, SIGMAS, STEPS_PER_OCTAVE, energy_curve, estimate_relative_size
 from training.data.samples import read_manifest
 
 ZOOM_FACTORS = tuple(2 ** (i / STEPS_PER_OCTAVE) for i in range(10))   # 1 .. 4.76

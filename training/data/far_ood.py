@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from imageclf.imaging import IMAGE_SUFFIXES, load_model_input, to_model_input
-from imageclf.scale import RGB_FROM_HED
+from imageclf.core.imaging import IMAGE_SUFFIXES, load_model_input, to_model_input
+from imageclf.core.scale import RGB_FROM_HED
 
 WORDS = ("specimen", "report", "patient", "slide", "invoice", "hello world", "2024-05-01", "TOTAL 42.00")
 # Ruifrok & Johnston stain vectors (optical density per R, G, B): hematoxylin, eosin, DAB.

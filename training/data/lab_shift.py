@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from imageclf.scale import RGB_FROM_HED as _RUIFROK
+from imageclf.core.scale import RGB_FROM_HED as _RUIFROK
 
 # Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB), normalised per stain.
 RGB_FROM_HED = _RUIFROK / np.linalg.norm(_RUIFROK, axis=1, keepdims=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from imageclf.errors import ModelError
-from imageclf.imaging import IMAGE_SUFFIXES, load_model_input
+from imageclf.core.imaging import IMAGE_SUFFIXES, load_model_input
 
 SPLITS = ("train", "val", "test")
 

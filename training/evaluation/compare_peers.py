@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from imageclf.model_config import read_config  # noqa: E402
+from imageclf.model.config import read_config  # noqa: E402
 from training.data.catalog import DEFAULT_DATA  # noqa: E402
 from training.data.samples import leaked_groups, load_split, manifest_sha256, read_manifest  # noqa: E402
 from training.evaluation.evaluate import classification_metrics  # noqa: E402

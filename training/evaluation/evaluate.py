@@ -15,7 +15,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from imageclf.model_config import read_config
+from imageclf.model.config import read_config
 from training.data.samples import load_split, read_manifest
 
 

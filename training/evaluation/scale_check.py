@@ -22,9 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from imageclf.imaging import decode_image
-from imageclf.predictor import Predictor
-from imageclf.scale import estimate_relative_size
+from imageclf.core.imaging import decode_image
+from imageclf.model.predictor import Predictor
+from imageclf.core.scale import estimate_relative_size
 from training.calibration.scale_reference import split_tiles, zoom_out, zoom_out_check
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ def markdown(report: dict, spec) -> str:
     lines = [
         "Every image is first brought to the magnification the model learned: its nucleus size is "
         "estimated (haematoxylin by colour deconvolution, scale-space curve matched against curves "
-        f"measured on training tiles; `space/imageclf/scale.py`) and compared with the training tiles' "
+        f"measured on training tiles; `src/imageclf/core/scale.py`) and compared with the training tiles' "
         f"(median nucleus diameter {median:.1f} px at 224 px, 10th-90th percentile {p10:.1f}-{p90:.1f}). One "
         f"224 px input stands for {spec.field_of_view_px} source pixels of an LC25000 photograph; "
         f"microns per pixel are unknown ({spec.microns_per_pixel_note})",

@@ -9,7 +9,7 @@ abstaining, and the abstained share (colour check, confidence floor and, where t
 one, the feature-space OOD score). Nothing is fitted on any of these sets.
 
 External images are brought to the training scale first, as serving does: the nucleus-size
-estimate of ``imageclf.scale`` (reference curves from TRAIN tiles), then cut into 224 px fields.
+estimate of ``imageclf.core.scale`` (reference curves from TRAIN tiles), then cut into 224 px fields.
 
 Example:
     python -m training.evaluation.stress --model hub_model --model runs/densenet/model \\
@@ -26,11 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from imageclf import ood
+from imageclf.core.refusal import Reason
 from imageclf.errors import ModelError
-from imageclf.imaging import IMAGE_SUFFIXES as SUFFIXES, decode_image, load_model_input
-from imageclf.predictor import Predictor
-from imageclf.scale import RGB_FROM_HED, estimate_relative_size
+from imageclf.core.imaging import IMAGE_SUFFIXES as SUFFIXES, decode_image, load_model_input
+from imageclf.model.predictor import Predictor
+from imageclf.core.scale import RGB_FROM_HED, estimate_relative_size
 from training.calibration.scale_reference import build_scale_spec, split_tiles
 from training.data import lab_shift
 from training.data.far_ood import sample_photo_paths
@@ -173,7 +173,7 @@ def lab_stats_of(data: Path, manifest: Path, *, split: str = "train", n: int = 3
 
 @dataclass
 class Subject:
-    """A model folder as the Space serves it: ``imageclf.predictor.Predictor`` (same checks, same order)."""
+    """A model folder as the Space serves it: ``imageclf.model.predictor.Predictor`` (same checks, same order)."""
 
     name: str
     predictor: object
@@ -202,10 +202,10 @@ def judge(subject: Subject, images: np.ndarray, *, batch_size: int = 32) -> tupl
                for r in subject.predictor.predict_batch(list(images[i:i + batch_size]))]
     probabilities = np.array([list(r["probabilities"].values()) for r in results])
     abstained = np.array([r["abstained"] for r in results])
-    why = np.array([r["abstain_reason"] or "" for r in results])
-    reasons = {"colour": float(np.mean(why == ood.COLOUR_REASON)),
-               "feature_ood": float(np.mean(why == ood.FEATURE_REASON)),
-               "confidence": float(np.mean(why == ood.CONFIDENCE_REASON))}
+    why = np.array([r["abstain_code"] or "" for r in results])   # grouped by code, never by sentence
+    reasons = {"colour": float(np.mean(why == Reason.COLOUR.value)),
+               "feature_ood": float(np.mean(why == Reason.FEATURE.value)),
+               "confidence": float(np.mean(why == Reason.CONFIDENCE.value))}
     return probabilities, abstained, reasons
 
 
@@ -228,7 +228,7 @@ def row(subject: Subject, image_set: ImageSet) -> dict:
 
 def whole_images(subject: Subject, root: Path) -> list[dict]:
     """Each external image as a user would send it: the Space's whole-image rule (scale ``auto``,
-    fields, averaged verdict; ``imageclf.analysis``), one verdict per image, by source."""
+    fields, averaged verdict; ``imageclf.core.rule``), one verdict per image, by source."""
     by_source: dict[str, list] = {}
     for source, path in external_sources(root):
         by_source.setdefault(source, []).append((path, subject.predictor.analyze(path, scale="auto")))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from imageclf.model_config import read_config
+from imageclf.model.config import read_config
 from training.data.catalog import describe
 from training.export.licence import licence_metadata, licence_text
 
@@ -222,7 +222,7 @@ def _procedure(config: dict, training: dict, h: int) -> str:
 def _larger_images(info, h: int) -> str:
     if info.unit == "tile":
         return (f"Larger images, or images at another magnification, should first be brought to the training "
-                f"scale and cut into {h} px fields: the Space does this (`space/imageclf/analysis.py`, "
+                f"scale and cut into {h} px fields: the Space does this (`src/imageclf/core/rule.py`, "
                 "scale estimated from nucleus size).")
     return f"Other sizes are resized to {h} px (as the training {info.unit}s were)."
 
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("folder", type=Path)
     folder = parser.parse_args(argv).folder
-    config = read_config(folder).to_dict()   # validated by the one schema (space/imageclf/model_config.py)
+    config = read_config(folder).to_dict()   # validated by the one schema (src/imageclf/model/config.py)
     write_model_card(folder, config=config, labels=json.loads((folder / "labels.json").read_text()),
                      metrics=json.loads((folder / "metrics.json").read_text()),
                      info=describe(config["training_run"]["data"]))

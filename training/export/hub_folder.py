@@ -14,7 +14,7 @@ from pathlib import Path
 
 import keras
 
-from imageclf.model_config import DISCLAIMER, ModelConfig, write_config
+from imageclf.model.config import DISCLAIMER, ModelConfig, write_config
 from training.data.augment import Augmentation
 from training.data.catalog import human_name
 from training.data.samples import manifest_sha256

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from imageclf.imaging import IMAGE_SUFFIXES, load_model_input
+from imageclf.core.imaging import IMAGE_SUFFIXES, load_model_input
 from training.data import lab_shift
 from training.data.samples import load_split, read_manifest
 from training.evaluation import stress

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from imageclf.ood import colour_ok
+from imageclf.core.refusal import colour_ok
 from training.calibration import feature_ood
 from training.calibration.abstention import fit_abstention
 from training.calibration.temperature import fit_temperature, softmax, with_temperature

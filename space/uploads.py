@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Container
 from pathlib import Path
 
-from imageclf.imaging import ImageError, check_file_size
+from imageclf.core.imaging import ImageError, check_file_size
 
 GONE = ("The uploaded file is no longer on the server (it was removed after an earlier request); "
         "please send it again.")

@@ -1,16 +1,19 @@
-"""Run a ``hub_model`` folder (model.keras + labels.json + config.json) on images.
+"""A loaded ``hub_model`` folder (model.keras + labels.json + config.json): its spec and its engine.
 
-Framework-free on purpose (no Gradio): the Space, scripts and tests share it.
+Framework-free on purpose (no Gradio): the Space, scripts, training and tests share it. Loading
+makes two things the serving rule needs, and the rule never calls back into this class:
+``spec`` (``imageclf.core.spec.ClassifierSpec``: classes, input, scale block, refusal rule) and
+``engine`` (``imageclf.model.keras_engine.KerasEngine``). :meth:`Predictor.analyze` is the rule
+(``imageclf.core.rule.analyze``) on one image, for Python callers; :meth:`Predictor.predict`
+classifies one image as a single field, resized to the input (what evaluation measures).
 
 Example:
     >>> predictor = Predictor("hub_model")
-    >>> result = predictor.predict("tile.jpeg")      # path, bytes or RGB array
-    >>> result["label"], result["name"], round(result["confidence"], 3)
-    ('class_a', 'Class A', 0.981)
-    >>> result["probabilities"]                    # {class id: probability}
-    {'class_a': 0.981, 'class_b': 0.002, 'class_c': 0.017}
-    >>> result["abstained"], result["abstain_reason"]  # from config.json "abstain" (space/imageclf/ood.py)
-    (False, None)
+    >>> predictor.analyze("lungaca1.jpeg", scale="auto").label
+    'lung_aca'
+    >>> result = predictor.predict("tile.jpeg")      # path, bytes or RGB array, as one field
+    >>> result["label"], result["abstained"], result["abstain_code"]
+    ('lung_aca', False, None)
 """
 from __future__ import annotations
 
@@ -22,19 +25,22 @@ from typing import Any
 
 import numpy as np
 
-from imageclf import ood
-from imageclf.analysis import ImageAnalysis, analyze_image
-from imageclf.errors import first_line
-from imageclf.feature_ood import FeatureCheck, FeatureOODError
-from imageclf.imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
-from imageclf.model_config import ConfigError, ModelConfig, read_config, read_json
-from imageclf.model_safety import UnsafeModelError, unsafe_parts
+from imageclf import settings as settings_module
+from imageclf.core import refusal, rule
+from imageclf.core.imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
+from imageclf.core.refusal import AbstainRule, RefusalRule
+from imageclf.core.request import DEFAULT_SCALE, Request, ScaleRequest, parse_scale
+from imageclf.core.spec import ClassifierSpec
+from imageclf.core.verdict import ImageAnalysis
+from imageclf.errors import ModelError, first_line
+from imageclf.model.config import ConfigError, ModelConfig, read_config, read_json
+from imageclf.model.feature_check import FeatureCheck, FeatureOODError
+from imageclf.model.keras_engine import KerasEngine
+from imageclf.model.safety import UnsafeModelError, unsafe_parts
+from imageclf.settings import Settings, quiet_tensorflow
 
-# Keep TensorFlow's C++ start-up chatter out of Space logs; set before Keras imports TF.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow()   # before Keras imports TensorFlow
 import keras  # noqa: E402
-
-from imageclf.errors import ModelError
 
 ImageInput = np.ndarray | str | os.PathLike | bytes
 log = logging.getLogger(__name__)
@@ -45,29 +51,26 @@ __all__ = ["ImageError", "ImageInput", "ModelFolderError", "Predictor"]
 class ModelFolderError(ModelError, RuntimeError):
     """The model folder breaks the contract (files, labels, input size, outputs)."""
 
+
 class Predictor:
-    """A loaded model plus its labels; call :meth:`predict` on images.
+    """A loaded model folder: ``spec``, ``engine``, the Keras ``model`` (for Grad-CAM) and metrics.
 
     Loads ``model.keras`` once (``safe_mode=True``, no compile) and checks it against
     ``config.json`` and ``labels.json`` with one probe prediction, which also warms the
     model up so the first real request is not slow. A model with anything but built-in
     Keras objects (a ``Lambda`` layer, a custom class) is refused before Keras reads it
-    (``space/imageclf/model_safety.py``).
-
-    Example:
-        >>> Predictor("hub_model").predict(np.zeros((224, 224, 3), np.uint8))["name"]
-        'Class B'
+    (``imageclf.model.safety``). ``settings``: the process's settings (``max_fields``).
     """
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, *, settings: Settings | None = None) -> None:
         self.folder = Path(folder)
         try:
             self.model_config: ModelConfig = read_config(self.folder)
         except ConfigError as err:
             raise ModelFolderError(str(err)) from None
-        self.class_ids, self.names = _read_labels(self.folder / "labels.json", self.model_config.labels)
-        self.input_size: tuple[int, int] = tuple(self.model_config.input_size)
-        self.abstain_rule: ood.AbstainRule = _abstain_rule(self.model_config.abstain)
+        config = self.model_config
+        self.class_ids, self.names = _read_labels(self.folder / "labels.json", config.labels)
+        self.input_size: tuple[int, int] = tuple(config.input_size)
         metrics_path = self.folder / "metrics.json"
         self.metrics: dict[str, Any] = _read_json(metrics_path) if metrics_path.is_file() else {}
         model_path = self.folder / "model.keras"
@@ -75,9 +78,18 @@ class Predictor:
             raise ModelFolderError(f"{model_path} not found.")
         self.model = _load_model(model_path)
         self.feature_check: FeatureCheck | None = None
-        self._forward = self.model
-        if self.model_config.feature_ood:
-            self._attach_feature_check(self.model_config.feature_ood)
+        try:
+            if config.feature_ood is not None:
+                self.feature_check = FeatureCheck.from_config(config.feature_ood, folder=self.folder)
+            self.engine = KerasEngine(self.model, self.feature_check)
+        except (FeatureOODError, KeyError, ValueError) as err:
+            raise ModelFolderError(f"config.json 'feature_ood' cannot be used: {first_line(err)}") from None
+        settings = settings or settings_module.SETTINGS
+        self.spec = ClassifierSpec(
+            class_ids=tuple(self.class_ids), names=tuple(self.names), input_size=self.input_size,
+            input_unit=config.input_unit, scale=config.scale, max_fields=settings.max_fields,
+            refusal=RefusalRule(abstain=config.abstain or AbstainRule(),
+                                feature_threshold=None if self.feature_check is None else self.feature_check.threshold))
         self._check_model()
 
     @property
@@ -92,16 +104,23 @@ class Predictor:
     def domain(self) -> str | None:
         return self.model_config.domain or None
 
-    def analyze(self, image: ImageInput, *, scale: str | None = "auto", **options: Any) -> ImageAnalysis:
-        """Answer for a whole image of any size by the shared rule (``space/imageclf/analysis.py``):
-        scale, fields, verdict. Every endpoint and client goes through this.
+    @property
+    def abstain_rule(self) -> AbstainRule:
+        return self.spec.refusal.abstain
+
+    def request(self, image: ImageInput, scale: str | ScaleRequest | None = DEFAULT_SCALE) -> Request:
+        """One typed request from a path, bytes or array and a scale option (parsed here, once)."""
+        rgb = to_rgb_uint8(image) if isinstance(image, np.ndarray) else decode_image(image)
+        return Request(rgb, scale if isinstance(scale, ScaleRequest) else parse_scale(scale, self.spec.scale))
+
+    def analyze(self, image: ImageInput, *, scale: str | ScaleRequest | None = DEFAULT_SCALE) -> ImageAnalysis:
+        """Answer for a whole image of any size by the shared rule (``imageclf.core.rule``).
 
         Example:
             >>> Predictor("hub_model").analyze("lungaca1.jpeg", scale="auto").to_json()["label"]
             'lung_aca'
         """
-        rgb = to_rgb_uint8(image) if isinstance(image, np.ndarray) else decode_image(image)
-        return analyze_image(rgb, self, scale=scale, **options)
+        return rule.analyze(self.request(image, scale), self.spec, self.engine)
 
     def prepare(self, image: ImageInput) -> np.ndarray:
         """Turn a path, encoded bytes or an array into one model input (H x W x 3 uint8).
@@ -118,13 +137,12 @@ class Predictor:
         return to_model_input(rgb, size=self.input_size)
 
     def predict(self, image: ImageInput) -> dict[str, Any]:
-        """Classify one image.
+        """Classify one image as a single field (resized to the input, no scale step).
 
         Returns a dict with ``label`` (class id), ``name`` (human name), ``confidence``
         (top probability), ``probabilities`` ({class id: p}), ``confidences`` ({name: p},
-        the shape ``gr.Label`` wants), ``abstained`` (the config's abstention rule says the
-        answer should not be trusted; always ``False`` without a rule) and ``abstain_reason``
-        (why, in plain words, else ``None``).
+        the shape ``gr.Label`` wants), ``abstained``, ``abstain_reason`` (why, in plain
+        words, else ``None``), ``abstain_code`` (``refusal.Reason`` value) and ``feature_score``.
         """
         return self.predict_batch([image])[0]
 
@@ -133,37 +151,23 @@ class Predictor:
         if len(images) == 0:
             return []
         batch = np.stack([self.prepare(image) for image in images])
-        if self.feature_check is None:
-            probs = np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
-            scores = [None] * len(batch)
-        else:  # one forward pass gives the probabilities and the features the check reads
-            probs, features = self._forward.predict_on_batch(batch)
-            probs = np.asarray(probs, dtype=np.float64)
-            scores = [float(v) for v in self.feature_check.scores(np.asarray(features))]
-        return [self._result(rgb, row, score) for rgb, row, score in zip(batch, probs, scores, strict=True)]
+        outputs = self.engine.run(batch)
+        reasons = refusal.judge_fields(batch, outputs.probabilities, outputs.feature_scores, self.spec.refusal)
+        scores = [None] * len(batch) if outputs.feature_scores is None else [float(s) for s in outputs.feature_scores]
+        return [self._row(probs, reason, score)
+                for probs, reason, score in zip(outputs.probabilities, reasons, scores, strict=True)]
 
-    def _attach_feature_check(self, block: dict[str, Any]) -> None:
-        try:
-            self.feature_check = FeatureCheck.from_config(block, folder=self.folder)
-            layer = self.model.get_layer(self.feature_check.feature_layer)
-        except (FeatureOODError, KeyError, ValueError) as err:
-            raise ModelFolderError(f"config.json 'feature_ood' cannot be used: {first_line(err)}") from None
-        self._forward = keras.Model(self.model.inputs, [self.model.outputs[0], layer.output])
-
-    def _result(self, rgb: np.ndarray, probs: np.ndarray, feature_score: float | None = None) -> dict[str, Any]:
+    def _row(self, probs: np.ndarray, reason: refusal.Reason | None, feature_score: float | None) -> dict[str, Any]:
         top = int(np.argmax(probs))
-        confidence = float(probs[top])
-        # Judged on the exact pixels the model saw, with the rule shared with training.
-        familiar = feature_score is None or feature_score <= self.feature_check.threshold
-        abstained, reason = ood.decide(rgb, probs, self.abstain_rule, familiar=familiar)
         return {
             "label": self.class_ids[top],
             "name": self.names[top],
-            "confidence": confidence,
+            "confidence": float(probs[top]),
             "probabilities": {cid: float(p) for cid, p in zip(self.class_ids, probs, strict=True)},
             "confidences": {name: float(p) for name, p in zip(self.names, probs, strict=True)},
-            "abstained": abstained,
-            "abstain_reason": reason,
+            "abstained": reason is not None,
+            "abstain_reason": None if reason is None else reason.sentence(),
+            "abstain_code": None if reason is None else reason.value,
             "feature_score": feature_score,
         }
 
@@ -177,8 +181,7 @@ class Predictor:
             raise ModelFolderError(
                 f"Model input {shape[1:3]} differs from config input_size {list(self.input_size)}."
             )
-        probe = np.asarray(self.model.predict_on_batch(
-            np.zeros((1, *self.input_size, 3), dtype=np.uint8)))
+        probe = np.asarray(self.model.predict_on_batch(np.zeros((1, *self.input_size, 3), dtype=np.uint8)))
         if probe.shape != (1, len(self.class_ids)):
             raise ModelFolderError(
                 f"Model outputs shape {probe.shape[1:]}, labels.json has {len(self.class_ids)} classes."
@@ -186,9 +189,8 @@ class Predictor:
         if not np.isclose(probe.sum(), 1.0, atol=1e-3) or (probe < 0).any():
             raise ModelFolderError("Model outputs are not softmax probabilities (they do not sum to 1).")
         if self.feature_check is not None:  # warm up the two-output pass too; check the feature width
-            _, features = self._forward.predict_on_batch(np.zeros((1, *self.input_size, 3), dtype=np.uint8))
             try:
-                self.feature_check.scores(np.asarray(features))
+                self.engine.run(np.zeros((1, *self.input_size, 3), dtype=np.uint8))
             except FeatureOODError as err:
                 raise ModelFolderError(f"config.json 'feature_ood': {err}") from None
 
@@ -241,19 +243,3 @@ def _read_labels(path: Path, expected: list[str]) -> tuple[list[str], list[str]]
     if list(expected) != ids:
         raise ModelFolderError(f"config.json labels {expected} disagree with labels.json {ids}.")
     return ids, names
-
-
-def _abstain_rule(value: Any) -> ood.AbstainRule:
-    """The optional ``abstain`` config (``space/imageclf/ood.py`` format); absent means never abstain.
-
-    A rule that is present but unreadable stops the load: silently serving without the
-    safety check it describes would be worse than not starting.
-    """
-    if value is None:
-        return ood.AbstainRule()
-    if not isinstance(value, dict):
-        raise ModelFolderError(f"config.json 'abstain' must be an object, got {value!r}.")
-    try:
-        return ood.AbstainRule.from_dict(value)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ModelFolderError(f"config.json 'abstain' is not a valid rule: {err}") from None

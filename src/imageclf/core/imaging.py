@@ -11,7 +11,7 @@ files instead of padding them with grey, and only the formats in ``FORMATS`` are
 tried. For the project's 8-bit RGB JPEG tiles it gives the same pixels as the
 OpenCV decoder used before. OpenCV is used for resizing.
 
-Limits (environment variables, read at import): ``MAX_IMAGE_PIXELS`` (64,000,000),
+Limits (``imageclf.settings``: environment variables read once, at start-up): ``MAX_IMAGE_PIXELS`` (64,000,000),
 ``MAX_IMAGE_BYTES`` (50 MiB) and ``MIN_IMAGE_SIDE`` (8 px).
 
 Example:
@@ -34,11 +34,8 @@ import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin
 
 from imageclf.errors import ModelError
-from imageclf.settings import SETTINGS
+from imageclf import settings
 
-MAX_PIXELS = SETTINGS.max_image_pixels   # from the environment, read once (imageclf/settings.py)
-MAX_BYTES = SETTINGS.max_image_bytes
-MIN_SIDE = SETTINGS.min_image_side
 # Pillow tries only these decoders: less exposed parser code than "anything Pillow knows".
 FORMATS: tuple[str, ...] = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF")  # JPEG covers MPO
 # File names the project treats as images (folders, examples, the CLI): what the decoder reads.
@@ -143,34 +140,36 @@ def _read_bytes(source: str | os.PathLike | bytes | bytearray | memoryview) -> b
 
 
 def check_file_size(size: int) -> None:
-    """Refuse an empty file or one above ``MAX_BYTES``, before it is read (``ImageError``)."""
+    """Refuse an empty file or one above the byte limit, before it is read (``ImageError``)."""
     if size == 0:
         raise ImageError("The file is empty.")
-    if size > MAX_BYTES:
+    max_bytes = settings.SETTINGS.max_image_bytes   # read at call time: one settings object, never copied
+    if size > max_bytes:
         raise ImageError(f"The file is too large ({size / 2**20:.1f} MB); "
-                         f"the limit is {MAX_BYTES / 2**20:.0f} MB.")
+                         f"the limit is {max_bytes / 2**20:.0f} MB.")
 
 
 def _open_checked(data: bytes) -> Image.Image:
     """Parse only the header (Pillow is lazy) and enforce the pixel limits on it."""
+    limits = settings.SETTINGS
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as err:  # Pillow's own, looser limit fired first
         declared = re.search(r"\((\d+) pixels\)", str(err))
         amount = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
         raise ImageError(f"The image is too large: its header declares {amount}; "
-                         f"the limit is {MAX_PIXELS:,}.") from None
+                         f"the limit is {limits.max_image_pixels:,}.") from None
     except Exception:  # not identified by any allowed decoder, or a broken header
         raise ImageError(_unreadable(data)) from None
     width, height = image.size
-    if width * height > MAX_PIXELS:
+    if width * height > limits.max_image_pixels:
         image.close()
         raise ImageError(f"The image is too large ({width} x {height} px); "
-                         f"the limit is {MAX_PIXELS:,} pixels.")
-    if min(width, height) < MIN_SIDE:
+                         f"the limit is {limits.max_image_pixels:,} pixels.")
+    if min(width, height) < limits.min_image_side:
         image.close()
         raise ImageError(f"The image is too small ({width} x {height} px); "
-                         f"at least {MIN_SIDE} px per side is needed.")
+                         f"at least {limits.min_image_side} px per side is needed.")
     return image
 
 

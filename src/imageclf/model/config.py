@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from imageclf.errors import ModelError
+from imageclf.core.refusal import AbstainRule
+from imageclf.model.blocks import Calibration, ConfigError, FeatureOODSpec, parse_block
 
 SCHEMA_VERSION = 2
 LEGACY_VERSION = 1   # configs written before the schema had a version (no "scale" block)
@@ -30,18 +31,15 @@ DISCLAIMER = (
     "to diagnose, treat or triage patients."
 )
 
-__all__ = ["SCHEMA_VERSION", "ConfigError", "ModelConfig", "NucleusReference", "ScaleSpec", "read_json",
+__all__ = ["SCHEMA_VERSION", "Calibration", "ConfigError", "FeatureOODSpec", "ModelConfig", "NucleusReference", "ScaleSpec", "read_json",
            "read_config", "write_config"]
 
-
-class ConfigError(ModelError, ValueError):
-    """config.json is missing, unreadable or breaks the schema; the message says which field."""
 
 @dataclass(frozen=True)
 class NucleusReference:
     """What nuclei look like at the model's input scale, measured on training tiles.
 
-    ``curves``: one mean scale-space energy curve (``space/imageclf/scale.py``) per zoom-out factor in
+    ``curves``: one mean scale-space energy curve (``src/imageclf/core/scale.py``) per zoom-out factor in
     ``zoom_factors`` (1 = the training tiles themselves); an image's relative scale is found by
     matching its curve against these. ``diameter_px``: nucleus diameter in model-input pixels
     estimated by the same code (median, 10th and 90th percentile over training tiles).
@@ -103,9 +101,9 @@ class ModelConfig:
     keras_version: str | None = None
     training_run: dict[str, Any] = field(default_factory=dict)
     data_layout: dict[str, Any] | None = None
-    abstain: dict[str, Any] | None = None      # space/imageclf/ood.py AbstainRule.to_dict()
-    calibration: dict[str, Any] | None = None
-    feature_ood: dict[str, Any] | None = None  # feature-space distance rule (space/imageclf/ood.py)
+    abstain: AbstainRule | None = None         # colour check + confidence floor (imageclf.core.refusal)
+    calibration: Calibration | None = None
+    feature_ood: FeatureOODSpec | None = None  # feature-space distance rule (imageclf.model.feature_check)
     scale: ScaleSpec | None = None
 
     def __post_init__(self) -> None:
@@ -124,14 +122,25 @@ class ModelConfig:
             raise ConfigError("config.json labels must be a non-empty list of distinct class ids.")
         if not isinstance(self.input_unit, str) or not self.input_unit:
             raise ConfigError(f"input_unit must be a word such as 'tile' or 'image', got {self.input_unit!r}.")
+        # Blocks given as parsed JSON (training passes dicts) become their typed objects here, once.
+        for name in ("abstain", "calibration", "feature_ood"):
+            object.__setattr__(self, name, parse_block(name, getattr(self, name)))
 
     @property
     def temperature(self) -> float | None:
-        return float(self.calibration["temperature"]) if self.calibration else None
+        return None if self.calibration is None else self.calibration.temperature
+
+    @property
+    def calibrated(self) -> bool:
+        """The one fact for "calibrated": config.json records a fitted temperature."""
+        return self.temperature is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, ``None`` fields left out (so old readers see what they knew)."""
         data = asdict(self)
+        for name in ("abstain", "calibration", "feature_ood"):
+            block = getattr(self, name)
+            data[name] = None if block is None else block.to_dict()
         data["input_size"] = list(self.input_size)
         data["value_range"] = list(self.value_range)
         ordered = {"schema_version": data.pop("schema_version"), **data}   # the version first, for readers

@@ -1,4 +1,4 @@
-"""In-memory git-like storage behind the local Hub test server (see `tests/hub_server.py`).
+"""In-memory git-like storage behind the local Hub test server (see `tests/support/hub_server.py`).
 
 Repos hold immutable commit snapshots: each commit maps paths to `StoredFile` entries and has a real
 40-hex sha, branches point at commits, so a download by an old sha keeps serving that commit's bytes.

@@ -14,7 +14,7 @@ a curve shifted along the scale axis means larger nuclei. Matching the whole cur
 stable than picking its peak, which jumps between nuclei and cell clusters.
 
 Example:
-    >>> request = parse_scale("auto")                  # or "native", "0.5" (um/px), "20x"
+    >>> request = parse_scale("auto", config.scale)    # imageclf.core.request; or "native", "0.5", "20x"
     >>> decision = decide_scale(rgb, config.scale, request)
     >>> decision.relative_size, decision.factor, decision.method
     (3.3, 0.303, 'auto: nucleus size (scale-space-v1)')
@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from imageclf.errors import ModelError
 
 if TYPE_CHECKING:  # types only
-    from imageclf.model_config import NucleusReference, ScaleSpec
+    from imageclf.core.refusal import Refusal
+    from imageclf.core.request import ScaleRequest
+    from imageclf.model.config import NucleusReference, ScaleSpec
 
 ESTIMATOR = "scale-space-v1"
 STEPS_PER_OCTAVE = 4
@@ -47,22 +47,9 @@ TissueMask = Callable[[], np.ndarray]  # a boolean tissue mask, computed only wh
 MAX_CROPS = 4
 MIN_SIGNAL = 1e-4          # mean squared nuclear response below this: no stained structure to measure
 MAX_SHIFT_OCTAVES = 3.5    # nuclei up to 2**3.5 = 11x larger than in training can be recognised
-DEFAULT_SCALE = "auto"     # the scale option every client sends unless told otherwise
-MICRONS_AT_1X = 10.0       # um/px at "1x": a 40x scan is ~0.25 um/px (the usual convention)
 
-__all__ = ["ScaleRequest", "ScaleDecision", "ScaleError", "parse_scale", "check_request", "energy_curve",
-           "estimate_relative_size", "decide_scale", "haematoxylin", "ESTIMATOR", "SIGMAS"]
-
-
-class ScaleError(ModelError, ValueError):
-    """A scale option that cannot be used (bad text, or microns per pixel on a model without them)."""
-
-@dataclass(frozen=True)
-class ScaleRequest:
-    """What the caller asked for: ``auto``, ``native`` or a physical pixel size."""
-
-    mode: str                              # "auto" | "native" | "microns_per_pixel"
-    microns_per_pixel: float | None = None
+__all__ = ["ScaleDecision", "energy_curve", "estimate_relative_size", "decide_scale", "haematoxylin",
+           "ESTIMATOR", "SIGMAS"]
 
 
 @dataclass(frozen=True)
@@ -71,52 +58,26 @@ class ScaleDecision:
 
     ``relative_size``: nucleus size in the upload's pixels over the training size (3.4 for a
     768 px LC25000 original). ``factor``: resampling applied to the upload (1 / relative_size).
-    ``ok`` is False when the scale could not be found or is outside what the model learned;
-    ``reason`` then says why in plain words.
+    ``measured`` is False when ``auto`` found no stained nuclei to measure. Whether the scale is
+    usable is the refusal rule's call (``imageclf.core.refusal.judge_scale``), not this record's.
     """
 
     mode: str
     relative_size: float
     method: str
-    ok: bool = True
-    reason: str | None = None
+    measured: bool = True
     nucleus_diameter_px: float | None = None
 
     @property
     def factor(self) -> float:
         return 1.0 / self.relative_size
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, refusal: Refusal | None = None) -> dict[str, Any]:
+        """JSON-ready; ``refusal``: the scale's refusal, if any (``ok`` and ``reason`` say it)."""
         return {"mode": self.mode, "method": self.method, "relative_size": round(self.relative_size, 4),
                 "factor": round(self.factor, 4), "nucleus_diameter_px": None if self.nucleus_diameter_px is None
-                else round(self.nucleus_diameter_px, 2), "ok": self.ok, "reason": self.reason}
-
-
-def parse_scale(value: Any) -> ScaleRequest:
-    """Read the ``scale`` option: ``"auto"`` (default), ``"native"``, ``"0.25"`` (microns per
-    pixel) or ``"20x"`` (objective magnification, 10 / x um/px).
-
-    Example:
-        >>> parse_scale("40x").microns_per_pixel, parse_scale(None).mode
-        (0.25, 'auto')
-
-    Raises:
-        ScaleError: the text is none of these.
-    """
-    text = DEFAULT_SCALE if value is None else str(value).strip().lower()
-    if text in ("", "auto"):
-        return ScaleRequest("auto")
-    if text == "native":
-        return ScaleRequest("native")
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(x|um/px|um|µm/px|µm|mpp)?", text)
-    if not match:
-        raise ScaleError(f"Scale {value!r} not understood: use auto, native, microns per pixel "
-                         "(e.g. 0.5) or a magnification (e.g. 20x).")
-    number = float(match.group(1))
-    if number <= 0:
-        raise ScaleError("Scale must be a positive number.")
-    mpp = MICRONS_AT_1X / number if match.group(2) == "x" else number
-    return ScaleRequest("microns_per_pixel", microns_per_pixel=mpp)
+                else round(self.nucleus_diameter_px, 2), "ok": refusal is None,
+                "reason": None if refusal is None else refusal.phrase}
 
 
 def haematoxylin(rgb: np.ndarray) -> np.ndarray:
@@ -184,54 +145,26 @@ def estimate_relative_size(rgb: np.ndarray, reference: NucleusReference, *,
     return float(2 ** estimate), float(errors[best])
 
 
-def check_request(request: ScaleRequest, spec: ScaleSpec | None) -> None:
-    """Refuse a request this model cannot honour (microns per pixel without its own), before any image work.
-
-    Raises:
-        ScaleError: the model declares no microns per pixel.
-    """
-    if request.mode == "microns_per_pixel" and (spec is None or spec.microns_per_pixel is None):
-        note = f" ({spec.microns_per_pixel_note})" if spec and spec.microns_per_pixel_note else ""
-        raise ScaleError("This model does not declare microns per pixel" + note + "; use scale=auto or scale=native.")
-
-
 def decide_scale(rgb: np.ndarray, spec: ScaleSpec | None, request: ScaleRequest, *,
                  tissue: TissueMask | None = None) -> ScaleDecision:
-    """The one rule every path uses to bring an image to the model's scale.
+    """The one rule every path uses to find an image's scale relative to the model's.
 
-    ``native`` trusts the pixels; ``microns_per_pixel`` needs a model that declares its own;
-    ``auto`` estimates from nuclei (a model without a scale reference is served natively).
+    ``native`` trusts the pixels; ``microns_per_pixel`` (accepted by ``parse_scale`` only for a
+    model that declares its own) compares the two; ``auto`` estimates from nuclei (a model
+    without a scale reference is served natively).
     """
     if request.mode == "native":
         return ScaleDecision("native", 1.0, "native: the upload's pixels as they are")
     if request.mode == "microns_per_pixel":
-        check_request(request, spec)
         relative = spec.microns_per_pixel / float(request.microns_per_pixel)
-        return _bounded(ScaleDecision("microns_per_pixel", relative,
-                                      f"given: {request.microns_per_pixel:g} um/px"), spec)
+        return ScaleDecision("microns_per_pixel", relative, f"given: {request.microns_per_pixel:g} um/px")
     if spec is None or spec.reference is None:
         return ScaleDecision("native", 1.0, "native: the model declares no scale reference")
     relative, _ = estimate_relative_size(rgb, spec.reference, tissue=tissue)
     if relative is None:
-        return ScaleDecision("auto", 1.0, f"auto: nucleus size ({ESTIMATOR})", ok=False,
-                             reason="the scale could not be estimated: no stained nuclei were found")
+        return ScaleDecision("auto", 1.0, f"auto: nucleus size ({ESTIMATOR})", measured=False)
     diameter = relative * float(spec.reference.diameter_px[0])
-    return _bounded(ScaleDecision("auto", relative, f"auto: nucleus size ({ESTIMATOR})",
-                                  nucleus_diameter_px=diameter), spec)
-
-
-def _bounded(decision: ScaleDecision, spec: ScaleSpec) -> ScaleDecision:
-    low, high = spec.relative_size_range
-    if decision.relative_size < low:
-        reason = (f"the magnification is far below what the model learned (nuclei about "
-                  f"{1 / decision.relative_size:.1f}x smaller than in training)")
-    elif decision.relative_size > high:
-        reason = (f"the magnification is far above what the model learned (nuclei about "
-                  f"{decision.relative_size:.1f}x larger than in training)")
-    else:
-        return decision
-    return ScaleDecision(decision.mode, decision.relative_size, decision.method, ok=False, reason=reason,
-                         nucleus_diameter_px=decision.nucleus_diameter_px)
+    return ScaleDecision("auto", relative, f"auto: nucleus size ({ESTIMATOR})", nucleus_diameter_px=diameter)
 
 
 def _residual(curve: np.ndarray, template: np.ndarray) -> float:

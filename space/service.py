@@ -24,14 +24,14 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from imageclf import panels
-from imageclf.analysis import ImageAnalysis
-from imageclf.batching import BatchRunner
-from imageclf.explain import GradCam, GradCamError, overlay
-from imageclf.imaging import ImageError, decode_image
-from imageclf.model_source import ModelSource
-from imageclf.scale import DEFAULT_SCALE, ScaleError, ScaleRequest, check_request, parse_scale
-from imageclf.uploads import UploadJanitor
+import panels
+from imageclf.core.rule import ImageAnalysis
+from batching import BatchRunner
+from imageclf.model.explain import GradCam, GradCamError, overlay
+from imageclf.core.imaging import ImageError, decode_image
+from imageclf.hub.source import ModelSource
+from imageclf.core.scale import DEFAULT_SCALE, ScaleError, ScaleRequest, check_request, parse_scale
+from uploads import UploadJanitor
 
 MAX_BATCH_FILES = 256      # files per /predict_batch call; clients send chunks (scripts/predict_client.py)
 DEFAULT_OPACITY = 0.45
@@ -199,7 +199,7 @@ class Service:
             raise gr.Error(str(err), title="Scale option", print_exception=False) from None
 
     def analyze(self, rgb: np.ndarray, scale: Any = DEFAULT_SCALE, *, progress: Any = None) -> ImageAnalysis:
-        """The shared rule (``space/imageclf/analysis.py``) with this Space's batch runner and progress bar."""
+        """The shared rule (``src/imageclf/core/rule.py``) with this Space's batch runner and progress bar."""
         request = scale if isinstance(scale, ScaleRequest) else self.scale_request(scale)
 
         def report(done: int, total: int) -> None:

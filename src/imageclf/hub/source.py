@@ -38,7 +38,7 @@ from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, Off
                                     RepositoryNotFoundError, RevisionNotFoundError, RevisionResolutionError)
 
 from imageclf.errors import ModelError, first_line
-from imageclf.hub_cache import cached_checksums, checksum_problem, forget_commit
+from imageclf.hub.cache import cached_checksums, checksum_problem, forget_commit
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")
 # feature_ood.npz: the feature-space check's parameters, named (and sha256-pinned) by config.json.

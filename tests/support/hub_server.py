@@ -12,7 +12,7 @@ real Hub, `resolve` answers LFS files with a 302 off-origin, so the client drops
 
 Public API: `local_hub` (pytest fixture, function scope), `LocalHub` (start/stop/restart, `endpoint`,
 `token`, `storage`, `requests`), `hub_env` (env + `huggingface_hub.constants` patching), `fast_hub_retries`
-and `FAKE_TOKEN`. The HTTP routes live in `tests/hub_routes.py`, the repo/commit model in `tests/hub_storage.py`.
+and `FAKE_TOKEN`. The HTTP routes live in `tests/support/hub_routes.py`, the repo/commit model in `tests/support/hub_storage.py`.
 
 Example:
     ```python
@@ -36,8 +36,8 @@ import pytest
 from huggingface_hub import constants, hf_api
 from huggingface_hub.utils import _http
 
-from tests.hub_routes import HubHandler
-from tests.hub_storage import HubStorage
+from tests.support.hub_routes import HubHandler
+from tests.support.hub_storage import HubStorage
 
 FAKE_TOKEN = "hf_localTestTokenDoNotLeak0123456789"
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from huggingface_hub import HfApi, constants, hf_hub_download
 
 from imageclf.errors import first_line
-from imageclf.imaging import IMAGE_SUFFIXES
-from imageclf.model_source import ModelSource
+from imageclf.core.imaging import IMAGE_SUFFIXES
+from imageclf.hub.source import ModelSource
 
 MAX_EXAMPLES = 24
 EXAMPLES_FOLDER = "examples"

@@ -23,7 +23,7 @@ from huggingface_hub import constants, scan_cache_dir
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
-log = logging.getLogger("imageclf.model_source")  # part of resolving the model source, logged as such
+log = logging.getLogger("imageclf.hub.source")  # part of resolving the model source, logged as such
 
 
 def checksum_problem(path: Path, expected: str) -> str | None:

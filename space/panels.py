@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from imageclf.analysis import ImageAnalysis
-from imageclf.explain import colour_scale
-from imageclf.model_source import ModelSource
-from imageclf.tiling import ABSTAIN_COLOUR, class_colour, render_tile_map
+from imageclf.core.rule import ImageAnalysis
+from imageclf.model.explain import colour_scale
+from imageclf.hub.source import ModelSource
+from imageclf.core.fields import ABSTAIN_COLOUR, class_colour, render_tile_map
 
 GENERIC_LIMITATIONS = (
     "The model has only seen the images in its training data. Other scanners, stains, "

@@ -1,4 +1,4 @@
-"""Request handler of the local test Hub (`tests/hub_server.py`): the Hub's HTTP routes, over `HubStorage`.
+"""Request handler of the local test Hub (`tests/support/hub_server.py`): the Hub's HTTP routes, over `HubStorage`.
 
 Each route answers like huggingface.co does for what `huggingface_hub` 2.4.0 reads: JSON bodies, `X-Repo-Commit`,
 `ETag` / `X-Linked-Etag` / `X-Linked-Size` on `resolve`, and `X-Error-Code` (`RepoNotFound`, `RevisionNotFound`,
@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from tests.hub_storage import SHA256_RE, HubError, Repo, file_json, now
+from tests.support.hub_storage import SHA256_RE, HubError, Repo, file_json, now
 
 if TYPE_CHECKING:
-    from tests.hub_server import HubHTTPServer
+    from tests.support.hub_server import HubHTTPServer
 
 TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}

@@ -18,18 +18,18 @@ Example:
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from imageclf.errors import ModelError
+from imageclf.settings import quiet_tensorflow
+
+quiet_tensorflow()   # before Keras imports TensorFlow
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-from imageclf.errors import ModelError
 
 __all__ = ["CamResult", "GradCam", "GradCamError", "find_target_path", "build_cam_model", "overlay",
            "colourise"]

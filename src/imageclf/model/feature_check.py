@@ -21,11 +21,14 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from imageclf.errors import ModelError
+
+if TYPE_CHECKING:  # types only
+    from imageclf.model.blocks import FeatureOODSpec
 
 METHOD = "pca-mahalanobis-min-class-v1"
 REQUIRED = ("mean", "components", "class_means", "precision", "threshold")
@@ -80,18 +83,17 @@ class FeatureCheck:
     threshold: float
 
     @classmethod
-    def from_config(cls, block: Mapping[str, Any], *, folder: str | Path) -> FeatureCheck:
+    def from_config(cls, block: FeatureOODSpec, *, folder: str | Path) -> FeatureCheck:
         """From config.json's ``feature_ood`` block; the parameters file must match its sha256."""
-        if block.get("method") != METHOD:
-            raise FeatureOODError(f"feature_ood method {block.get('method')!r} unknown (this code reads {METHOD}).")
-        path = Path(folder) / str(block["params_file"])
+        if block.method != METHOD:
+            raise FeatureOODError(f"feature_ood method {block.method!r} unknown (this code reads {METHOD}).")
+        path = Path(folder) / block.params_file
         if not path.is_file():
             raise FeatureOODError(f"{path} not found (named by config.json feature_ood).")
         data = path.read_bytes()   # one read: the hash and the arrays come from the same bytes
-        if hashlib.sha256(data).hexdigest() != block.get("params_sha256"):
+        if hashlib.sha256(data).hexdigest() != block.params_sha256:
             raise FeatureOODError(f"{path} does not match the sha256 in config.json: it is not the fitted file.")
-        return cls(str(block.get("feature_layer", "features")), load_params(io.BytesIO(data), name=str(path)),
-                   float(block["threshold"]))
+        return cls(block.feature_layer, load_params(io.BytesIO(data), name=str(path)), block.threshold)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         return score(features, self.params)

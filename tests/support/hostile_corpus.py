@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-# Limits the size cases are built against (see space/imageclf/imaging.py for the variables).
+# Limits the size cases are built against (see src/imageclf/core/imaging.py for the variables).
 LIMITS: dict[str, int] = {"MAX_IMAGE_PIXELS": 4_000_000, "MAX_IMAGE_BYTES": 3 * 2**20, "MIN_IMAGE_SIDE": 8}
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 PixelCheck = Callable[[np.ndarray], None]

@@ -1,33 +1,23 @@
-"""When to abstain: a stain/tissue colour check on the input plus a confidence floor.
+"""The colour statistics of a stained-tissue image, and the fitted bounds they are checked against.
 
-Framework-free (numpy + OpenCV) so the Space, scripts and the training code share one rule.
-Nothing here is specific to lung tissue: the colour palette and every bound are *fitted* from
-in-distribution images and the confidence floor on validation probabilities, both by
-``training.calibration.abstention`` (this module only applies them). For data where a stain check makes no sense (CT, X-ray)
-use ``method="softmax"`` (confidence only) or ``"none"`` (never abstain).
+Framework-free (numpy + OpenCV): the refusal rule (``imageclf.core.refusal``), the field cutter
+(background = not tissue), and training (``training.calibration.abstention`` fits the palette and
+bounds) share these functions. Nothing here decides a refusal; it only measures.
 
 Example:
-    >>> rule = AbstainRule.from_dict(config["abstain"])      # None or {"method": "none"} disables it
-    >>> abstained, reason = decide(rgb, probabilities, rule)  # rgb: the uint8 model input
-    >>> abstained, reason
-    (True, 'Its colours are unlike those of the images the model was trained on (colour check).')
+    >>> check = ColourCheck.from_dict(config.abstain.colour.to_dict())
+    >>> colour_outside(colour_features(rgb, check), check)    # names of features out of bounds
+    []
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-VERSION = 1
-METHODS = ("colour+softmax", "colour", "softmax", "none")
-# Worded for any dataset: the check is fitted to whatever images the model was trained on.
-COLOUR_REASON = "Its colours are unlike those of the images the model was trained on (colour check)."
-CONFIDENCE_REASON = "The model is not confident enough that this is one of its classes."
-FEATURE_REASON = ("It does not look like the tissue the model was trained on (feature check): another organ, "
-                  "another kind of image or an unusual preparation.")
 # Which side of each feature is bounded: (low, high). An unbounded side is stored as null.
 FEATURE_SIDES = {
     "tissue_fraction": (True, False),   # share of pixels that are not blank background
@@ -86,65 +76,6 @@ class ColourCheck:
         data["bounds"] = {k: (v[0], v[1]) for k, v in data["bounds"].items()}
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(frozen=True)
-class AbstainRule:
-    """The abstention rule as stored under ``"abstain"`` in config.json.
-
-    Example:
-        >>> AbstainRule(method="softmax", min_confidence=0.62).to_dict()["method"]
-        'softmax'
-    """
-
-    method: str = "none"
-    min_confidence: float | None = None  # abstain when the top probability is below this
-    colour: ColourCheck | None = None
-    version: int = VERSION
-    fitted: dict[str, Any] = field(default_factory=dict)  # provenance: set, size, val rates
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown abstain method {self.method!r}; choose from {METHODS}.")
-        if self.uses_colour and self.colour is None:
-            raise ValueError(f"Method {self.method!r} needs a fitted colour check.")
-        if self.uses_softmax and not (self.min_confidence is not None and 0.0 <= self.min_confidence <= 1.0):
-            raise ValueError(f"Method {self.method!r} needs min_confidence in [0, 1].")
-
-    @property
-    def uses_colour(self) -> bool:
-        return self.method in ("colour+softmax", "colour")
-
-    @property
-    def uses_softmax(self) -> bool:
-        return self.method in ("colour+softmax", "softmax")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "version": self.version, "min_confidence": self.min_confidence,
-                "colour": self.colour.to_dict() if self.colour else None, "fitted": dict(self.fitted)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> AbstainRule:
-        """Read a rule; ``None`` or an empty dict is the disabled rule."""
-        if not data:
-            return cls()
-        version = int(data.get("version", VERSION))
-        if version > VERSION:
-            raise ValueError(f"Abstain rule version {version} is newer than this code ({VERSION}).")
-        colour = data.get("colour")
-        confidence = data.get("min_confidence")
-        return cls(method=str(data.get("method", "none")),
-                   min_confidence=None if confidence is None else float(confidence),
-                   colour=ColourCheck.from_dict(colour) if colour else None,
-                   version=version, fitted=dict(data.get("fitted") or {}))
-
-    def without_colour(self) -> AbstainRule:
-        """The same rule with the colour check switched off (for non-stained data)."""
-        method = "softmax" if self.uses_softmax else "none"
-        return replace(self, method=method, colour=None)
-
-
-# Colour features ---------------------------------------------------------------------------
 
 
 def _prepare(rgb: np.ndarray, check: ColourCheck) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,41 +168,15 @@ def colour_outside(features: Mapping[str, float], check: ColourCheck) -> list[st
     return failed
 
 
-# The decision -----------------------------------------------------------------------------
+def tissue_mask(rgb: np.ndarray, check: ColourCheck | None = None) -> np.ndarray:
+    """Boolean H x W mask of pixels that are not background (bright unsaturated glass, or black).
 
-
-def colour_ok(rgb: np.ndarray, rule: AbstainRule | None) -> bool:
-    """True when the rule has no colour check or the image passes it."""
-    if rule is None or not rule.uses_colour:
-        return True
-    return not colour_outside(colour_features(rgb, rule.colour), rule.colour)
-
-
-def confidence_ok(probabilities: np.ndarray, rule: AbstainRule | None) -> bool:
-    """True when the rule has no confidence floor or the top probability reaches it."""
-    if rule is None or not rule.uses_softmax:
-        return True
-    return float(np.max(probabilities)) >= rule.min_confidence
-
-
-def decide(rgb: np.ndarray, probabilities: np.ndarray, rule: AbstainRule | None, *,
-           familiar: bool = True) -> tuple[bool, str | None]:
-    """Whether to abstain on one image, and why in plain words (``None`` when not abstaining).
-
-    ``rgb`` is the uint8 image exactly as given to the model; ``probabilities`` its output;
-    ``familiar``: the feature-space check's verdict (``space/imageclf/feature_ood.py``; True without one).
-    The colour check runs first: when the input is not a stained tissue image, nothing else the
-    model says means anything; then the feature check (stained, but not the tissue it learned);
-    then the confidence floor.
-
-    Example:
-        >>> decide(np.full((224, 224, 3), 255, np.uint8), np.array([0.9, 0.05, 0.05]), rule)
-        (True, 'Its colours are unlike those of the images the model was trained on (colour check).')
+    Thresholds come from the model's fitted colour check when it has one, else the check's
+    defaults, so "background" means the same to the field cutter as to the colour check.
     """
-    if not colour_ok(rgb, rule):
-        return True, COLOUR_REASON
-    if not familiar:
-        return True, FEATURE_REASON
-    if not confidence_ok(probabilities, rule):
-        return True, CONFIDENCE_REASON
-    return False, None
+    defaults = ColourCheck.__dataclass_fields__
+    white = check.white_value if check else int(defaults["white_value"].default)
+    black = check.black_value if check else int(defaults["black_value"].default)
+    grey = check.grey_saturation if check else int(defaults["grey_saturation"].default)
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
+    return tissue_pixels(hsv, white_value=white, black_value=black, grey_saturation=grey)

@@ -1,0 +1,1 @@
+"""Test support: the local Hub, the tiny model, the hostile corpus, the golden answers."""
