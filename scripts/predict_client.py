@@ -43,7 +43,7 @@ API_NAME = "/predict"
 BATCH_API_NAME = "/predict_batch"
 CHUNK_SIZE = 32     # files per /predict_batch call
 IN_FLIGHT = 3       # calls at once: one runs, the others upload
-FIXED_COLUMNS = ("path", "label", "confidence", "abstained", "reason", "scale_factor")
+FIXED_COLUMNS = ("path", "label", "confidence", "abstained", "reason", "reason_code", "scale_factor")
 
 __all__ = ["SpaceUnreachableError", "connect", "list_images", "classify_file", "classify_files",
            "write_csv", "main"]
@@ -147,7 +147,7 @@ def _row_fields(result: dict[str, Any], *, confidences: dict[str, float] | None)
     """Row fields from the Space's result JSON; an abstention names no class and no number."""
     scale = result.get("scale") or {}
     fields = {"abstained": bool(result.get("abstained")), "reason": result.get("abstain_reason") or "",
-              "scale_factor": scale.get("factor"), "label": "", "confidence": None, "probabilities": {}}
+              "reason_code": result.get("abstain_code") or "", "scale_factor": scale.get("factor"), "label": "", "confidence": None, "probabilities": {}}
     if not fields["abstained"]:
         names = confidences or {}
         fields.update(label=str(result["name"]), confidence=float(result["confidence"]),

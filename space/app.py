@@ -27,12 +27,14 @@ from typing import Any
 import gradio as gr
 from fastapi.routing import APIRoute
 
+import imageclf
 import panels
 from examples import PICK_RULE, find_examples, true_class
 from imageclf.model.explain import overlay
 from imageclf.model.config import DISCLAIMER
 from imageclf.hub.source import ModelSource, ModelSourceError, resolve_model_source
 from imageclf.model.predictor import ModelFolderError, Predictor
+from imageclf.settings import SETTINGS
 from service import DEFAULT_OPACITY, DEFAULT_SCALE, UPLOADS, Service
 
 TOP_CLASSES = 3
@@ -42,13 +44,14 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up re
 
 # Load once, at start-up: every request reuses the same model.
 try:
-    SOURCE: ModelSource = resolve_model_source()
-    PREDICTOR = Predictor(SOURCE.folder)
+    SOURCE: ModelSource = resolve_model_source(SETTINGS)
+    PREDICTOR = Predictor(SOURCE.folder, settings=SETTINGS)
 except (ModelSourceError, ModelFolderError) as err:
     sys.exit(f"Cannot start the Space: {err}")
 SERVICE = Service(PREDICTOR, SOURCE)
-EXAMPLES = find_examples(SOURCE)
-log.info("Serving %s from %s (%d example images)", PREDICTOR.model_name, SOURCE.description, len(EXAMPLES))
+EXAMPLES = find_examples(SOURCE, folder=SETTINGS.examples_dir)
+log.info("Serving %s from %s (%d example images; code: %s)", PREDICTOR.model_name, SOURCE.description,
+         len(EXAMPLES), Path(imageclf.__file__).parent)   # which copy of the package runs (the bundle's on the Hub)
 
 
 def verdict(analysis: Any) -> str:
@@ -110,8 +113,8 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
     def analyze(image_file: dict[str, Any] | None, alpha: float, scale_option: str,
                 progress: gr.Progress = gr.Progress()) -> dict[Any, Any]:
         """UI only: one image in, everything shown out, by the same rule as /predict."""
-        rgb = SERVICE.decode(image_file, forget_upload=False)  # the page still shows this file
-        analysis = SERVICE.analyze(rgb, scale_option, progress=progress)
+        request = SERVICE.request(image_file, scale_option, forget_upload=False)  # the page still shows this file
+        analysis = SERVICE.analyze(request, progress=progress)
         truth = _example_truth(image_file)
         answer = {**_blank(), verdict_md: verdict(analysis) + panels.truth_line(analysis, truth),
                   raw: panels.result_json(analysis, SOURCE)}
@@ -121,7 +124,7 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
             answer.update({tile_map: panels.field_map(analysis), tile_summary: panels.field_summary_html(analysis),
                            tile_box: gr.update(visible=True)})
         elif not analysis.abstained and SERVICE.cam is not None:
-            cam = SERVICE.gradcam(rgb, analysis.model_input)  # the field is the whole upload, resized
+            cam = SERVICE.gradcam(request.pixels, analysis.model_input)  # the field is the whole upload, resized
             # A short, fixed title: a class name in it ran into the image's icons at phone width.
             answer.update({gradcam: gr.update(value=_blend(cam, alpha)), cam_state: cam,
                            cam_box: gr.update(visible=True)})

@@ -6,11 +6,14 @@ in Gradio 6.31 event validators are ignored for batch functions. Here each reque
 and validates its own image first (its own clear error), and only ready model inputs meet
 in the batch.
 
+:class:`BatchingEngine` puts a :class:`BatchRunner` in front of a field engine: the Space's
+``Service`` hands it to the rule like any other ``imageclf.core.engine.FieldEngine``.
+
 Example:
-    >>> runner = BatchRunner(predictor.predict_batch, max_batch_size=32)
-    >>> runner(predictor.prepare("tile.jpeg"))["label"]      # called from many threads at once
-    'class_a'
-    >>> runner.largest_batch                                 # how many met in one forward pass
+    >>> engine = BatchingEngine(predictor.engine, max_batch_size=32)
+    >>> engine.run(one_field[None]).probabilities      # called from many threads at once
+    array([[0.97, 0.01, 0.02]])
+    >>> engine.runner.largest_batch                     # how many met in one forward pass
     7
 """
 from __future__ import annotations
@@ -22,10 +25,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+import numpy as np
+
+from imageclf.core.engine import FieldEngine, FieldOutputs
+
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["BatchRunner"]
+__all__ = ["BatchRunner", "BatchingEngine"]
 
 
 class BatchRunner(Generic[T, R]):
@@ -84,3 +91,27 @@ class BatchRunner(Generic[T, R]):
             self.largest_batch = max(self.largest_batch, len(items))
             for (_, future), result in zip(batch, results, strict=True):
                 future.set_result(result)
+
+
+class BatchingEngine:
+    """A field engine whose single-field calls from concurrent requests share forward passes.
+
+    A batch of several fields (one large image) already fills a forward pass and goes straight
+    to the inner engine; a single field waits (at most ``max_wait_s``) for company.
+    """
+
+    def __init__(self, inner: FieldEngine, *, max_batch_size: int = 32) -> None:
+        self.inner = inner
+        self.runner: BatchRunner[np.ndarray, tuple[np.ndarray, float | None]] = BatchRunner(
+            self._run_fields, max_batch_size=max_batch_size)
+
+    def run(self, fields: np.ndarray) -> FieldOutputs:
+        if len(fields) != 1:
+            return self.inner.run(fields)
+        probabilities, score = self.runner(fields[0])
+        return FieldOutputs(probabilities[None], None if score is None else np.array([score]))
+
+    def _run_fields(self, fields: list[np.ndarray]) -> list[tuple[np.ndarray, float | None]]:
+        outputs = self.inner.run(np.stack(fields))
+        scores = [None] * len(fields) if outputs.feature_scores is None else list(outputs.feature_scores)
+        return list(zip(outputs.probabilities, scores, strict=True))

@@ -17,8 +17,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping
 from pathlib import Path
 
 from huggingface_hub import HfApi, constants, hf_hub_download
@@ -36,13 +34,13 @@ PICK_RULE = ("test-split images picked by a fixed rule (evenly spaced through ea
              "test files, scripts/release/pick_examples.py), not by whether the model gets them right")
 
 
-def find_examples(source: ModelSource, *, env: Mapping[str, str] | None = None,
-                  limit: int = MAX_EXAMPLES) -> list[Path]:
-    """Example image files for this model (possibly none), sorted by name, at most ``limit``."""
-    env = os.environ if env is None else env
-    folder = (env.get("EXAMPLES_DIR") or "").strip()
-    if folder:
-        found = folder_examples(Path(folder), limit=limit)
+def find_examples(source: ModelSource, *, folder: Path | None = None, limit: int = MAX_EXAMPLES) -> list[Path]:
+    """Example image files for this model (possibly none), sorted by name, at most ``limit``.
+
+    ``folder``: the ``EXAMPLES_DIR`` setting (``imageclf.settings``), used instead when given.
+    """
+    if folder is not None:
+        found = folder_examples(folder, limit=limit)
         if not found:
             log.warning("EXAMPLES_DIR %s has no images (%s).", folder, ", ".join(sorted(IMAGE_SUFFIXES)))
         return found

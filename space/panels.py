@@ -9,17 +9,19 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
 import html
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from imageclf.core.rule import ImageAnalysis
-from imageclf.model.explain import colour_scale
+from imageclf.core.field_map import ABSTAIN_COLOUR, class_colour, render_tile_map
+from imageclf.core.refusal import Reason
+from imageclf.core.verdict import ImageAnalysis
 from imageclf.hub.source import ModelSource
-from imageclf.core.fields import ABSTAIN_COLOUR, class_colour, render_tile_map
+from imageclf.model.explain import colour_scale
+from imageclf.model.predictor import Predictor
 
 GENERIC_LIMITATIONS = (
     "The model has only seen the images in its training data. Other scanners, stains, "
@@ -27,6 +29,7 @@ GENERIC_LIMITATIONS = (
     "confidently wrong on images unlike its training data. It gives a probability per class for one "
     "image at a time and knows nothing of the patient. It has not been validated clinically."
 )
+CHECK_NAMES = {Reason.COLOUR: "colour check", Reason.FEATURE: "feature check", Reason.CONFIDENCE: "confidence floor"}
 METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "num_images": "Test images"}
 
 
@@ -107,7 +110,12 @@ def field_summary_html(analysis: ImageAnalysis) -> str:
     rows = [] if analysis.abstained else [
         (class_colour(i), analysis.names[i], fields.counts.get(cid, 0), fields.fractions[cid])
         for i, cid in enumerate(analysis.class_ids)]
-    rows.append((ABSTAIN_COLOUR, "Not recognised (abstained)", fields.abstained, fields.abstained_fraction))
+    refused = Counter(tile.reason for tile in fields.tiles if tile.status == "classified" and tile.abstained)
+    for reason, count in sorted(refused.items(), key=lambda item: -item[1]):   # grouped by code, not by sentence
+        rows.append((ABSTAIN_COLOUR, f"Not recognised: {CHECK_NAMES.get(reason, reason.value)}", count,
+                     count / fields.classified))
+    if not refused:
+        rows.append((ABSTAIN_COLOUR, "Not recognised", 0, 0.0))
     body = "".join(
         f"<tr><td><span style='display:inline-block;width:1em;height:1em;background:rgb{colour}'>"
         f"</span> {html.escape(name)}</td><td>{count}</td><td>{frac:.1%}</td></tr>"
@@ -126,11 +134,8 @@ def field_map(analysis: ImageAnalysis) -> np.ndarray:
     """The rescaled image with each classified field tinted (a blank square when there is no image)."""
     if analysis.fields is None or analysis.view is None:
         return np.full((64, 64, 3), 255, np.uint8)
-    fields = analysis.fields
-    if analysis.abstained:   # grey fields only: no class colour for an image the model does not answer
-        fields = dataclasses.replace(fields, tiles=[
-            dataclasses.replace(tile, abstained=tile.status == "classified") for tile in fields.tiles])
-    return render_tile_map(analysis.view, fields)
+    # An image without an answer gets grey fields only: no class colour for what is not answered.
+    return render_tile_map(analysis.view, analysis.fields, grey=analysis.abstained)
 
 
 def result_json(analysis: ImageAnalysis, source: ModelSource) -> dict[str, Any]:
@@ -174,7 +179,7 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def about_markdown(predictor: Any, source: ModelSource) -> str:
+def about_markdown(predictor: Predictor, source: ModelSource) -> str:
     """The "About this model" panel: source, card, data, metrics, classes, limitations."""
     config, h, w = predictor.model_config, *predictor.input_size
     repo = f"`{source.repo_id}`" if source.repo_id else "none (local folder)"
@@ -207,11 +212,3 @@ def about_markdown(predictor: Any, source: ModelSource) -> str:
         limitations = f"Made for {predictor.domain} only. {limitations}"
     lines += ["", f"**Limitations:** {limitations}"]
     return "\n".join(lines)
-
-
-def is_calibrated(predictor: Any) -> bool:
-    """True when the model folder records a fitted temperature (metrics.json or config.json)."""
-    if predictor.model_config.temperature is not None:
-        return True
-    calibration = predictor.metrics.get("calibration")
-    return isinstance(calibration, dict) and isinstance(calibration.get("temperature"), (int, float))

@@ -5,7 +5,7 @@ Uploads arrive unprocessed (``preprocess=False``): the file is decoded by the sa
 ``imaging.decode_image`` as in training, and an unreadable file becomes a clear ``gr.Error``.
 
 Example:
-    >>> service = Service(Predictor("hub_model"), local_model("hub_model"))
+    >>> service = Service(Predictor("hub_model"), local_model("hub_model"))    # imageclf.model / imageclf.hub
     >>> labels, result = service.predict({"path": "tile.jpeg"})
     >>> result["label"], result["abstained"]
     ('class_b', False)
@@ -25,33 +25,39 @@ import gradio as gr
 import numpy as np
 
 import panels
-from imageclf.core.rule import ImageAnalysis
-from batching import BatchRunner
-from imageclf.model.explain import GradCam, GradCamError, overlay
+from batching import BatchingEngine
+from imageclf.core import rule
+from imageclf.core.engine import FieldOutputs
 from imageclf.core.imaging import ImageError, decode_image
+from imageclf.core.request import DEFAULT_SCALE, Request, ScaleError, ScaleRequest, parse_scale
+from imageclf.core.verdict import ImageAnalysis
 from imageclf.hub.source import ModelSource
-from imageclf.core.scale import DEFAULT_SCALE, ScaleError, ScaleRequest, check_request, parse_scale
+from imageclf.model.explain import GradCam, GradCamError, overlay
+from imageclf.model.predictor import Predictor
+from imageclf.settings import SETTINGS
 from uploads import UploadJanitor
 
 MAX_BATCH_FILES = 256      # files per /predict_batch call; clients send chunks (scripts/predict_client.py)
 DEFAULT_OPACITY = 0.45
 BATCH_THREADS = 8          # /predict_batch files in flight at once (their fields share forward passes)
 BATCH_ROW_KEYS = ("file", "label", "name", "confidence", "probabilities", "confidences", "abstained",
-                  "abstain_reason", "scale", "fields", "error")
+                  "abstain_reason", "abstain_code", "scale", "fields", "error")
 MAX_VIEW_SIDE = 1024       # Grad-CAM overlays are drawn at most this large (px)
 log = logging.getLogger("space")
 # API uploads are read once and deleted at once (app.py points .registry at Gradio's upload set).
-UPLOADS = UploadJanitor()
+UPLOADS = UploadJanitor(SETTINGS.upload_dir)
 
 
 class Service:
     """One model, its Grad-CAM and a batch runner; methods are the Space's endpoints."""
 
-    def __init__(self, predictor: Any, source: ModelSource, *, max_batch_size: int = 32) -> None:
+    def __init__(self, predictor: Predictor, source: ModelSource, *, max_batch_size: int = 32) -> None:
         self.predictor = predictor
         self.source = source
-        self.calibrated = panels.is_calibrated(predictor)
-        self.runner: BatchRunner = BatchRunner(predictor.predict_batch, max_batch_size=max_batch_size)
+        self.spec = predictor.spec
+        self.calibrated = predictor.model_config.calibrated
+        # Single-field requests from concurrent callers meet in shared forward passes.
+        self.engine = BatchingEngine(predictor.engine, max_batch_size=max_batch_size)
         try:
             self.cam: GradCam | None = GradCam(predictor.model)
             log.info("Grad-CAM on layer %s", "/".join(self.cam.target_path))
@@ -72,9 +78,9 @@ class Service:
             scale: "auto" (estimate the magnification from nucleus size, the default), "native" (use the pixels as they are), microns per pixel (e.g. "0.5", only for models that declare theirs) or a magnification (e.g. "20x").
 
         Returns:
-            The class probabilities by class name (for a Label; "Not recognised" when the model abstains), and a JSON object with label (class id), name, confidence, probabilities (class id to probability; all null when abstained), abstained, abstain_reason, scale (mode, method, relative_size, factor, nucleus_diameter_px), fields (how many tissue fields were classified and how many abstained), model_repo and model_revision.
+            The class probabilities by class name (for a Label; "Not recognised" when the model abstains), and a JSON object with label (class id), name, confidence, probabilities (class id to probability; all null when abstained), abstained, abstain_reason (one sentence), abstain_code (the reason's stable code, e.g. colour, feature, confidence, fields_refused), scale (mode, method, relative_size, factor, nucleus_diameter_px), fields (how many tissue fields were classified and how many abstained), model_repo and model_revision.
         """
-        analysis = self.analyze(self.decode(image), scale)
+        analysis = self.analyze(self.request(image, scale))
         return panels.label_value(analysis), panels.result_json(analysis, self.source)
 
     def predict_batch(self, files: list[str] | None, scale: str = DEFAULT_SCALE) -> list[dict[str, Any]]:
@@ -87,20 +93,20 @@ class Service:
             scale: as for predict: "auto" (default), "native", microns per pixel or a magnification such as "20x".
 
         Returns:
-            One JSON row per file, in order: file (name), label (class id), name, confidence, probabilities, confidences (class name to probability), abstained, abstain_reason, scale, fields and error (null unless the file could not be read). When abstained, every class field is null.
+            One JSON row per file, in order: file (name), label (class id), name, confidence, probabilities, confidences (class name to probability), abstained, abstain_reason, abstain_code, scale, fields and error (null unless the file could not be read). When abstained, every class field is null.
         """
         if not files:
             raise gr.Error("No files received. Send one or more image files.", print_exception=False)
         if len(files) > MAX_BATCH_FILES:
             raise gr.Error(f"Too many files ({len(files)}); send at most {MAX_BATCH_FILES} per call.",
                            print_exception=False)
-        request = self.scale_request(scale)
+        scale_request = self.scale(scale)   # parsed once for the whole call
 
         def one(path: Any) -> dict[str, Any]:
             row = {key: None for key in BATCH_ROW_KEYS}
             row["file"] = Path(str(path)).name
             try:
-                analysis = self.analyze(decode_image(UPLOADS.take(str(path))), request)
+                analysis = self.analyze(Request(decode_image(UPLOADS.take(str(path))), scale_request))
             except ImageError as err:
                 row["error"] = str(err)
                 return row
@@ -133,15 +139,15 @@ class Service:
         Returns:
             The image with the heatmap blended over it (PNG).
         """
-        rgb = self.decode(image)
-        analysis = self.analyze(rgb, scale)
+        request = self.request(image, scale)
+        analysis = self.analyze(request)
         if analysis.abstained:
             raise gr.Error(f"No heatmap: the model does not answer for this image. {analysis.abstain_reason}",
                            print_exception=False)
         if not analysis.one_field:
             raise gr.Error("No heatmap for an image cut into several fields; use predict_tiles for its map.",
                            print_exception=False)
-        cam = self.gradcam(rgb, analysis.model_input)   # the field is the whole upload, resized
+        cam = self.gradcam(request.pixels, analysis.model_input)   # the field is the whole upload, resized
         return overlay(cam["image"], cam["heatmap"], opacity=opacity)
 
     def predict_tiles(self, image: dict[str, Any] | None, scale: str = DEFAULT_SCALE,
@@ -158,7 +164,7 @@ class Service:
         Returns:
             A map of the (rescaled) image with each classified field tinted in its class colour (abstained fields grey), and the same JSON object as predict, whose fields entry also holds tile_size, grid, tiles_total, tissue_tiles, classified_tiles, capped, max_tiles, counts and fractions per class id (left out when abstained), abstained, abstained_share and resampled_size.
         """
-        analysis = self.analyze(self.decode(image), scale, progress=progress)
+        analysis = self.analyze(self.request(image, scale), progress=progress)
         return panels.field_map(analysis), panels.result_json(analysis, self.source)
 
     # Shared steps ----------------------------------------------------------------------
@@ -189,24 +195,30 @@ class Service:
         view = rgb if scale == 1.0 else _resize(rgb, scale)
         return {"image": view, "heatmap": result.heatmap, "class_index": result.class_index}
 
-    def scale_request(self, scale: Any) -> ScaleRequest:
-        """The ``scale`` option parsed, or a ``gr.Error`` saying what is accepted."""
+    def scale(self, scale: Any) -> ScaleRequest:
+        """The ``scale`` option parsed and checked against the model, or a ``gr.Error`` saying what is accepted."""
         try:
-            request = parse_scale(scale)
-            check_request(request, self.predictor.model_config.scale)   # refuse early, before any image work
-            return request
+            return parse_scale(scale, self.spec.scale)   # refuse early, before any image work
         except ScaleError as err:
             raise gr.Error(str(err), title="Scale option", print_exception=False) from None
 
-    def analyze(self, rgb: np.ndarray, scale: Any = DEFAULT_SCALE, *, progress: Any = None) -> ImageAnalysis:
-        """The shared rule (``src/imageclf/core/rule.py``) with this Space's batch runner and progress bar."""
-        request = scale if isinstance(scale, ScaleRequest) else self.scale_request(scale)
+    def request(self, image: dict[str, Any] | None, scale: Any, *, forget_upload: bool = True) -> Request:
+        """The edge: one upload and its scale option as a typed :class:`Request`, built once per call."""
+        pixels = self.decode(image, forget_upload=forget_upload)   # a missing image is named before a bad scale
+        return Request(pixels, self.scale(scale))
 
-        def report(done: int, total: int) -> None:
-            if progress is not None and total > 1:
-                progress((done, total), desc="Classifying fields", unit="fields")
-        return self.predictor.analyze(rgb, scale=request, progress=report,
-                                      classify_one=lambda arrays: [self.runner(array) for array in arrays])
+    def analyze(self, request: Request, *, progress: Any = None) -> ImageAnalysis:
+        """The shared rule (``imageclf.core.rule``) with this Space's batching engine and progress bar."""
+        plan = rule.plan(request, self.spec)
+        if plan.fields is None:
+            return rule.conclude(plan, None, self.spec)
+        outputs, done = [], 0
+        for batch in plan.batches():
+            outputs.append(self.engine.run(batch))
+            done += len(batch)
+            if progress is not None and len(plan.picked) > 1:
+                progress((done, len(plan.picked)), desc="Classifying fields", unit="fields")
+        return rule.conclude(plan, FieldOutputs.concat(outputs, classes=len(self.spec.class_ids)), self.spec)
 
 
 def _image_data(payload: dict[str, Any]) -> str | bytes:

@@ -12,7 +12,7 @@ touched, and with a ``registry`` (Gradio's ``demo.upload_file_set``) only real u
 copies Gradio keeps of example images stay.
 
 Example (in a Gradio handler that receives the raw payload, ``preprocess=False``):
-    >>> UPLOADS = UploadJanitor()               # reads GRADIO_TEMP_DIR like Gradio does
+    >>> UPLOADS = UploadJanitor(SETTINGS.upload_dir)   # GRADIO_TEMP_DIR, as Gradio reads it
     >>> UPLOADS.registry = demo.upload_file_set  # once the Blocks exist
     >>> data = UPLOADS.take(payload["path"])     # the bytes; the file is gone
     >>> rgb = decode_image(data)
@@ -20,7 +20,6 @@ Example (in a Gradio handler that receives the raw payload, ``preprocess=False``
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -33,16 +32,11 @@ GONE = ("The uploaded file is no longer on the server (it was removed after an e
         "please send it again.")
 
 
-def upload_folder() -> Path:
-    """Gradio's upload folder: ``GRADIO_TEMP_DIR``, else ``<system temp>/gradio`` (as Gradio 6)."""
-    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
-
-
 class UploadJanitor:
     """Reads uploads and deletes them; remembers recent ones briefly, in memory, for identical requests.
 
     Args:
-        folder: the upload folder (default: ``upload_folder()``).
+        folder: the upload folder (Gradio's: the ``upload_dir`` setting, from ``GRADIO_TEMP_DIR``).
         registry: paths Gradio recorded as uploads (``demo.upload_file_set``), read only;
             ``None`` treats every file in ``folder`` as an upload.
         keep_s: how long the bytes of a deleted upload stay in memory for identical requests.
@@ -50,9 +44,9 @@ class UploadJanitor:
         folder_grace_s: how long an emptied upload folder stays before a later ``take`` removes it.
     """
 
-    def __init__(self, folder: str | os.PathLike | None = None, *, registry: Container[str] | None = None,
+    def __init__(self, folder: str | os.PathLike, *, registry: Container[str] | None = None,
                  keep_s: float = 60.0, keep_bytes: int = 64 * 2**20, folder_grace_s: float = 60.0) -> None:
-        self.folder = Path(folder).resolve() if folder is not None else upload_folder()
+        self.folder = Path(folder).resolve()
         self.registry = registry
         self.keep_s, self.keep_bytes, self.folder_grace_s = keep_s, keep_bytes, folder_grace_s
         self._recent: OrderedDict[Path, tuple[float, bytes]] = OrderedDict()

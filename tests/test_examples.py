@@ -21,9 +21,9 @@ def _with_examples(folder, names=("b.png", "a.png")):
 
 def test_local_model_folder_examples(tmp_path):
     folder = _with_examples(write_tiny_model_folder(tmp_path / "m"))
-    found = find_examples(local_model(folder), env={})
+    found = find_examples(local_model(folder))
     assert [p.name for p in found] == ["a.png", "b.png"]  # sorted, images only
-    assert find_examples(local_model(write_tiny_model_folder(tmp_path / "bare")), env={}) == []
+    assert find_examples(local_model(write_tiny_model_folder(tmp_path / "bare"))) == []
 
 
 def test_examples_dir_wins(tmp_path):
@@ -31,7 +31,7 @@ def test_examples_dir_wins(tmp_path):
     extra = tmp_path / "extra"
     extra.mkdir()
     write_test_image(extra / "z.png")
-    assert [p.name for p in find_examples(local_model(folder), env={"EXAMPLES_DIR": str(extra)})] == ["z.png"]
+    assert [p.name for p in find_examples(local_model(folder), folder=extra)] == ["z.png"]
     assert folder_examples(tmp_path / "missing") == []
     assert len(folder_examples(folder / "examples", limit=1)) == 1
 
@@ -45,7 +45,7 @@ def test_hub_examples_at_the_pinned_revision(local_hub, tmp_path):
     write_test_image(folder / "examples" / "c.png", seed=9)
     api.upload_folder(repo_id="testuser/with-examples", folder_path=folder)
     source = ModelSource(folder=tmp_path, repo_id="testuser/with-examples", revision=sha, commit=sha)
-    found = find_examples(source, env={})
+    found = find_examples(source)
     assert [p.name for p in found] == ["a.png", "b.png"]
     assert found[0].read_bytes() == (folder / "examples" / "a.png").read_bytes()
     assert sha in str(found[0])  # from the snapshot of that commit
@@ -77,7 +77,7 @@ def test_cached_snapshot_examples_need_no_hub(local_hub, tmp_path):
     snapshot = first[0].parent.parent
     local_hub.stop()
     source = ModelSource(folder=snapshot, repo_id="testuser/cached", revision=sha, commit=sha)
-    assert find_examples(source, env={}) == first
+    assert find_examples(source) == first
 
 
 def test_true_class_from_the_example_file_name():

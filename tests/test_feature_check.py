@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from imageclf.core import refusal as ood
+from imageclf.core.refusal import Reason
+from imageclf.model.blocks import FeatureOODSpec
 from imageclf.model.feature_check import FeatureCheck, FeatureOODError, load_params, score
 from imageclf.model.predictor import ModelFolderError, Predictor
 from tests.support.tiny_model import write_tiny_model_folder
@@ -56,7 +57,8 @@ def test_unfamiliar_fields_abstain_with_the_feature_reason(checked_folder):
     green[..., 1] = np.random.default_rng(3).integers(100, 255, (64, 64), dtype=np.uint8)
     result = predictor.predict(green)
     assert result["feature_score"] > predictor.feature_check.threshold
-    assert result["abstained"] and result["abstain_reason"] == ood.FEATURE_REASON
+    assert result["abstained"] and result["abstain_code"] == Reason.FEATURE.value
+    assert result["abstain_reason"] == Reason.FEATURE.sentence()
 
 
 def test_the_parameters_file_must_be_the_fitted_one(checked_folder):
@@ -73,7 +75,7 @@ def test_the_parameters_file_must_be_the_fitted_one(checked_folder):
 
 def test_unknown_method_and_missing_arrays_are_refused(tmp_path):
     with pytest.raises(FeatureOODError, match="unknown"):
-        FeatureCheck.from_config({"method": "magic"}, folder=tmp_path)
+        FeatureCheck.from_config(FeatureOODSpec(method="magic", params_file="x.npz", params_sha256=None, threshold=1.0), folder=tmp_path)
     np.savez(tmp_path / "bad.npz", mean=np.zeros(3, np.float32))
     with pytest.raises(FeatureOODError, match="lacks"):
         load_params(tmp_path / "bad.npz")

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import ImageFile
 
-from imageclf.core import imaging
 from imageclf.core.imaging import ImageError, decode_image
 from imageclf.model.predictor import Predictor
-from tests import hostile_corpus
-from tests.support.hostile_corpus import CASES, LIMITS, Case
+from tests.support import hostile_corpus
+from tests.support.hostile_corpus import CASES, LIMITS, Case, with_limits
 from tests.support.tiny_model import write_tiny_model_folder
 
 INTERNALS = re.compile(r"Traceback|cv2|PIL|Pillow|BytesIO|0x[0-9a-f]{6,}|Errno|\.py\b", re.I)
@@ -31,9 +30,7 @@ def predictor(tmp_path_factory) -> Predictor:
 @pytest.fixture(autouse=True)
 def corpus_limits(monkeypatch):
     """The limits the size cases were built against (the Space gets them as env variables)."""
-    monkeypatch.setattr(imaging, "MAX_PIXELS", LIMITS["MAX_IMAGE_PIXELS"])
-    monkeypatch.setattr(imaging, "MAX_BYTES", LIMITS["MAX_IMAGE_BYTES"])
-    monkeypatch.setattr(imaging, "MIN_SIDE", LIMITS["MIN_IMAGE_SIDE"])
+    with_limits(monkeypatch, LIMITS)
 
 
 def assert_message_for_people(message: str) -> None:
@@ -78,7 +75,7 @@ def test_pixel_limit_is_enforced_from_the_header_before_decoding(make, monkeypat
 
 
 def test_bomb_header_with_default_limits_is_refused_quickly(monkeypatch):
-    monkeypatch.setattr(imaging, "MAX_PIXELS", 64_000_000)
+    with_limits(monkeypatch, {"MAX_IMAGE_PIXELS": 64_000_000})
     with pytest.raises(ImageError, match=r"declares 2,500,000,000 pixels; the limit is 64,000,000"):
         decode_image(hostile_corpus.decompression_bomb_png().data)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
+from imageclf.settings import Settings
 from imageclf.hub.source import ModelSourceError, resolve_model_source
 from scripts.perf.local_space import APP, SpaceProcess
 from scripts.perf.traffic import classify
@@ -48,11 +49,11 @@ def _model_source_warnings(caplog) -> list[str]:
 def test_hub_down_branch_is_served_from_the_cache_with_one_warning(local_hub, tmp_path, caplog):
     sha = _push(_fake_folder(tmp_path / "m"))
     env = {"MODEL_REPO": REPO, "MODEL_REVISION": "main"}
-    online = resolve_model_source(env)
+    online = resolve_model_source(Settings.from_env(env))
     local_hub.stop()
     caplog.set_level(logging.INFO)
     start = time.monotonic()
-    offline = resolve_model_source(env)
+    offline = resolve_model_source(Settings.from_env(env))
     assert time.monotonic() - start < 15  # three tries, 1 s and 2 s apart, then the cache
     assert offline == online and offline.commit == sha
     warnings = _model_source_warnings(caplog)
@@ -64,7 +65,7 @@ def test_hub_down_branch_is_served_from_the_cache_with_one_warning(local_hub, tm
 def test_hub_down_and_nothing_cached_is_one_clear_error(local_hub):
     local_hub.stop()
     with pytest.raises(ModelSourceError) as info:
-        resolve_model_source({"MODEL_REPO": REPO, "MODEL_REVISION": "main"})
+        resolve_model_source(Settings.from_env({"MODEL_REPO": REPO, "MODEL_REVISION": "main"}))
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"Cannot reach the Hub to get Hub repo {REPO} at revision main "
@@ -92,7 +93,7 @@ def test_space_process_starts_from_the_cache_when_hub_is_down(local_hub, tmp_pat
     folder = write_tiny_model_folder(tmp_path / "tiny")
     sha = _push(folder)
     env = {"MODEL_REPO": REPO, "MODEL_REVISION": "main"}
-    resolve_model_source(env)  # fills the cache in local_hub.hf_home, as an earlier start would
+    resolve_model_source(Settings.from_env(env))  # fills the cache in local_hub.hf_home, as an earlier start would
     local_hub.stop()
     with SpaceProcess(env={**local_hub.env, **env}) as space:
         classify(connect(space.url), write_test_image(tmp_path / "tile.png"))
@@ -104,13 +105,13 @@ def test_space_process_starts_from_the_cache_when_hub_is_down(local_hub, tmp_pat
 def test_commit_that_does_not_exist(local_hub, tmp_path):
     _push(_fake_folder(tmp_path / "m"))
     with pytest.raises(ModelSourceError, match=f"revision {'f' * 40} .*: that revision does not exist"):
-        resolve_model_source({"MODEL_REPO": REPO, "MODEL_REVISION": "f" * 40})
+        resolve_model_source(Settings.from_env({"MODEL_REPO": REPO, "MODEL_REVISION": "f" * 40}))
 
 
 def test_required_file_missing_from_the_repo(local_hub, tmp_path):
     sha = _push(_fake_folder(tmp_path / "m", without=("labels.json",)))
     with pytest.raises(ModelSourceError) as info:
-        resolve_model_source({"MODEL_REPO": REPO, "MODEL_REVISION": sha})
+        resolve_model_source(Settings.from_env({"MODEL_REPO": REPO, "MODEL_REVISION": sha}))
     assert f"Hub repo {REPO} at revision {sha} (endpoint {local_hub.endpoint}) has no labels.json" in str(info.value)
 
 
@@ -120,12 +121,12 @@ def test_short_download_is_refused_then_recovers(local_hub, tmp_path):
     local_hub.cdn_overrides[oid] = MODEL_BYTES[:1000]  # the CDN cuts the body short, twice
     env = {"MODEL_REPO": REPO, "MODEL_REVISION": sha}
     with pytest.raises(ModelSourceError) as info:
-        resolve_model_source(env)
+        resolve_model_source(Settings.from_env(env))
     message = str(info.value)
     assert f"Could not download an intact model.keras from Hub repo {REPO} at revision {sha}" in message
     assert f"should be of size {len(MODEL_BYTES)} but has size 1000" in message and "\n" not in message
     del local_hub.cdn_overrides[oid]
-    assert resolve_model_source(env).path("model.keras").read_bytes() == MODEL_BYTES
+    assert resolve_model_source(Settings.from_env(env)).path("model.keras").read_bytes() == MODEL_BYTES
 
 
 def test_corrupted_download_of_the_right_size_is_caught_by_its_checksum(local_hub, tmp_path):
@@ -134,17 +135,17 @@ def test_corrupted_download_of_the_right_size_is_caught_by_its_checksum(local_hu
     local_hub.cdn_overrides[oid] = bytes(reversed(MODEL_BYTES))  # same size: the client's size check passes
     env = {"MODEL_REPO": REPO, "MODEL_REVISION": sha}
     with pytest.raises(ModelSourceError, match=f"checksum .* does not match the Hub's {oid[:12]}"):
-        resolve_model_source(env)
+        resolve_model_source(Settings.from_env(env))
     assert not list(local_hub.hf_home.rglob(oid))  # the bad copy is not left for the next start
     del local_hub.cdn_overrides[oid]
-    assert resolve_model_source(env).path("model.keras").read_bytes() == MODEL_BYTES
+    assert resolve_model_source(Settings.from_env(env)).path("model.keras").read_bytes() == MODEL_BYTES
 
 
 def test_damaged_cached_file_is_downloaded_again(local_hub, tmp_path, caplog):
     sha = _push(_fake_folder(tmp_path / "m"))
     env = {"MODEL_REPO": REPO, "MODEL_REVISION": sha}
-    blob = resolve_model_source(env).path("model.keras").resolve()
+    blob = resolve_model_source(Settings.from_env(env)).path("model.keras").resolve()
     blob.write_bytes(b"bit rot" + MODEL_BYTES[7:])
     caplog.set_level(logging.WARNING)
-    assert resolve_model_source(env).path("model.keras").read_bytes() == MODEL_BYTES
+    assert resolve_model_source(Settings.from_env(env)).path("model.keras").read_bytes() == MODEL_BYTES
     assert any("damaged" in message for message in _model_source_warnings(caplog))

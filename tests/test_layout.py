@@ -9,7 +9,9 @@ import pytest
 
 from tests.conftest import ROOT
 
-CODE_FOLDERS = ("training", "scripts", "space", "tests")
+CODE_FOLDERS = ("src", "training", "scripts", "space", "tests")
+SPACE_ONLY = ("app", "service", "panels", "batching", "uploads", "examples")
+MAX_LINES = 300   # past this, split by responsibility (tests and notebooks aside)
 LAYOUT_DOC = ROOT / "docs" / "development.md"
 
 
@@ -21,14 +23,15 @@ def _section(path: Path, title: str) -> str:
 
 
 def _packages(top: str) -> list[Path]:
-    return sorted(p.parent for p in (ROOT / top).rglob("__init__.py") if "imageclf" not in p.parts)
+    return sorted(p.parent for p in (ROOT / top).rglob("__init__.py"))
 
 
 def _modules(folder: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.py") if p.name != "__init__.py")
 
 
-@pytest.mark.parametrize("package", _packages("training") + _packages("scripts"), ids=str)
+@pytest.mark.parametrize("package", _packages("src") + _packages("training") + _packages("scripts")
+                         + [ROOT / "space", ROOT / "tests" / "support"], ids=str)
 def test_every_module_is_listed_in_the_layout_table(package):
     """docs/development.md has one row per folder, naming each of its modules."""
     folder = package.relative_to(ROOT).as_posix()
@@ -36,14 +39,27 @@ def test_every_module_is_listed_in_the_layout_table(package):
     assert rows, f"no row for {folder}/ in {LAYOUT_DOC.name}"
     unlisted = [m for m in _modules(package) if f"`{m}" not in rows[0] and f"`{m}.py`" not in rows[0]]
     assert not unlisted, f"{folder}/: {unlisted} missing from the layout table"
-    assert ast.get_docstring(ast.parse((package / "__init__.py").read_text())), f"{folder}/__init__.py says nothing"
+    if package.name != "space":   # the Space's folder is not a package
+        assert ast.get_docstring(ast.parse((package / "__init__.py").read_text())), f"{folder}/__init__.py says nothing"
+
+
+def test_the_space_folder_holds_only_the_space():
+    """The shared package is in src/; space/ holds app.py and the modules only it uses."""
+    assert sorted(p.stem for p in (ROOT / "space").glob("*.py")) == sorted(SPACE_ONLY)
+    assert not [p for p in (ROOT / "space").iterdir() if p.is_dir() and p.name != "__pycache__"]
+
+
+def test_no_non_test_file_is_over_the_line_limit():
+    long = {str(p.relative_to(ROOT)): n for top in ("src", "training", "scripts", "space")
+            for p in (ROOT / top).rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
 
 
 def test_the_layout_table_names_no_module_that_moved():
     """A row names only its own folder's modules (a module named in another folder's row has moved)."""
     everywhere = {p.stem for top in CODE_FOLDERS for p in (ROOT / top).rglob("*.py")}
     for line in _section(LAYOUT_DOC, "Layout").splitlines():
-        match = re.match(r"\| `((?:training|scripts)(?:/\w+)*)/` \| (.*)", line)
+        match = re.match(r"\| `((?:src|training|scripts)(?:/\w+)*)/` \| (.*)", line)
         if match:
             folder = ROOT / match.group(1)
             here = set(_modules(folder)) | {p.name for p in folder.iterdir() if p.is_dir()}

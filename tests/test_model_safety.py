@@ -19,6 +19,7 @@ import pytest
 
 from imageclf.model import predictor as predictor_module
 from imageclf.model.safety import unsafe_parts
+from imageclf.settings import Settings
 from imageclf.hub.source import ModelSourceError, resolve_model_source
 from imageclf.model.predictor import ModelFolderError, Predictor
 from tests.conftest import HUB_MODEL, ROOT
@@ -149,6 +150,6 @@ def test_token_never_in_model_download_errors_or_logs(local_hub, tmp_path, monke
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("HF_TOKEN", TOKEN)  # not known to the Hub: every request is refused
     with pytest.raises(ModelSourceError) as info:
-        resolve_model_source({"MODEL_REPO": "testuser/private-model", "MODEL_REVISION": "main"})
+        resolve_model_source(Settings.from_env({"MODEL_REPO": "testuser/private-model", "MODEL_REVISION": "main"}))
     assert "testuser/private-model" in str(info.value) and "rejected the token" in str(info.value)
     assert caplog.records and TOKEN not in caplog.text + str(info.value)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
+from imageclf.settings import Settings
 from imageclf.hub.source import DEFAULT_MODEL_DIR, ModelSourceError, local_model, resolve_model_source
 
 REPO = "testuser/tiny-classifier"
@@ -33,7 +34,7 @@ def test_default_is_hub_model_beside_space():
 
 def test_model_dir(tmp_path):
     folder = _fake_model_folder(tmp_path / "m")
-    source = resolve_model_source({"MODEL_DIR": str(folder)})
+    source = resolve_model_source(Settings.from_env({"MODEL_DIR": str(folder)}))
     assert source.folder == folder.resolve() and source.is_local
     assert source.repo_id is None and source.revision is None
     assert source.description == f"local folder {folder.resolve()}"
@@ -42,7 +43,7 @@ def test_model_dir(tmp_path):
 
 def test_default_dir_when_nothing_set(tmp_path):
     folder = _fake_model_folder(tmp_path / "hub_model", optional=False)
-    source = resolve_model_source({}, default_dir=folder)
+    source = resolve_model_source(Settings.from_env({}), default_dir=folder)
     assert source.folder == folder.resolve()
     assert source.path("README.md") is None and sorted(source.files) == sorted(REQUIRED)
 
@@ -54,7 +55,7 @@ def test_default_dir_when_nothing_set(tmp_path):
 ])
 def test_bad_settings(env, message):
     with pytest.raises(ModelSourceError, match=message):
-        resolve_model_source(env)
+        resolve_model_source(Settings.from_env(env))
 
 
 def test_local_folder_missing_files(tmp_path):
@@ -67,19 +68,19 @@ def test_local_folder_missing_files(tmp_path):
 def test_hub_pinned_commit_then_served_from_cache_when_hub_is_down(local_hub, tmp_path):
     sha = _push(_fake_model_folder(tmp_path / "m"))
     env = {"MODEL_REPO": REPO, "MODEL_REVISION": sha}
-    source = resolve_model_source(env)
+    source = resolve_model_source(Settings.from_env(env))
     assert (source.repo_id, source.revision, source.commit) == (REPO, sha, sha)
     assert sorted(source.files) == sorted(REQUIRED + ("metrics.json", "README.md"))
     assert all(path.parent == source.folder for path in source.files.values())
     assert (source.folder / "model.keras").read_bytes() == b"model-bytes"
     assert source.description == f"Hub repo {REPO} @ {sha[:12]}"
     local_hub.stop()  # a restart with the pinned sha must not need the Hub
-    assert resolve_model_source(env) == source
+    assert resolve_model_source(Settings.from_env(env)) == source
 
 
 def test_hub_branch_resolves_to_its_commit_and_skips_missing_optional_files(local_hub, tmp_path):
     sha = _push(_fake_model_folder(tmp_path / "m", optional=False))
-    source = resolve_model_source({"MODEL_REPO": REPO, "MODEL_REVISION": "main"})
+    source = resolve_model_source(Settings.from_env({"MODEL_REPO": REPO, "MODEL_REVISION": "main"}))
     assert source.revision == "main" and source.commit == sha
     assert sorted(source.files) == sorted(REQUIRED)
 
@@ -87,10 +88,10 @@ def test_hub_branch_resolves_to_its_commit_and_skips_missing_optional_files(loca
 def test_hub_errors_name_repo_revision_and_endpoint(local_hub, tmp_path):
     _push(_fake_model_folder(tmp_path / "m"))
     with pytest.raises(ModelSourceError) as info:
-        resolve_model_source({"MODEL_REPO": REPO, "MODEL_REVISION": "no-such-branch"})
+        resolve_model_source(Settings.from_env({"MODEL_REPO": REPO, "MODEL_REVISION": "no-such-branch"}))
     message = str(info.value)
     assert "\n" not in message
     assert re.search(rf"Hub repo {REPO} at revision no-such-branch "
                      rf"\(endpoint {re.escape(local_hub.endpoint)}\): that revision does not exist", message)
     with pytest.raises(ModelSourceError, match="Hub repo testuser/missing at revision main"):
-        resolve_model_source({"MODEL_REPO": "testuser/missing"})
+        resolve_model_source(Settings.from_env({"MODEL_REPO": "testuser/missing"}))

@@ -1,6 +1,6 @@
 """One rule for every path: the UI, /predict, /predict_batch, /predict_tiles, /explain, MCP and
-predict_client all answer through ``Predictor.analyze`` (src/imageclf/core/rule.py), so the same bytes
-get the same answer whichever way they come in."""
+predict_client all answer through the stages of ``imageclf.core.rule`` (plan, engine, conclude), so
+the same bytes get the same answer whichever way they come in."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +15,7 @@ from gradio_client import Client, handle_file
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
+from imageclf.core import rule
 from imageclf.model.predictor import Predictor
 from scripts.predict_client import main as predict_client_main
 from tests.conftest import HUB_MODEL, missing
@@ -23,17 +24,17 @@ from tests.support.tiny_model import imported_app, run_ui_event, write_test_imag
 
 @pytest.fixture
 def spied_app(tmp_path, monkeypatch):
-    """The app in-process on a tiny model, with ``Predictor.analyze`` recording every call."""
+    """The app in-process on a tiny model, with ``rule.conclude`` (the verdict stage) recording every call."""
     folder = write_tiny_model_folder(tmp_path / "model")
     calls = []
-    real = Predictor.analyze
+    real = rule.conclude
 
-    def spy(self, image, **options):
-        analysis = real(self, image, **options)
+    def spy(plan, outputs, spec):
+        analysis = real(plan, outputs, spec)
         calls.append(analysis)
         return analysis
 
-    monkeypatch.setattr(Predictor, "analyze", spy)
+    monkeypatch.setattr(rule, "conclude", spy)
     with imported_app(monkeypatch, folder) as app:
         yield app, calls
 
@@ -51,7 +52,7 @@ def test_no_endpoint_bypasses_the_shared_rule(spied_app, tmp_path):
     service.explain({"path": str(image)}, 0.5, "native")
     shown = run_ui_event(app, "analyze", [{"path": str(image)}, 0.45, "native"])
     answers["ui"] = shown["raw-result"].root
-    assert len(calls) == 5, "an endpoint answered without Predictor.analyze"
+    assert len(calls) == 5, "an endpoint answered without the rule's verdict stage"
     expected = calls[0].to_json()
     for path, answer in answers.items():   # same bytes, same answer, whichever path
         assert {k: answer[k] for k in expected} == expected, path

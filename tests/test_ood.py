@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from imageclf.core import refusal as ood
+from imageclf.core.colour import ColourCheck
+from imageclf.core.refusal import Reason, RefusalRule, judge_field
 from imageclf.core.imaging import load_model_input
 from tests.conftest import ROOT, SHARED_DATA
 from training.calibration.abstention import (abstention_report, dilate_hue, fit_abstention, fit_colour_check,
@@ -38,6 +40,11 @@ def random_probabilities(n: int, *, seed: int = 0, classes: int = 3) -> np.ndarr
     return np.random.default_rng(seed).dirichlet(np.full(classes, 0.3), n)
 
 
+def judge(rgb: np.ndarray, probabilities: np.ndarray, rule: ood.AbstainRule | None) -> Reason | None:
+    """The serving decision for one field without a feature check (``None``: answered)."""
+    return judge_field(rgb, probabilities, None, RefusalRule(abstain=rule or ood.AbstainRule()))
+
+
 # Without any dataset --------------------------------------------------------------------------
 
 
@@ -50,7 +57,7 @@ def test_rule_round_trips_through_json():
     assert again.to_dict() == json.loads(text)
     assert set(json.loads(text)) == {"method", "version", "min_confidence", "colour", "fitted"}
     for image in [*images[:5], np.full((96, 96, 3), 255, np.uint8)]:
-        assert ood.decide(image, np.array([0.9, 0.05, 0.05]), again) == ood.decide(
+        assert judge(image, np.array([0.9, 0.05, 0.05]), again) == judge(
             image, np.array([0.9, 0.05, 0.05]), rule)
 
 
@@ -59,17 +66,7 @@ def test_rule_round_trips_through_json():
 def test_disabled_rule_never_abstains(rule):
     for image in make_far_ood_set(3, size=(64, 64)).values():
         for single in image:
-            assert ood.decide(single, np.array([0.34, 0.33, 0.33]), rule) == (False, None)
-
-
-def test_without_colour_keeps_only_the_confidence_floor():
-    rule = fit_abstention(stained_like(30), random_probabilities(30), target_in_dist_abstain=0.1)
-    plain = rule.without_colour()
-    assert plain.method == "softmax" and plain.colour is None and plain.min_confidence == rule.min_confidence
-    white = np.full((96, 96, 3), 255, np.uint8)
-    assert ood.decide(white, np.array([1.0, 0.0, 0.0]), rule) == (True, ood.COLOUR_REASON)
-    assert ood.decide(white, np.array([1.0, 0.0, 0.0]), plain) == (False, None)
-    assert ood.decide(white, np.array([0.34, 0.33, 0.33]), plain) == (True, ood.CONFIDENCE_REASON)
+            assert judge(single, np.array([0.34, 0.33, 0.33]), rule) is None
 
 
 def test_confidence_threshold_spends_at_most_the_budget():
@@ -132,7 +129,7 @@ def lung_check(lung_data):
     return fit_colour_check(train), train, other
 
 
-def _colour_rejection(check: ood.ColourCheck, images: np.ndarray) -> float:
+def _colour_rejection(check: ColourCheck, images: np.ndarray) -> float:
     rule = ood.AbstainRule(method="colour", colour=check)
     return float(np.mean([not ood.colour_ok(image, rule) for image in images]))
 
@@ -168,9 +165,9 @@ def test_decide_on_blank_white_tile_gives_the_colour_reason(lung_check):
     rule = ood.AbstainRule(method="colour+softmax", min_confidence=0.5, colour=check)
     white = np.full((*SIZE, 3), 255, np.uint8)
     confident = np.array([0.98, 0.01, 0.01])
-    assert ood.decide(white, confident, rule) == (True, ood.COLOUR_REASON)
-    assert ood.decide(train[0], confident, rule) == (False, None)
-    assert ood.decide(train[0], np.array([0.4, 0.3, 0.3]), rule) == (True, ood.CONFIDENCE_REASON)
+    assert judge(white, confident, rule) == Reason.COLOUR
+    assert judge(train[0], confident, rule) is None
+    assert judge(train[0], np.array([0.4, 0.3, 0.3]), rule) == Reason.CONFIDENCE
 
 
 def test_fit_abstention_on_validation_tiles_meets_the_target(lung_data):

@@ -20,7 +20,7 @@ from training.data.catalog import describe
 from training.data.samples import read_manifest
 
 from .conftest import ROOT, require_dataset
-from .tiny_model import run_space
+from tests.support.tiny_model import run_space
 
 EXPORTS = ROOT / "training" / "exports"
 MODELS = {  # export folder -> (dataset, benign class ids, input unit)

@@ -15,7 +15,7 @@ from scripts.predict_client import SpaceUnreachableError, classify_files, connec
 from tests.support.tiny_model import DEFAULT_LABELS, write_test_image
 
 NAMES = sorted(name for _, name in DEFAULT_LABELS)
-EXTRA = ["abstained", "reason", "scale_factor"]
+EXTRA = ["abstained", "reason", "reason_code", "scale_factor"]
 
 
 def _decode_error(path: Path) -> str:
@@ -102,7 +102,7 @@ def test_abstentions_name_no_class_in_csv_or_print(abstaining_space, tmp_path, c
     printed = capsys.readouterr().out
     with out.open(newline="") as handle:
         (row,) = list(csv.DictReader(handle))
-    assert row["abstained"] == "true" and row["reason"]
+    assert row["abstained"] == "true" and row["reason"] and row["reason_code"] in {"confidence", "colour"}
     assert row["label"] == row["confidence"] == "" and all(row.get(name, "") == "" for name in NAMES)
     assert "not recognised" in printed and not any(name in printed for name in NAMES)
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imageclf.core import refusal as ood
+from imageclf.core.refusal import Reason, judge_field
 from imageclf.core.imaging import ImageError, decode_image, to_model_input
 from imageclf.model.predictor import ModelFolderError, Predictor
 from tests.support.tiny_model import DEFAULT_LABELS, write_test_image, write_tiny_model_folder
@@ -131,7 +131,8 @@ def test_confidence_floor_abstains_with_a_plain_reason(tmp_path):
     assert predictor.abstain_rule.min_confidence == 0.999
     result = predictor.predict(np.full((64, 64, 3), 128, np.uint8))
     assert result["confidence"] < 0.999
-    assert result["abstained"] is True and result["abstain_reason"] == ood.CONFIDENCE_REASON
+    assert result["abstained"] is True and result["abstain_code"] == Reason.CONFIDENCE.value
+    assert result["abstain_reason"] == Reason.CONFIDENCE.sentence()
     assert result["label"] in predictor.class_ids  # the probabilities are still reported
 
 
@@ -141,14 +142,15 @@ def test_colour_check_runs_on_the_resized_model_input(tmp_path):
                                                   config_extra={"abstain": rule}))
     white = np.full((300, 200, 3), 255, np.uint8)
     result = predictor.predict(white)
-    assert result["abstained"] is True and result["abstain_reason"] == ood.COLOUR_REASON
+    assert result["abstained"] is True and result["abstain_code"] == Reason.COLOUR.value
+    assert result["abstain_reason"] == Reason.COLOUR.sentence()
     textured = np.random.default_rng(0).integers(0, 180, (300, 200, 3), dtype=np.uint8)
     assert predictor.predict(textured)["abstained"] is False
-    # Mostly white vs mostly tissue: the same answer as ood.decide on the model input itself.
+    # Mostly white vs mostly tissue: the same answer as the refusal rule on the model input itself.
     for white_columns, expected in ((120, True), (80, False)):
         mixed = textured.copy()
         mixed[:, :white_columns] = 255
-        decided, _ = ood.decide(predictor.prepare(mixed), np.array([1.0, 0, 0]), predictor.abstain_rule)
+        decided = judge_field(predictor.prepare(mixed), np.array([1.0, 0, 0]), None, predictor.spec.refusal) is not None
         assert predictor.predict(mixed)["abstained"] is decided is expected
     batch = predictor.predict_batch([white, textured])
     assert [r["abstained"] for r in batch] == [True, False]

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from imageclf.model.config import read_config
-from imageclf.core.scale import ScaleError, decide_scale, estimate_relative_size, parse_scale
+from imageclf.core.refusal import Reason, judge_scale
+from imageclf.core.request import ScaleError, parse_scale
+from imageclf.model.config import ScaleSpec
+from imageclf.core.scale import decide_scale, estimate_relative_size
 from tests.conftest import HUB_MODEL, ROOT
 from training.calibration.scale_reference import build_scale_spec, split_tiles, zoom_out_check
 
@@ -20,7 +23,8 @@ MANIFEST = ROOT / "training" / "splits" / "lc25000-lung-grouped.csv"
     ("0.5", "microns_per_pixel", 0.5), ("0.25 um/px", "microns_per_pixel", 0.25),
     ("20x", "microns_per_pixel", 0.5), ("40X", "microns_per_pixel", 0.25)])
 def test_parse_scale(text, mode, mpp):
-    request = parse_scale(text)
+    spec = ScaleSpec(field_of_view_px=224, microns_per_pixel=0.5, microns_per_pixel_note=None, reference=None)
+    request = parse_scale(text, spec)
     assert request.mode == mode and request.microns_per_pixel == mpp
 
 
@@ -62,18 +66,22 @@ def test_estimate_follows_nucleus_size(synthetic_spec, radius, expected):
 def test_no_stain_no_estimate(synthetic_spec):
     blank = np.full((300, 300, 3), 255, np.uint8)
     decision = decide_scale(blank, synthetic_spec, parse_scale("auto"))
-    assert not decision.ok and "could not be estimated" in decision.reason
+    refusal = judge_scale(decision, synthetic_spec)
+    assert not decision.measured and refusal.reason is Reason.SCALE_UNKNOWN
+    assert "could not be estimated" in refusal.phrase and decision.to_dict(refusal)["ok"] is False
 
 
 def test_out_of_range_scale_is_refused_with_a_reason(synthetic_spec):
-    decision = decide_scale(_nuclei(6.0), synthetic_spec, parse_scale("native"))
-    assert decision.ok and decision.factor == 1.0
-    with pytest.raises(ScaleError, match="does not declare microns per pixel"):
-        decide_scale(_nuclei(6.0), synthetic_spec, parse_scale("0.5"))
+    decision = decide_scale(_nuclei(6.0), synthetic_spec, parse_scale("native", synthetic_spec))
+    assert judge_scale(decision, synthetic_spec) is None and decision.factor == 1.0
+    with pytest.raises(ScaleError, match="does not declare microns per pixel"):   # refused at the edge
+        parse_scale("0.5", synthetic_spec)
     declared = replace(synthetic_spec, microns_per_pixel=0.5)
-    assert decide_scale(_nuclei(6.0), declared, parse_scale("0.25")).relative_size == pytest.approx(2.0)
-    far = decide_scale(_nuclei(6.0), declared, parse_scale("0.01"))   # 50x larger nuclei than trained
-    assert not far.ok and "far above" in far.reason
+    assert decide_scale(_nuclei(6.0), declared, parse_scale("0.25", declared)).relative_size == pytest.approx(2.0)
+    far = decide_scale(_nuclei(6.0), declared, parse_scale("0.01", declared))   # 50x larger nuclei than trained
+    refusal = judge_scale(far, declared)
+    assert refusal.reason is Reason.MAGNIFICATION_TOO_HIGH and "far above" in refusal.phrase
+    assert refusal.sentence.startswith("The magnification is far above")
 
 
 @pytest.mark.slow

@@ -18,7 +18,9 @@ from gradio_client.exceptions import AppError
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from imageclf.core import fields as tiling, refusal as ood
+from imageclf.core import field_map, fields as tiling
+from imageclf.core.colour import tissue_mask
+from imageclf.core.refusal import Reason
 from imageclf.model.explain import GradCam, colourise
 from imageclf.core.imaging import ImageError, decode_image
 from imageclf.model.predictor import Predictor
@@ -26,7 +28,7 @@ from tests.conftest import HUB_MODEL
 from tests.support.tiny_model import write_test_image
 
 ENDPOINTS = ["/predict", "/predict_batch", "/explain", "/predict_tiles"]
-RESULT_KEYS = {"label", "name", "confidence", "probabilities", "abstained", "abstain_reason", "scale", "fields", "model_repo",
+RESULT_KEYS = {"label", "name", "confidence", "probabilities", "abstained", "abstain_reason", "abstain_code", "scale", "fields", "model_repo",
                "model_revision"}
 
 
@@ -157,9 +159,9 @@ def test_predict_tiles_on_a_large_image(client, tiny_predictor, tmp_path):
     size = tiny_predictor.input_size
     grid = tiling.tile_grid(1500, 1500, tile=size)
     assert fields["tile_size"] == list(size) and fields["grid"] == [24, 24] and fields["tiles_total"] == len(grid)
-    mask = tiling.tissue_mask(rgb)
+    mask = tissue_mask(rgb)
     crops = [rgb[y:y + size[0], x:x + size[1]] for _, _, y, x in grid
-             if mask[y:y + size[0], x:x + size[1]].mean() >= tiling.tissue_threshold(tiny_predictor.abstain_rule)]
+             if mask[y:y + size[0], x:x + size[1]].mean() >= tiny_predictor.spec.refusal.min_tissue]
     assert fields["tissue_tiles"] == len(crops) and 150 < len(crops) < 400
     assert fields["classified_tiles"] == min(len(crops), fields["max_tiles"]) and fields["capped"]
     assert result["scale"]["mode"] == "native" and result["scale"]["factor"] == 1.0
@@ -224,7 +226,7 @@ def test_non_tissue_images_are_not_answered(hub_space, tmp_path):
     client = _client(hub_space)
     for path in (white, noise):
         _, result = client.predict(handle_file(path), api_name="/predict")
-        assert result["abstained"] is True and result["abstain_reason"] == ood.COLOUR_REASON
+        assert result["abstained"] is True and result["abstain_code"] == Reason.COLOUR.value
     rows = client.predict([handle_file(white), handle_file(noise)], api_name="/predict_batch")
     assert [row["abstained"] for row in rows] == [True, True]
     assert all(row["label"] is row["name"] is row["confidence"] is None for row in rows)
@@ -255,8 +257,8 @@ def test_real_tiles_mosaic_through_the_tiling_path(hub_space, lung_data, tmp_pat
         assert result["fields"]["counts"] == expected
     painted = _read_output_image(tile_map)
     for col, answer in enumerate(direct):  # each tile tinted with its own predicted class colour
-        colour = (tiling.ABSTAIN_COLOUR if answer["abstained"] or result["abstained"]
-                  else tiling.class_colour(predictor.class_ids.index(answer["label"])))
+        colour = (field_map.ABSTAIN_COLOUR if answer["abstained"] or result["abstained"]
+                  else field_map.class_colour(predictor.class_ids.index(answer["label"])))
         cy, cx = size[0] // 2, col * size[1] + size[1] // 2
         blended = 0.55 * mosaic[cy, cx] + 0.45 * np.array(colour)
         assert np.abs(painted[cy, cx] - blended).max() <= 1.5

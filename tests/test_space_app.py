@@ -23,6 +23,7 @@ from gradio_client.exceptions import AppError
 from huggingface_hub import HfApi
 
 import panels
+from imageclf.core.refusal import Reason, Refusal
 from imageclf.model.explain import overlay
 from imageclf.core.imaging import ImageError, decode_image
 from imageclf.model.predictor import Predictor
@@ -212,8 +213,9 @@ def test_verdict_and_data_url_input(app_module, tiny_folder):
     assert words.startswith(f"**{analysis.name} — {analysis.confidence:.0%} (model probability, not calibrated)**")
     assert "Scale: native: the model declares no scale reference; answered as one field (64 px)." in words
     assert app.verdict(None) == ""
-    abstained = app.verdict(dataclasses.replace(analysis, abstained=True, abstain_reason="Because."))
-    assert abstained.startswith("**Not recognised as synthetic test images:** Because. Treat this as no answer.")
+    abstained = app.verdict(dataclasses.replace(analysis, refusal=Refusal(Reason.CONFIDENCE)))
+    assert abstained.startswith(f"**Not recognised as synthetic test images:** {Reason.CONFIDENCE.sentence()} "
+                                "Treat this as no answer.")
     assert not any(name in abstained for name in app.PREDICTOR.names)  # no class is named when abstaining
     data = base64.b64encode(write_test_image(Path(tiny_folder).parent / "d.png").read_bytes()).decode()
     labels, full = app.SERVICE.predict({"path": None, "url": f"data:image/png;base64,{data}"})
@@ -328,5 +330,5 @@ def test_real_model_on_real_tiles(hub_space):
     assert correct >= 0.75 * len(tiles), f"only {correct}/{len(tiles)} real tiles classified correctly"
     # The bundled model carries a fitted temperature: its verdict says "calibrated".
     result = predictor.analyze(tiles[0][1])
-    words = panels.verdict(result, domain=predictor.domain, calibrated=panels.is_calibrated(predictor))
+    words = panels.verdict(result, domain=predictor.domain, calibrated=predictor.model_config.calibrated)
     assert words.startswith(f"**{result.name} — ") and "(calibrated)**" in words or result.abstained

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from gradio.utils import get_upload_folder
 
-from imageclf.core import imaging
 from imageclf.core.imaging import ImageError
-from uploads import GONE, UploadJanitor, upload_folder
+from imageclf.settings import Settings
+from tests.support.hostile_corpus import with_limits
+from uploads import GONE, UploadJanitor
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_memory_cap_drops_the_oldest(tmp_path):
 
 
 def test_oversized_upload_is_refused_and_still_deleted(janitor, monkeypatch):
-    monkeypatch.setattr(imaging, "MAX_BYTES", 3)
+    with_limits(monkeypatch, {"MAX_IMAGE_BYTES": 3})
     path = _upload(janitor)
     with pytest.raises(ImageError, match="The file is too large"):
         janitor.take(path)
@@ -115,8 +116,7 @@ def test_with_a_registry_only_recorded_uploads_are_taken(janitor):
 
 
 def test_upload_folder_follows_gradio_temp_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
-    assert upload_folder() == (tmp_path / "uploads").resolve()
-    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    assert Settings.from_env({"GRADIO_TEMP_DIR": str(tmp_path / "uploads")}).upload_dir == tmp_path / "uploads"
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
 
-    assert upload_folder() == Path(get_upload_folder()).resolve()
+    assert Settings.from_env({}).upload_dir.resolve() == Path(get_upload_folder()).resolve()

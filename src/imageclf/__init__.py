@@ -1,14 +1,13 @@
-"""imageclf: the code shared by training and serving, imported under this one name everywhere.
+"""imageclf: the code shared by training, serving and scripts, imported under this one name everywhere.
 
-It ships inside ``space/`` so the Space deploys from that folder alone (``space/app.py`` finds it
-beside itself); training, scripts and tests get it from the project's editable install
-(``make setup`` runs ``pip install -e .``). Modules, one responsibility each:
+It lives in ``src/``: training, scripts and tests get it from the project's editable install
+(``make setup`` runs ``pip install -e .``); ``scripts/release/deploy_space.py`` copies it beside the
+Space's ``app.py``, so the Space runs from its bundle alone. Sub-packages, one concern each:
 
-- ``imaging`` (safe decoding, the model's input), ``model_config`` (config.json's typed schema),
-  ``errors`` (the ``ModelError`` base)
-- ``scale`` (nucleus-size magnification estimate), ``analysis`` (the one rule: scale, fields,
-  verdict), ``tiling`` (fields of large images), ``ood`` + ``feature_ood`` (abstention checks)
-- ``predictor`` (a loaded model folder), ``explain`` (Grad-CAM), ``model_safety`` (no custom code)
-- ``model_source`` + ``hub_cache`` (pinned Hub download, sha256), ``examples``
-- the Space's endpoints and texts: ``service``, ``panels``, ``batching``, ``uploads``
+- ``core``: the serving rule as stages that take one typed value and return one (request ->
+  scale -> fields -> engine outputs -> refusals -> verdict), pure numpy and OpenCV;
+- ``model``: a model folder (typed config, safe loading, the Keras field engine, Grad-CAM);
+- ``hub``: the model from the Hugging Face Hub, pinned to a commit and checksum-verified;
+
+plus ``errors`` (the ``ModelError`` base) and ``settings`` (every environment variable, read once).
 """

@@ -5,8 +5,7 @@ would use, and the expected outcome: either a user-facing ``ImageError`` message
 (``error``, a substring) or an answer, optionally with a check on the decoded pixels.
 
 Cases that test the size limits assume the limits in ``LIMITS`` (small, so the files are
-cheap to build); apply them to the process (``imaging.MAX_PIXELS`` ...) or to the Space's
-environment.
+cheap to build); apply them to the process (:func:`with_limits`) or to the Space's environment.
 
 Example:
     >>> case = pdf_renamed_jpg()
@@ -17,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import zlib
@@ -27,8 +27,22 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from imageclf import settings
+
 # Limits the size cases are built against (see src/imageclf/core/imaging.py for the variables).
 LIMITS: dict[str, int] = {"MAX_IMAGE_PIXELS": 4_000_000, "MAX_IMAGE_BYTES": 3 * 2**20, "MIN_IMAGE_SIDE": 8}
+
+
+def with_limits(monkeypatch, limits: dict[str, int] | None = None) -> settings.Settings:
+    """Make this process's settings carry ``limits`` (env-variable names, default ``LIMITS``)."""
+    env = {name: str(value) for name, value in (LIMITS if limits is None else limits).items()}
+    parsed = settings.Settings.from_env(env)
+    patched = dataclasses.replace(settings.SETTINGS, **{field: getattr(parsed, field)
+                                                        for field, name in settings.NUMBERS.items() if name in env})
+    monkeypatch.setattr(settings, "SETTINGS", patched)
+    return patched
+
+
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 PixelCheck = Callable[[np.ndarray], None]
 

@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from imageclf import settings
 from scripts.perf.local_space import SpaceProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -115,13 +116,14 @@ def _write_json(path: Path, data: Any) -> None:
 def imported_app(monkeypatch, model_dir: str | os.PathLike, *,
                  examples_dir: str | os.PathLike | None = None) -> Iterator[Any]:
     """``space/app.py`` imported in-process (it loads the model at import) on ``model_dir``;
-    forgotten again afterwards, so the next import reads its environment afresh."""
+    forgotten again afterwards, so the next import reads its settings afresh."""
     monkeypatch.setenv("MODEL_DIR", str(model_dir))
     monkeypatch.delenv("MODEL_REPO", raising=False)
     if examples_dir is None:
         monkeypatch.delenv("EXAMPLES_DIR", raising=False)
     else:
         monkeypatch.setenv("EXAMPLES_DIR", str(examples_dir))
+    monkeypatch.setattr(settings, "SETTINGS", settings.Settings.from_env())   # a fresh start reads them again
     monkeypatch.delitem(sys.modules, "app", raising=False)
     try:
         yield importlib.import_module("app")

@@ -1,0 +1,1 @@
+"""The serving rule, framework-free: the typed request, scale, fields, refusal, engine Protocol, verdict."""

@@ -36,9 +36,10 @@ def class_colour(index: int) -> tuple[int, int, int]:
 
 
 def render_tile_map(rgb: np.ndarray, analysis: TileAnalysis, *, opacity: float = 0.45,
-                    max_side: int = MAX_MAP_SIDE) -> np.ndarray:
+                    max_side: int = MAX_MAP_SIDE, grey: bool = False) -> np.ndarray:
     """The image with each classified tile tinted in its class colour (abstained: grey).
 
+    ``grey``: draw every classified tile grey (for an image that got no answer as a whole).
     Background tiles are left as they are; tissue tiles left out by the cap get an outline only.
     The map is drawn at most ``max_side`` px on its longer side.
     """
@@ -52,7 +53,7 @@ def render_tile_map(rgb: np.ndarray, analysis: TileAnalysis, *, opacity: float =
         y0, x0 = int(tile_.y * scale), int(tile_.x * scale)
         y1, x1 = int((tile_.y + th) * scale), int((tile_.x + tw) * scale)
         if tile_.status == "classified":
-            colour = ABSTAIN_COLOUR if tile_.abstained else class_colour(int(tile_.class_index))
+            colour = ABSTAIN_COLOUR if grey or tile_.abstained else class_colour(int(tile_.class_index))
             layer[y0:y1, x0:x1] = colour
             alpha[y0:y1, x0:x1] = opacity
             boxes.append(((x0, y0), (x1 - 1, y1 - 1), colour))

@@ -1,21 +1,16 @@
 """Where the Space gets its model folder from: the Hugging Face Hub or a local folder.
 
-Environment variables (read once at start-up):
-
-- ``MODEL_REPO``: Hub model repo id, e.g. ``"someone/some-model"``.
-- ``MODEL_REVISION``: branch, tag or (in deployments) the 40-character commit sha to pin.
-- ``MODEL_DIR``: a local folder in the ``hub_model`` layout instead of the Hub.
-
-With neither ``MODEL_REPO`` nor ``MODEL_DIR`` set, the project's ``hub_model/`` folder next to
-``space/`` is used. Hub files go through ``huggingface_hub``'s ``snapshot_download`` and its cache
-(``HF_HOME`` / ``HF_HUB_CACHE``; ``HF_TOKEN``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` work as usual);
-added here are a retried metadata request that tells "Hub down" from "no such repo, revision or
-file", and a check of every file against the Hub's checksum (``hub_cache.py``). Hub down: the
+Settings (``imageclf.settings``): ``MODEL_REPO`` (a Hub repo id), ``MODEL_REVISION`` (branch, tag
+or, in deployments, the commit sha to pin) or ``MODEL_DIR`` (a local folder in the ``hub_model``
+layout); with none set, the repository's ``hub_model/``. Hub files go through ``huggingface_hub``'s
+``snapshot_download`` and its cache (``HF_HOME``, ``HF_TOKEN``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``
+work as usual); added here are a retried metadata request that tells "Hub down" from "no such
+repo, revision or file", and a check of every file against the Hub's checksum (``hub.cache``). Hub down: the
 cached copy is served with one warning; otherwise every fault is a ``ModelSourceError``, one line
 naming the repo, the revision and the endpoint.
 
 Example:
-    >>> source = resolve_model_source({"MODEL_DIR": "hub_model"})
+    >>> source = resolve_model_source(Settings(model_dir=Path("hub_model")))
     >>> source.description
     'local folder /.../hub_model'
     >>> source.path("model.keras")
@@ -28,7 +23,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +33,12 @@ from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, Off
 
 from imageclf.errors import ModelError, first_line
 from imageclf.hub.cache import cached_checksums, checksum_problem, forget_commit
+from imageclf.settings import SETTINGS, Settings
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")
 # feature_ood.npz: the feature-space check's parameters, named (and sha256-pinned) by config.json.
 OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md", "feature_ood.npz")
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "hub_model"   # space/imageclf/ -> the repo
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[3] / "hub_model"   # src/imageclf/hub/ -> the repo
 
 _MODEL_FILES = list(REQUIRED_FILES + OPTIONAL_FILES)
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
@@ -85,24 +80,22 @@ class ModelSource:
 
 
 def resolve_model_source(
-    env: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
     *,
     default_dir: Path = DEFAULT_MODEL_DIR,
     cache_dir: str | os.PathLike | None = None,
 ) -> ModelSource:
-    """Resolve the model folder from ``MODEL_REPO``/``MODEL_REVISION`` or ``MODEL_DIR``.
+    """Resolve the model folder from the settings' ``model_repo``/``model_revision`` or ``model_dir``.
 
     Example:
-        >>> resolve_model_source({"MODEL_REPO": "a/b", "MODEL_REVISION": "0" * 40}).folder
+        >>> resolve_model_source(Settings(model_repo="a/b", model_revision="0" * 40)).folder
         PosixPath('~/.cache/huggingface/hub/models--a--b/snapshots/0000...')
 
     Raises:
         ModelSourceError: conflicting settings, missing files, or a failed download.
     """
-    env = os.environ if env is None else env
-    repo_id = (env.get("MODEL_REPO") or "").strip()
-    revision = (env.get("MODEL_REVISION") or "").strip() or None
-    model_dir = (env.get("MODEL_DIR") or "").strip()
+    settings = SETTINGS if settings is None else settings
+    repo_id, revision, model_dir = settings.model_repo, settings.model_revision, settings.model_dir
     if repo_id and model_dir:
         raise ModelSourceError(
             f"Both MODEL_REPO ({repo_id}) and MODEL_DIR ({model_dir}) are set; set only one."
@@ -111,7 +104,7 @@ def resolve_model_source(
         raise ModelSourceError(f"MODEL_REVISION ({revision}) is set but MODEL_REPO is not.")
     if repo_id:
         return download_hub_model(repo_id, revision=revision, cache_dir=cache_dir)
-    return local_model(Path(model_dir) if model_dir else default_dir)
+    return local_model(model_dir or default_dir)
 
 
 def local_model(folder: str | os.PathLike) -> ModelSource:

@@ -1,0 +1,33 @@
+"""``space/panels.py``: the field summary groups refused fields by reason code, never by sentence."""
+from __future__ import annotations
+
+import numpy as np
+
+import panels
+from imageclf.core.fields import Tile, TileAnalysis
+from imageclf.core.refusal import Reason, Refusal
+from imageclf.core.scale import ScaleDecision
+from imageclf.core.verdict import ImageAnalysis
+
+
+def _analysis(reasons: list[Reason | None], *, refusal: Refusal | None = None) -> ImageAnalysis:
+    tiles = tuple(Tile(0, i, 0, 16 * i, 1.0, "classified", class_index=0, probabilities=(1.0, 0.0), reason=r)
+                  for i, r in enumerate(reasons)) + (Tile(1, 0, 16, 0, 0.0),)
+    fields = TileAnalysis(tile_size=(16, 16), grid=(2, len(reasons)), tiles=tiles, class_ids=("a", "b"))
+    return ImageAnalysis(ScaleDecision("native", 1.0, "native"), fields, np.zeros((32, 16 * len(reasons), 3), np.uint8),
+                         class_ids=("a", "b"), names=("A", "B"), probabilities=np.array([1.0, 0.0]), refusal=refusal)
+
+
+def test_refused_fields_are_counted_per_check():
+    html = panels.field_summary_html(_analysis([None, Reason.FEATURE, Reason.FEATURE, Reason.COLOUR]))
+    assert "Not recognised: feature check</td><td>2</td><td>50.0%" in html
+    assert "Not recognised: colour check</td><td>1</td><td>25.0%" in html
+    assert "<td>A</td>" not in html and "A</td><td>1</td><td>25.0%" in html
+    assert "1 background fields skipped; 4 classified." in html
+
+
+def test_an_image_without_an_answer_names_no_class_in_its_summary():
+    refusal = Refusal(Reason.FIELDS_REFUSED, {"refused": 2, "fields": 2, "most_often": ""})
+    html = panels.field_summary_html(_analysis([Reason.CONFIDENCE, Reason.CONFIDENCE], refusal=refusal))
+    assert "Not recognised: confidence floor</td><td>2</td><td>100.0%" in html
+    assert "A</td>" not in html and "B</td>" not in html
