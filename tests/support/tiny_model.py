@@ -28,7 +28,7 @@ import numpy as np
 from imageclf import settings
 from scripts.perf.local_space import SpaceProcess
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]   # tests/support/ -> the repository
 DEFAULT_LABELS: tuple[tuple[str, str], ...] = (
     ("alpha", "Alpha tissue"),
     ("beta", "Beta tissue"),
