@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from training.calibration.abstention import calibrate_and_fit_abstention
-from training.calibration.temperature import (expected_calibration_error, fit_temperature, logits_model,
-                                              negative_log_likelihood, plot_reliability, softmax, with_temperature)
-from training.models.architectures import build_model
+from training.calibration.temperature import (expected_calibration_error, fit_temperature, negative_log_likelihood,
+                                              plot_reliability, softmax, with_temperature)
+from training.models.architectures import build_model, logits_model
 
 
 def synthetic(n: int = 20000, *, classes: int = 4, temperature: float = 1.0, seed: int = 0):

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from training.evaluation.compare_peers import COLUMNS, TimeBudget, main
+from training.evaluation.compare_peers import TimeBudget, main
+from training.evaluation.peer_report import COLUMNS
 from training.models.peers import PEERS, build_peer, peer_b_work_size
 from training.train import TrainConfig, train
 

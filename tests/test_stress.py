@@ -1,4 +1,5 @@
-"""The stress suite on a tiny setting: generated tiles, a tiny untrained model, seconds."""
+"""The stress suite (``training.evaluation.stress``, sets from ``training.data.image_sets``) on a tiny setting:
+generated tiles, a tiny untrained model, seconds."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from training.calibration import feature_ood
-from training.data import lab_shift
+from training.data import image_sets, lab_shift
 from training.evaluation import stress
 
 LABELS = ["lung_aca", "lung_n", "lung_scc"]
@@ -99,8 +100,9 @@ def test_shifts_keep_shape_and_dtype():
     for policy in lab_shift.POLICIES:
         out = lab_shift.augment(tile, policy=policy, rng=rng, pool=pool)
         assert out.shape == tile.shape and out.dtype == np.uint8
-    assert stress.fields(rng.integers(0, 256, (1000, 1000, 3), dtype=np.uint8), factor=0.7).shape == (9, 224, 224, 3)
-    assert stress.fields(rng.integers(0, 256, (150, 150, 3), dtype=np.uint8), factor=1.0).shape == (1, 224, 224, 3)
+    large, small = (rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for side in (1000, 150))
+    assert image_sets.fields(large, factor=0.7).shape == (9, 224, 224, 3)
+    assert image_sets.fields(small, factor=1.0).shape == (1, 224, 224, 3)
     palette = lab_shift.lab_stats([tile])
     np.testing.assert_allclose(lab_shift.lab_stats([lab_shift.reinhard(pool[0], *palette)])[0], palette[0], atol=2.0)
     with pytest.raises(ValueError, match="pool"):

@@ -22,9 +22,7 @@ The story, step by step:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,17 +31,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.calibration.fit_and_measure import calibrate_and_evaluate
 from training.calibration.scale_reference import build_scale_spec, tiles_by_class
-from training.data.augment import Augmentation
+from training.data.batches import make_dataset
 from training.data.catalog import DEFAULT_DATA, describe
 from training.data.samples import load_split
 from training.data.splits import describe_split, layout_of, parse_class_map, prepare_split
-from training.export.hub_folder import code_version, export_model_folder
+from training.evaluation.fit_and_measure import calibrate_and_evaluate
+from training.export.hub_folder import export_model_folder
 from training.models.architectures import build_model
-from training.models.from_run import reuse_run
-from training.runtime.devices import (STRATEGIES, distributable, fit_multi_worker_ready, global_batch_size, is_chief,
-                                      make_strategy, output_folder)
+from training.models.from_run import carry_feature_check, reuse_run
+from training.runtime.devices import (STRATEGIES, fit_multi_worker_ready, global_batch_size, is_chief, make_strategy,
+                                      output_folder)
+from training.runtime.provenance import code_version
 from training.runtime.tracking import start_tracking, tracking_requested
 
 
@@ -76,24 +75,6 @@ class TrainConfig:
     strategy: str = "default"  # tf.distribute: default, mirrored or multi_worker (training.runtime.devices)
     mlflow: bool = False  # log to MLflow (also when MLFLOW_TRACKING_URI is set)
     mlflow_experiment: str | None = None  # default: the model name
-
-
-# Step 3: the input pipeline -----------------------------------------------------------------
-
-
-def make_dataset(images, labels, *, batch_size: int, training: bool, seed: int = 0, augmentation: dict | None = None):
-    """A ``tf.data`` pipeline over in-memory uint8 images; training batches are augmented.
-
-    ``batch_size`` is the global batch; under several workers each keeps every N-th example.
-    """
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if training:
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if training:
-        ds = ds.map(Augmentation(**(augmentation or {})), num_parallel_calls=tf.data.AUTOTUNE)
-    return distributable(ds.prefetch(tf.data.AUTOTUNE))
 
 
 # Steps 2-7 -----------------------------------------------------------------------------------
@@ -169,22 +150,6 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
     export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
                         history=history, manifest=manifest, code=code, extras={**extras, **provenance})
     return metrics
-
-
-def carry_feature_check(run: str | Path, *, out: Path) -> dict:
-    """Copy an earlier run's ``feature_ood.npz`` into ``out``; its config.json block, sha256-pinned."""
-
-    run = Path(run)
-    params, info_file = run / "feature_ood.npz", run / "feature_ood.json"
-    if not params.is_file() or not info_file.is_file():
-        return {}
-    if params.resolve() != (out / params.name).resolve():
-        shutil.copyfile(params, out / params.name)
-    info = json.loads(info_file.read_text())
-    return {"feature_ood": {
-        "method": info["method"], "feature_layer": info.get("feature_layer", "features"),
-        "params_file": params.name, "params_sha256": hashlib.sha256(params.read_bytes()).hexdigest(),
-        "threshold": float(info["threshold"]), "fitted_on": info.get("fitted_on"), "dims": info.get("dims")}}
 
 
 def fit(config: TrainConfig, arrays: dict, *, num_classes: int, out: Path, strategy=None, callbacks=()):

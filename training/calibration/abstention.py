@@ -1,18 +1,18 @@
-"""Fit the abstention rule on validation data and measure it on test and far-OOD images.
+"""Fit the abstention rule on validation data, and count how often a rule abstains on a set.
 
 The rule itself (and the decision every consumer applies) lives in ``src/imageclf/core/refusal.py``; this
-module only chooses its thresholds and reports how often it abstains. The confidence floor is
-fitted on the validation split only; the colour check, which does not depend on the model, on
-validation plus (optionally) training tiles. Typical use at the end of training:
+module only chooses its thresholds and reports how often it abstains (:func:`abstention_report`). The
+confidence floor is fitted on the validation split only; the colour check, which does not depend on the
+model, on validation plus (optionally) training tiles. Measuring the fitted rule on the test split and on
+far-OOD images is evaluation: ``training.evaluation.fit_and_measure.evaluate_abstention``.
 
 Example:
     >>> calibrated, info = calibrate_and_fit_abstention(model, val_images, val_labels,
     ...                                                 colour_images=train_images[::5])
     >>> config["abstain"] = info["abstain"]                 # read back by the Space
-    >>> report = evaluate_abstention(calibrated, AbstainRule.from_dict(info["abstain"]),
-    ...                              test_images, test_probabilities=calibrated.predict(test_images))
-    >>> report["far_ood"]["blank_white"]["abstained"]
-    1.0
+    >>> abstention_report(AbstainRule.from_dict(info["abstain"]), {"test": test_images},
+    ...                   {"test": calibrated.predict(test_images)})["test"]["abstained"]
+    0.008
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import numpy as np
 
 from imageclf.core.colour import FEATURE_SIDES, ColourCheck, colour_features, hue_saturation_histogram
 from imageclf.core.refusal import AbstainRule, colour_ok, confidence_ok
-from training.calibration.temperature import (expected_calibration_error, fit_temperature, logits_model,
-                                              negative_log_likelihood, plot_reliability, softmax, with_temperature)
-from training.data.far_ood import make_far_ood_set, other_stain_variants, shared_dataset_images
+from training.calibration.temperature import (expected_calibration_error, fit_temperature, negative_log_likelihood,
+                                              plot_reliability, softmax, with_temperature)
+from training.models.architectures import logits_model
 
 # Natural range of each colour feature: sets the least slack a bound gets beyond the fit data.
 FEATURE_SCALE = {"tissue_fraction": 1.0, "palette_fraction": 1.0, "saturation": 255.0, "texture": 3.0,
@@ -267,48 +267,3 @@ def calibrate_and_fit_abstention(
         "abstain": rule.to_dict(),
     }
     return with_temperature(model, temperature), info
-
-
-def evaluate_abstention(
-    model,
-    rule: AbstainRule | None,
-    test_images: np.ndarray,
-    *,
-    test_probabilities: np.ndarray | None = None,
-    test_labels: np.ndarray | None = None,
-    n_per_kind: int = 50,
-    seed: int = 0,
-    other_datasets: Mapping[str, str | Path] | None = None,
-    batch_size: int = 64,
-) -> dict[str, Any]:
-    """Abstention on the test split and on generated far-OOD kinds (run through ``model``).
-
-    ``other_datasets`` maps a kind name to another dataset's folder (e.g. ``{"ct":
-    "../shared/data/chest-ct"}``); absent folders are skipped. "Other stain" look-alikes are
-    made from test tiles and reported separately: they are nearer OOD, and the colour check
-    may let some through.
-
-    Example:
-        >>> evaluate_abstention(calibrated, rule, test_x)["far_ood"]["uniform_noise"]["abstained"]
-        1.0
-    """
-
-    size = tuple(test_images.shape[1:3])
-    sets = make_far_ood_set(n_per_kind, size=size, seed=seed)
-    picks = np.random.default_rng(seed).choice(len(test_images), min(n_per_kind, len(test_images)), replace=False)
-    stains = other_stain_variants(np.asarray(test_images)[np.sort(picks)], seed=seed)
-    for kind, root in (other_datasets or {}).items():
-        sets |= shared_dataset_images(root, n_per_kind, kind=kind, size=size, seed=seed)
-
-    def probabilities(images: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
-
-    if test_probabilities is None:
-        test_probabilities = probabilities(test_images)
-    return {
-        "test": abstention_report(rule, {"test": test_images}, {"test": test_probabilities},
-                                  None if test_labels is None else {"test": test_labels})["test"],
-        "far_ood": abstention_report(rule, sets, {k: probabilities(v) for k, v in sets.items()}),
-        "other_stains": abstention_report(rule, stains, {k: probabilities(v) for k, v in stains.items()}),
-        "n_per_kind": n_per_kind,
-    }

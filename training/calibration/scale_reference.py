@@ -95,6 +95,12 @@ def build_scale_spec(tiles: dict[str, list[Path]], *, field_of_view_px: int | No
                      microns_per_pixel_note=None if microns_per_pixel else note, reference=reference)
 
 
+def train_scale_reference(data: str | Path, manifest: str | Path) -> NucleusReference:
+    """The nucleus-scale reference of the TRAIN tiles, as the exported model's config carries it
+    (what the stress suite and the transfer recipe bring external images to)."""
+    return build_scale_spec(split_tiles(data, manifest, split="train"), field_of_view_px=None, mosaics=12).reference
+
+
 def zoom_out_check(spec: ScaleSpec, tiles: dict[str, list[Path]], *, zooms=(2.0, 3.0, 4.0), per_zoom: int = 60,
                    out_side: int = 224, seed: int = 1, tolerance: float = 0.25) -> dict[str, dict[str, float]]:
     """Share of synthetic zoom-outs whose resampling factor is found within ``tolerance``."""

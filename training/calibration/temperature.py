@@ -7,7 +7,7 @@ is the same graph with a built-in ``Rescaling(1/T)`` layer before the softmax, s
 loads with ``safe_mode=True`` and needs no custom code.
 
 Example:
-    >>> logits = logits_model(model).predict(val_images)
+    >>> logits = logits_model(model).predict(val_images)     # training.models.architectures
     >>> t = fit_temperature(logits, val_labels)
     >>> calibrated = with_temperature(model, t)
     >>> expected_calibration_error(calibrated.predict(val_images), val_labels)
@@ -25,15 +25,6 @@ from training.models.architectures import model_input
 
 # Temperatures outside this range mean something is wrong (or the set is too easy to tell).
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
-
-
-def logits_model(model: keras.Model) -> keras.Model:
-    """The model up to its ``"logits"`` layer (same weights, no softmax).
-
-    Example:
-        >>> logits_model(model).predict(images[:2]).shape  # (2, num_classes)
-    """
-    return keras.Model(model_input(model), model.get_layer("logits").output, name=f"{model.name}_logits")
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -1,7 +1,12 @@
-"""Far out-of-distribution images for testing the abstention rule: nothing here is tissue.
+"""Far out-of-distribution images for measuring the abstention rule: nothing here is tissue.
 
-Everything is generated or taken from files already installed (matplotlib's and Gradio's
-sample photos); nothing is downloaded. Every image is RGB ``uint8`` of one ``size``.
+Every image is generated in code from a fixed seed: noise, blank and solid fields, gradients,
+smooth colour blobs, checkerboards, stripes, text, and synthetic outdoor scenes (sky, ridge,
+textured ground, sun, buildings and trees) standing in for natural photographs. Nothing is read
+from installed packages: sample photos shipped inside a library (matplotlib's, Gradio's) change or
+vanish with a library upgrade, and the far-OOD figures of a model (its card's out-of-domain
+table) would then change with them. With the generators here the same seed gives the same images
+on any machine. Nothing is downloaded. Every image is RGB ``uint8`` of one ``size``.
 
 Example:
     >>> sets = make_far_ood_set(20, size=(224, 224), seed=0)
@@ -17,26 +22,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from imageclf.core.imaging import IMAGE_SUFFIXES, load_model_input, to_model_input
+from imageclf.core.imaging import IMAGE_SUFFIXES, load_model_input
 from imageclf.core.scale import RGB_FROM_HED
 
 WORDS = ("specimen", "report", "patient", "slide", "invoice", "hello world", "2024-05-01", "TOTAL 42.00")
 # Ruifrok & Johnston stain vectors (optical density per R, G, B): hematoxylin, eosin, DAB.
 HEMATOXYLIN, EOSIN, DAB = RGB_FROM_HED
-
-
-def sample_photo_paths() -> list[Path]:
-    """Natural photos shipped inside installed packages (no download): matplotlib, Gradio."""
-    paths: list[Path] = []
-    for module in ("matplotlib", "gradio"):
-        try:
-            root = Path(__import__(module).__file__).parent
-        except ImportError:
-            continue
-        for folder in ("mpl-data/sample_data", "media_assets/images", "test_data"):
-            paths += [p for p in sorted((root / folder).glob("*"))
-                      if p.suffix.lower() in {".jpg", ".jpeg"} and p.stat().st_size > 20_000]
-    return paths
+# Scene colours (RGB), kept away from the pink-purple of H&E: skies (zenith, horizon), grounds, walls.
+SKIES = (((70, 130, 220), (180, 210, 240)), ((110, 150, 200), (210, 220, 230)), ((40, 80, 160), (150, 190, 230)))
+GROUNDS = ((70, 120, 50), (120, 150, 60), (150, 130, 90), (110, 110, 105), (40, 90, 140))
+BUILDINGS = ((160, 160, 155), (120, 90, 60), (200, 190, 170), (60, 60, 70))
 
 
 def _solid(rng, n, size):
@@ -94,16 +89,38 @@ def _blobs(rng, n, size):
     return out
 
 
-def _photo_crops(rng, n, size, paths: list[Path]):
-    decoded = (cv2.imread(str(p)) for p in paths)
-    photos = [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for bgr in decoded if bgr is not None]
-    out = np.empty((n, *size, 3), np.uint8)
+def _ridge(rng, h: int, w: int) -> np.ndarray:
+    """Row of a hill line in each of ``w`` columns: a smoothed random walk around a random horizon."""
+    walk = np.cumsum(rng.normal(0, 1, w + 16))
+    walk = np.convolve(walk - walk.mean(), np.ones(17) / 17, mode="valid")  # w values
+    return rng.uniform(0.35, 0.7) * h - rng.uniform(0.02, 0.15) * h * walk / (np.abs(walk).max() + 1e-9)
+
+
+def _scene(rng, n, size):
+    """Outdoor-like scenes: a sky gradient, a ridge line, textured ground, a sun, buildings and trees."""
+    h, w = size
+    out = np.empty((n, h, w, 3), np.uint8)
+    rows = np.linspace(0.0, 1.0, h)[:, None, None]
     for i in range(n):
-        photo = photos[i % len(photos)]
-        side = int(rng.integers(min(photo.shape[:2]) // 4, min(photo.shape[:2]) + 1))
-        y = int(rng.integers(0, photo.shape[0] - side + 1))
-        x = int(rng.integers(0, photo.shape[1] - side + 1))
-        out[i] = to_model_input(photo[y:y + side, x:x + side], size=size)
+        zenith, horizon = np.array(SKIES[rng.integers(len(SKIES))], np.float64)
+        sky = zenith * (1 - rows) + horizon * rows
+        small = rng.normal(0, 1, (max(2, h // 16), max(2, w // 16))).astype(np.float32)
+        texture = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
+        ground = np.array(GROUNDS[rng.integers(len(GROUNDS))], np.float64) * (1 + 0.15 * texture)
+        below = (np.arange(h)[:, None] > _ridge(rng, h, w)[None, :])[..., None]
+        image = np.ascontiguousarray(np.clip(np.where(below, ground, sky), 0, 255).astype(np.uint8))
+        sun = (int(rng.integers(0, w)), int(rng.uniform(0.05, 0.3) * h))
+        cv2.circle(image, sun, max(1, int(rng.uniform(0.03, 0.08) * w)), (255, 245, 200), -1, cv2.LINE_AA)
+        for _ in range(int(rng.integers(1, 6))):
+            x, base = int(rng.integers(0, w)), int(rng.uniform(0.6, 1.0) * h)
+            width, height = max(2, int(rng.uniform(0.05, 0.2) * w)), max(2, int(rng.uniform(0.1, 0.4) * h))
+            if rng.random() < 0.5:  # a building
+                wall = tuple(int(c) for c in BUILDINGS[rng.integers(len(BUILDINGS))])
+                cv2.rectangle(image, (x, base - height), (x + width, base), wall, -1)
+            else:  # a tree: trunk, then crown
+                cv2.rectangle(image, (x, base - height // 2), (x + width // 5, base), (90, 60, 30), -1)
+                cv2.circle(image, (x + width // 10, base - height // 2), width // 2, (40, 110, 40), -1, cv2.LINE_AA)
+        out[i] = cv2.GaussianBlur(image, (3, 3), 0.8)
     return out
 
 
@@ -111,8 +128,7 @@ def make_far_ood_set(n_per_kind: int, *, size: tuple[int, int] = (224, 224), see
     """``n_per_kind`` generated images of each far-OOD kind, keyed by kind name.
 
     Kinds: uniform and gaussian noise, blank white/black, solid colours, gradients, smooth
-    colour blobs, checkerboards, stripes, text on white, and crops of installed sample photos
-    (when any are installed).
+    colour blobs, checkerboards, stripes, text on white, and synthetic outdoor scenes.
     """
     rng = np.random.default_rng(seed)
     n, shape = n_per_kind, (n_per_kind, *size, 3)
@@ -130,9 +146,7 @@ def make_far_ood_set(n_per_kind: int, *, size: tuple[int, int] = (224, 224), see
         "stripes": _pattern(rng, n, size, stripes=True),
         "text": _text(rng, n, size),
     }
-    paths = sample_photo_paths()  # one scan of the installed packages
-    if paths:
-        sets["photo"] = _photo_crops(rng, n, size, paths)
+    sets["scene"] = _scene(rng, n, size)  # drawn last: the kinds above keep their earlier images
     return sets
 
 

@@ -1,4 +1,8 @@
-"""The model card (README.md of the Hub model repo), built from measured metrics only."""
+"""The model card (README.md of the Hub model repo), built from measured metrics only.
+
+The Hub metadata and the card's body are here; the calibration and abstention wording is
+``training.export.card_abstention``'s. ``python -m training.export.card FOLDER`` rewrites a folder's card.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +13,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from imageclf.model.config import read_config
 from training.data.catalog import describe
+from training.export.card_abstention import abstention_limits, abstention_text, calibration_text, percent
 from training.export.licence import licence_metadata, licence_text
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _augmentations(settings: dict) -> str:
@@ -22,57 +23,6 @@ def _augmentations(settings: dict) -> str:
              "hed_jitter": "HED stain jitter {}"}
     used = [words[k].format(v) for k, v in settings.items() if v and k in words]
     return ", ".join(used) or "none"
-
-
-def _calibration_text(metrics: dict) -> str:
-    cal = metrics.get("calibration")
-    if not cal:
-        return "Probabilities are not calibrated."
-    return (f"Probabilities are temperature-scaled (T = {cal['temperature']:.3f}, fitted on the validation split) "
-            "by a `Rescaling` layer named `temperature` inside `model.keras`, so every consumer gets calibrated "
-            f"probabilities. Expected calibration error (15 bins) on test: {_pct(cal['ece_15_bins_test_before'])} "
-            f"before, {_pct(cal['ece_15_bins_test_after'])} after.\n\n![Reliability diagram](reliability.png)")
-
-
-_NO_COLOUR_CHECK = ("the images are not stained tissue, so a stain palette says nothing; a confidence floor "
-                    "does not recognise unrelated images, see the table")
-
-
-def _abstention_text(config: dict, metrics: dict, info=None) -> str:
-    rule, report = config.get("abstain"), metrics.get("abstention")
-    if not rule or not report:
-        return "The model has no abstention rule: it always answers with one of its classes."
-    test = report["test"]
-    rows = "\n".join(f"| {name.replace('_', ' ')} | {r['images']} | {_pct(r['abstained'])} |"
-                     for group in ("far_ood", "other_stains") for name, r in report[group].items())
-    unit = info.unit if info else "tile"
-    floor = f"a floor on the\ncalibrated top probability ({rule.get('min_confidence') or 0:.3f})"
-    if not rule.get("min_confidence") and "colour" not in rule["method"]:
-        floor += (" that never abstains: the abstention budget (about 1% of the validation images) is less "
-                  "than one image")
-    palette = "stain" if _histology(info) else "colour"
-    checks = (f"a colour check against the training images' {palette} palette and {floor}" if "colour" in rule["method"]
-              else f"{floor}; no colour check ({_NO_COLOUR_CHECK})")
-    return f"""`config.json` holds an abstention rule (`abstain`, method `{rule['method']}`), fitted on the
-validation split: {checks}. The Space applies it and says "not
-recognised" instead of a class. Test split: abstains on {_pct(test['abstained'])} of {unit}s; accuracy on the
-{unit}s it answers {_pct(test.get('accuracy_when_answering'))}.
-
-| out-of-domain set (generated, or other bundled datasets; colour and confidence checks) | images | abstained |
-| --- | --- | --- |
-{rows}{_feature_check_text(config)}"""
-
-
-def _feature_check_text(config: dict) -> str:
-    block = config.get("feature_ood")
-    if not block:
-        return ""
-    return (f"\n\nA third check, `feature_ood` (`{block['method']}`, file `{block['params_file']}`, pinned by "
-            f"sha256), measures how far the model's pooled `{block.get('feature_layer', 'features')}` vector of "
-            "each field is from every training class (Mahalanobis distance after PCA, fitted on the train "
-            f"split; threshold {block['threshold']:.1f}, the 99.5th percentile of validation). Fields beyond it "
-            "are refused as unlike the training tissue. The section \"Where this model fails\" measures all "
-            "three checks together, on other labs and organs.")
 
 
 def card_data(*, config: dict, metrics: dict, info=None) -> ModelCardData:
@@ -120,9 +70,9 @@ def card_text(*, config: dict, labels: dict, metrics: dict, info) -> str:
 
 | metric | value |
 | --- | --- |
-| accuracy | {_pct(metrics['accuracy'])} |
-| macro F1 | {_pct(metrics['macro_f1'])} |
-| cancer sensitivity (a cancer predicted as any cancer class) | {_pct(metrics.get('cancer_sensitivity'))} |
+| accuracy | {percent(metrics['accuracy'])} |
+| macro F1 | {percent(metrics['macro_f1'])} |
+| cancer sensitivity (a cancer predicted as any cancer class) | {percent(metrics.get('cancer_sensitivity'))} |
 | test images | {metrics['num_images']} |{_interval_row(metrics, info)}
 
 | class | name | precision | recall | F1 | false-negative rate | support |
@@ -166,9 +116,9 @@ Clinical diagnosis, screening or triage of any kind; images other than {info.dom
 
 ## Calibration and abstention
 
-{_calibration_text(metrics)}
+{calibration_text(metrics)}
 
-{_abstention_text(config, metrics, info)}
+{abstention_text(config, metrics, info)}
 
 ## Training data
 
@@ -180,7 +130,7 @@ validation {sizes.get('val', '?')}, test {sizes.get('test', '?')} images. The ex
 
 ## Limitations
 
-{info.caveats} {info.source_note}{_abstention_limits(config, info)}
+{info.caveats} {info.source_note}{abstention_limits(config, info)}
 
 ## Training procedure
 
@@ -245,22 +195,6 @@ def _split_text(config: dict) -> str:
     return text
 
 
-def _histology(info) -> bool:
-    return info is None or "histopathology" in info.tags
-
-
-def _abstention_limits(config: dict, info) -> str:
-    if "colour" not in (config.get("abstain") or {}).get("method", ""):
-        return (" The abstention rule has no colour check: it abstains only when the model is unsure,\n"
-                "and unrelated images often get a confident answer (see the out-of-domain table).")
-    if not _histology(info):
-        return (" The abstention rule is fitted on this dataset's colours: it refuses blank, noise and\n"
-                "graphics images, but not every unrelated photograph or medical image (see the out-of-domain table).")
-    return (""" The abstention rule is fitted on this
-dataset's colours: real H&E from another lab may be refused, and stains close to H&E
-(e.g. immunohistochemistry with a haematoxylin counterstain) are only partly refused.""")
-
-
 # Optional report files in the model folder -> card section titles (in this order).
 EXTRA_SECTIONS = {
     "stress.md": "Where this model fails: other stains, scales and organs",  # python -m training.evaluation.stress
@@ -280,7 +214,7 @@ def _interval_row(metrics: dict, info=None) -> str:
     # Groups are originals when a groups file joined copies; else each image is its own group.
     what = "originals" if ci["groups"] < metrics["num_images"] or info is None else f"{info.unit}s"
     return (f"\n| accuracy, 95% interval (bootstrap over the {ci['groups']} test {what}) | "
-            f"{_pct(ci['low'])} - {_pct(ci['high'])} |")
+            f"{percent(ci['low'])} - {percent(ci['high'])} |")
 
 
 def write_model_card(out: str | Path, *, config: dict, labels: dict, metrics: dict, info) -> ModelCard:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,20 +20,7 @@ from training.data.samples import manifest_sha256
 from training.evaluation.evaluate import plot_confusion_matrix, plot_history
 from training.export.card import write_model_card
 from training.models.architectures import inference_copy
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def code_version() -> str:
-    """The git commit of the training code, with '+dirty' when it has uncommitted changes."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "training"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from training.runtime.provenance import code_version
 
 
 def export_model_folder(model, out, *, config, class_ids, info, metrics, history, manifest, code=None,

@@ -125,3 +125,12 @@ def model_input(model: keras.Model):
 def inference_copy(model: keras.Model) -> keras.Model:
     """The same layers and weights as an uncompiled model: saves without optimizer state."""
     return keras.Model(model_input(model), model.outputs[0], name=model.name)
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """The model up to its ``"logits"`` layer (same weights, no softmax).
+
+    Example:
+        >>> logits_model(model).predict(images[:2]).shape  # (2, num_classes)
+    """
+    return keras.Model(model_input(model), model.get_layer("logits").output, name=f"{model.name}_logits")

@@ -1,20 +1,24 @@
 """Instead of training: reuse the model of an earlier run folder (``--from-run``) to recalibrate or re-export.
 
+:func:`reuse_run` takes the run's model (without its temperature), curves and provenance;
+:func:`carry_feature_check` brings along the feature-space check a transfer run fitted.
+
 Example:
     >>> model, history, training, provenance = reuse_run("runs/lung-v1", out=Path("hub_model"))
     >>> provenance["code_version"]          # the code that trained it, not the code re-exporting it
+    >>> extras = carry_feature_check("runs/lung-v1", out=Path("hub_model"))   # {} when it has none
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import keras
 
-from training.calibration.temperature import logits_model
-from training.export.hub_folder import code_version
-from training.models.architectures import model_input
+from training.models.architectures import logits_model, model_input
+from training.runtime.provenance import code_version
 
 
 def reuse_run(folder: str | Path, *, out: Path):
@@ -44,3 +48,19 @@ def reuse_run(folder: str | Path, *, out: Path):
     if recorded.get("temperature_fitted_on"):  # the run fitted its own temperature on validation data: keep it
         provenance["temperature"] = float(recorded["temperature"])
     return model, history, training, provenance
+
+
+def carry_feature_check(run: str | Path, *, out: Path) -> dict:
+    """Copy an earlier run's ``feature_ood.npz`` into ``out``; its config.json block, sha256-pinned."""
+
+    run = Path(run)
+    params, info_file = run / "feature_ood.npz", run / "feature_ood.json"
+    if not params.is_file() or not info_file.is_file():
+        return {}
+    if params.resolve() != (out / params.name).resolve():
+        shutil.copyfile(params, out / params.name)
+    info = json.loads(info_file.read_text())
+    return {"feature_ood": {
+        "method": info["method"], "feature_layer": info.get("feature_layer", "features"),
+        "params_file": params.name, "params_sha256": hashlib.sha256(params.read_bytes()).hexdigest(),
+        "threshold": float(info["threshold"]), "fitted_on": info.get("fitted_on"), "dims": info.get("dims")}}

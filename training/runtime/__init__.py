@@ -1,1 +1,2 @@
-"""Where and how a training run executes: devices (``tf.distribute``) and optional MLflow tracking."""
+"""Where and how a training run executes: devices (``tf.distribute``), optional MLflow tracking, and the
+code version every model folder records. Any step may use these."""

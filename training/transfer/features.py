@@ -27,13 +27,15 @@ import numpy as np
 import tensorflow as tf
 
 from imageclf.core.imaging import IMAGE_SUFFIXES, load_model_input
-from training.data import lab_shift
+from training.calibration.scale_reference import train_scale_reference
+from training.data import image_sets, lab_shift
+from training.data.catalog import LUNG
 from training.data.samples import load_split, read_manifest
-from training.evaluation import stress
 from training.models.architectures import build_model
 
-CLASS_IDS = ["lung_aca", "lung_n", "lung_scc"]
-BENIGN = ("lung_n",)
+# The recipe's classes, as training orders them (sorted folder names): the catalog's one list.
+CLASS_IDS = sorted(LUNG.class_names)
+BENIGN = LUNG.benign_classes
 
 
 def feature_extractor(weights: str | Path) -> keras.Model:
@@ -132,14 +134,15 @@ def cache_features(*, data: Path, manifest: Path, out: Path, weights: Path, poli
 
 def shifted_features(extractor: Callable[[], keras.Model], *, data: Path, manifest: Path, external: Path, cache: Path,
                      per_class: int = 150) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]]:
-    """Features of the stress sets (``training.evaluation.stress``) built from val and test tiles, and of the
+    """Features of the stress sets (``training.data.image_sets``) built from val and test tiles, and of the
     external sets, cached in ``<cache>/shifted-<part>.npz``. Labels are class ids (-1: not lung).
     ``extractor`` gives the feature model; it is called only when a cache file is missing."""
     parts: dict[str, list] = {}
     if not all((cache / f"shifted-{part}.npz").is_file() for part in ("val", "test", "external")):
-        ext, palettes = stress.external_sets(external, scale_reference=stress.train_scale_reference(data, manifest))
-        photo = stress.photo_set(data, manifest, n=60)
-        parts = {split: stress.lc25000_sets(data, manifest, per_class=per_class, palettes=palettes, split=split)
+        reference = train_scale_reference(data, manifest)
+        ext, palettes = image_sets.external_sets(external, scale_reference=reference)
+        photo = image_sets.photo_set(data, manifest, n=60)
+        parts = {split: image_sets.lc25000_sets(data, manifest, per_class=per_class, palettes=palettes, split=split)
                  for split in ("val", "test")}
         parts["external"] = ext + ([photo] if photo is not None else [])
     out = {}
