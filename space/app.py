@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 
 import imageclf
 import panels
+import slide_tab
 from examples import PICK_RULE, find_examples, true_class
 from imageclf.model.explain import overlay
 from imageclf.model.config import DISCLAIMER
@@ -38,6 +39,7 @@ from imageclf.settings import SETTINGS
 from service import DEFAULT_OPACITY, DEFAULT_SCALE, UPLOADS, Service
 
 TOP_CLASSES = 3
+SLIDE_LIMIT = "200mb"   # Gradio refuses larger uploads; images are held to MAX_IMAGE_BYTES by the decoder
 log = logging.getLogger("space")
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are noise
@@ -49,6 +51,7 @@ try:
 except (ModelSourceError, ModelFolderError) as err:
     sys.exit(f"Cannot start the Space: {err}")
 SERVICE = Service(PREDICTOR, SOURCE)
+slide_tab.use_model(PREDICTOR, SOURCE)   # slides are scored by the same loaded model and engine
 EXAMPLES = find_examples(SOURCE, folder=SETTINGS.examples_dir)
 log.info("Serving %s from %s (%d example images; code: %s)", PREDICTOR.model_name, SOURCE.description,
          len(EXAMPLES), Path(imageclf.__file__).parent)   # which copy of the package runs (the bundle's on the Hub)
@@ -103,6 +106,21 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
         files = gr.File(file_count="multiple", label="Image files", elem_id="batch-files")
         classify_all = gr.Button("Classify all", elem_id="batch-button")
         batch_rows = gr.JSON(label="One row per file", elem_id="batch-result")
+    with gr.Accordion("Slide: a whole-slide image (SVS, NDPI, MRXS, tiled TIFF, DICOM)", open=False, elem_id="slide"):
+        gr.Markdown(f"Up to {SLIDE_LIMIT} per file. Read at the model's physical scale, tissue found on a "
+                    "thumbnail, every tissue field scored by the same rule as above; download the fields as "
+                    "CSV or as GeoJSON for QuPath.")
+        with gr.Row():
+            slide_file = gr.File(label="Whole-slide image", type="filepath", elem_id="slide-file")
+            slide_mpp = gr.Textbox(label="Microns per pixel (optional)", elem_id="slide-mpp",
+                                   info="empty: the slide's metadata, else estimated from nucleus size")
+        score_slide = gr.Button("Score slide", elem_id="slide-button")
+        slide_map = gr.Image(label="Heatmap (fields by class; grey: not recognised)", type="numpy", format="png",
+                             interactive=False, elem_id="slide-heatmap")
+        slide_summary = gr.JSON(label="Summary", elem_id="slide-summary")
+        with gr.Row():
+            slide_csv = gr.File(label="fields.csv", elem_id="slide-csv")
+            slide_geojson = gr.File(label="fields.geojson (QuPath)", elem_id="slide-geojson")
     gr.Markdown(f"> **Disclaimer:** {PREDICTOR.disclaimer or DISCLAIMER}", elem_id="disclaimer")
     with gr.Accordion("About this model", open=False, elem_id="about-model"):
         gr.Markdown(panels.about_markdown(PREDICTOR, SOURCE))
@@ -172,16 +190,22 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
     gr.on([], SERVICE.predict_tiles, inputs=[image, scale], outputs=[tile_map, raw], api_name="predict_tiles",
           preprocess=False)
 
+    # One slide at a time: a slide is thousands of fields and already fills both cores.
+    score_slide.click(slide_tab.score_slide_upload, inputs=[slide_file, slide_mpp],
+                      outputs=[slide_map, slide_summary, slide_csv, slide_geojson], api_name="predict_slide",
+                      concurrency_limit=1, concurrency_id="predict_slide")
+
 UPLOADS.registry = demo.upload_file_set  # only real uploads are deleted, never example images
 
 
 if __name__ == "__main__":
     # Queue: every event runs at most 2 at a time by default (2 CPU cores; /predict overrides it
     # to feed the batch runner); at most 256 requests wait, beyond that callers get "queue full".
-    # Uploads above 25 MB are refused before they reach any function. Address and port come from
+    # Uploads above SLIDE_LIMIT are refused before they reach any function (images above
+    # MAX_IMAGE_BYTES by the decoder, before any pixel is read). Address and port come from
     # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT and the MCP switch from GRADIO_MCP_SERVER (Gradio
     # reads all three). /healthz is a plain FastAPI route on the same app.
     demo.queue(default_concurrency_limit=2, max_size=256).launch(
-        max_file_size="25mb",
+        max_file_size=SLIDE_LIMIT,
         app_kwargs={"routes": [APIRoute("/healthz", healthz, methods=["GET"], include_in_schema=False)]},
     )

@@ -15,7 +15,7 @@ import imageclf
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = sorted(info.name for info in pkgutil.walk_packages(imageclf.__path__, "imageclf."))
-SPACE_ONLY = ("service", "panels", "batching", "uploads", "examples")
+SPACE_ONLY = ("service", "panels", "batching", "uploads", "examples", "slide_tab")
 
 
 def test_the_package_lives_in_src_and_no_module_of_it_under_space():
@@ -42,7 +42,7 @@ def test_whole_project_loads_each_module_file_once():
     code = ("import sys, importlib, pkgutil, imageclf\n"
             "for m in pkgutil.walk_packages(imageclf.__path__, 'imageclf.'): importlib.import_module(m.name)\n"
             "sys.path.insert(0, 'space')\n"
-            "import service, panels, batching, uploads, examples\n"
+            "import service, panels, batching, uploads, examples, slide_tab\n"
             "import training.train, training.calibration.scale_reference, training.evaluation.evaluate, training.export.card\n"
             "import scripts.predict_client, scripts.release.push_model, scripts.release.deploy_space\n"
             "files = [getattr(m, '__file__', None) for m in list(sys.modules.values())]\n"

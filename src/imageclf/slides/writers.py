@@ -1,0 +1,199 @@
+"""A scored slide's files: fields.csv, fields.geojson (QuPath), heatmap.png, tissue.png, summary.json.
+
+Presentation only: everything here reads a :class:`~imageclf.slides.scoring.SlideResult` (or an
+``ImageResult`` for a plain image: analysis.json + summary.json). Every file is written to a
+temporary name and moved into place with ``os.replace``, and summary.json comes last: a slide
+folder whose summary.json lists files that all exist, for the same source file (size and
+modification time), is complete, and a rerun skips it (:func:`outputs_complete`).
+
+Example:
+    >>> write_outputs(result, Path("out") / "CMU-1-Small-Region")
+    ['fields.csv', 'fields.geojson', 'heatmap.png', 'tissue.png', 'summary.json']
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from imageclf.core.field_map import ABSTAIN_COLOUR, class_colour
+from imageclf.slides.heatmap import render_heatmap
+from imageclf.slides.results import ImageResult, SlideResult
+from imageclf.slides.tissue import MIN_AREA_UM2
+
+FORMAT = "imageclf-slide/1"
+SUMMARY = "summary.json"
+ERROR = "error.json"
+SLIDE_FILES = ("fields.csv", "fields.geojson", "heatmap.png", "tissue.png")
+IMAGE_FILES = ("analysis.json",)
+NOT_RECOGNISED = "Not recognised"
+
+__all__ = ["FORMAT", "SUMMARY", "ERROR", "atomic_write", "outputs_complete", "summary", "verdict_json",
+           "write_failure", "write_outputs", "fields_csv", "fields_geojson"]
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def source_stamp(path: Path) -> dict[str, int]:
+    stat = path.stat()
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def outputs_complete(dest: Path, source: Path) -> bool:
+    """True when ``dest`` holds a summary for this very ``source`` file and every file it lists."""
+    try:
+        data = json.loads((dest / SUMMARY).read_text(encoding="utf-8"))
+        same = data.get("format") == FORMAT and data.get("source") == source_stamp(source)
+        return same and all((dest / name).is_file() for name in data.get("outputs", []))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_outputs(result: SlideResult | ImageResult, dest: Path) -> list[str]:
+    """Write every output of one slide (or image) into ``dest``; summary.json last. Returns the names."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if isinstance(result, ImageResult):
+        atomic_write(dest / "analysis.json", json.dumps(result.analysis.to_json(), indent=2) + "\n")
+        names = list(IMAGE_FILES)
+    else:
+        atomic_write(dest / "fields.csv", fields_csv(result))
+        atomic_write(dest / "fields.geojson", json.dumps(fields_geojson(result)) + "\n")
+        atomic_write(dest / "heatmap.png", _png(render_heatmap(result)))
+        atomic_write(dest / "tissue.png", _png(result.tissue.mask.astype(np.uint8) * 255))
+        names = list(SLIDE_FILES)
+    (dest / ERROR).unlink(missing_ok=True)
+    atomic_write(dest / SUMMARY, json.dumps(summary(result, outputs=names), indent=2) + "\n")
+    return [*names, SUMMARY]
+
+
+def write_failure(dest: Path, source: Path, sentence: str) -> None:
+    """error.json for a slide that could not be scored (a rerun tries it again)."""
+    atomic_write(dest / ERROR, json.dumps({"format": FORMAT, "slide": str(source), "error": sentence}, indent=2) + "\n")
+
+
+def verdict_json(result: SlideResult) -> dict[str, Any]:
+    """The slide's verdict, keyed like ``ImageAnalysis.to_json`` (no class named when refused)."""
+    probabilities = result.probabilities
+    answered = result.verdict is None and probabilities is not None
+    top = int(np.argmax(probabilities)) if answered else None
+    spec = result.model.spec
+    return {"label": None if top is None else spec.class_ids[top], "name": None if top is None else spec.names[top],
+            "confidence": None if top is None else float(probabilities[top]),
+            "probabilities": ({cid: float(p) for cid, p in zip(spec.class_ids, probabilities, strict=True)}
+                              if answered else None),
+            "abstained": result.verdict is not None,
+            "abstain_code": None if result.verdict is None else result.verdict.code,
+            "abstain_reason": None if result.verdict is None else result.verdict.sentence}
+
+
+def summary(result: SlideResult | ImageResult, *, outputs: list[str]) -> dict[str, Any]:
+    """summary.json: the file, its scale and source, tissue, fields, shares, verdict, model, timings."""
+    common = {"format": FORMAT, "source": source_stamp(result.path), "model": result.model.to_dict(),
+              "timings": {k: round(v, 3) for k, v in result.timings.items()}, "outputs": outputs}
+    if isinstance(result, ImageResult):
+        answer = result.analysis.to_json()
+        return {"kind": "image", "slide": {"file": result.path.name, "path": str(result.path.resolve()),
+                                           "bytes": result.path.stat().st_size},
+                "scale": {**result.scale.to_dict(), "decision": answer["scale"]},
+                "verdict": {k: answer[k] for k in ("label", "name", "confidence", "probabilities", "abstained",
+                                                    "abstain_code", "abstain_reason")},
+                "fields": answer["fields"], **common}
+    fields, spec = result.fields, result.model.spec
+    reasons = Counter(r.value for r in fields.reasons if r is not None)
+    reading = result.reading
+    return {
+        "kind": "slide", "slide": result.slide,
+        "scale": {**result.scale.to_dict(), "model_um_per_px": round(result.model.mpp, 4),
+                  "level_read": reading.get("level"), "level_um_per_px": reading.get("level_um_per_px"),
+                  "field_level0_px": reading.get("field_level0_px"), "field_level_px": reading.get("field_level_px"),
+                  "heatmap_downsample": round(result.thumbnail_downsample, 4)},
+        "tissue": {"area_mm2": None if result.tissue.area_mm2 is None else round(result.tissue.area_mm2, 4),
+                   "mask_downsample": round(result.tissue.downsample, 4), "mask_png": "tissue.png",
+                   "saturation_threshold": result.tissue.threshold, "pen_pixels": result.tissue.pen_pixels,
+                   "min_piece_um2": MIN_AREA_UM2, "min_field_share": spec.refusal.min_tissue},
+        "fields": {"grid": reading.get("grid"), "total": reading.get("grid_fields", 0),
+                   "tissue": reading.get("tissue_fields", 0), "classified": len(fields),
+                   "answered": int(fields.answered.sum()), "abstained": int(sum(reasons.values())),
+                   "reasons": dict(sorted(reasons.items()))},
+        "tissue_share": _tissue_share(result), "verdict": verdict_json(result), **common,
+    }
+
+
+def fields_csv(result: SlideResult) -> str:
+    """One row per scored field: level-0 box, tissue share, probabilities, label, abstained, reason."""
+    spec, fields = result.model.spec, result.fields
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["x", "y", "width", "height", "tissue", *(f"p_{cid}" for cid in spec.class_ids), "label",
+                     "abstained", "reason"])
+    for box, share, probs, top, reason in zip(fields.boxes, fields.tissue, fields.probabilities, fields.top,
+                                              fields.reasons, strict=True):
+        writer.writerow([*(int(v) for v in box), f"{share:.4f}", *(f"{p:.6f}" for p in probs),
+                         "" if reason is not None else spec.class_ids[int(top)], int(reason is not None),
+                         "" if reason is None else reason.value])
+    return out.getvalue()
+
+
+def fields_geojson(result: SlideResult) -> dict[str, Any]:
+    """A FeatureCollection QuPath imports as detections: one polygon per field in level-0 pixels,
+    classified by class name and colour (refused fields: "Not recognised", grey, with their code)."""
+    spec, fields = result.model.spec, result.fields
+    features = []
+    for box, share, probs, top, reason in zip(fields.boxes, fields.tissue, fields.probabilities, fields.top,
+                                              fields.reasons, strict=True):
+        x, y, w, h = (int(v) for v in box)
+        name, colour = ((spec.names[int(top)], class_colour(int(top))) if reason is None
+                        else (NOT_RECOGNISED, ABSTAIN_COLOUR))
+        properties: dict[str, Any] = {
+            "objectType": "detection", "isLocked": True,
+            "classification": {"name": name, "color": list(colour)},
+            "measurements": {**{f"p({n})": round(float(p), 6) for n, p in zip(spec.names, probs, strict=True)},
+                             "tissue share": round(float(share), 4)},
+            "abstained": reason is not None}
+        if reason is not None:
+            properties.update(name=reason.value, metadata={"abstain_code": reason.value})
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+            [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]]}, "properties": properties})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _tissue_share(result: SlideResult) -> dict[str, float] | None:
+    """Share of the scored tissue area per class and not recognised (None when the slide is refused:
+    no class is named for a slide without an answer)."""
+    fields = result.fields
+    if result.verdict is not None or not len(fields):
+        return None
+    weights = fields.tissue * fields.boxes[:, 2] * fields.boxes[:, 3]
+    total = float(weights.sum()) or 1.0
+    answered, top = fields.answered, fields.top
+    shares = {cid: round(float(weights[answered & (top == i)].sum()) / total, 4)
+              for i, cid in enumerate(result.model.spec.class_ids)}
+    return {**shares, "abstained": round(float(weights[~answered].sum()) / total, 4)}
+
+
+def _png(image: np.ndarray) -> bytes:
+    pixels = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise OSError("PNG encoding failed.")
+    return encoded.tobytes()

@@ -1,0 +1,39 @@
+"""The Space's ``/predict_slide`` endpoint (and MCP tool), called through ``gradio_client`` as a script would."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from gradio_client import Client, handle_file
+
+from tests.conftest import HUB_MODEL, require_dataset
+from tests.support.slides import lung_mosaic, lung_tiles, tiny_slide_model_folder, write_slide
+from tests.support.tiny_model import run_space
+
+
+@pytest.fixture(scope="module")
+def lung_slide(tmp_path_factory):
+    tiles = lung_tiles(require_dataset("external-he") / "lung-tcga")
+    return write_slide(tmp_path_factory.mktemp("slide") / "lung.svs", lung_mosaic(tiles, ["LL", "L."]), mpp=0.25)
+
+
+def test_a_model_without_a_physical_scale_still_serves_and_says_why_slides_are_refused(tiny_space, lung_slide):
+    client = Client(tiny_space, verbose=False)
+    assert "/predict_slide" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    with pytest.raises(Exception, match="cannot score whole-slide images: .*declares no microns per pixel"):
+        client.predict(handle_file(str(lung_slide)), "", api_name="/predict_slide")
+
+
+@pytest.mark.slow
+def test_predict_slide_answers_with_heatmap_summary_csv_and_geojson(lung_slide, tmp_path):
+    folder = tiny_slide_model_folder(tmp_path / "hub_model", HUB_MODEL)
+    with run_space(folder) as url:
+        heatmap, summary, csv_path, geojson_path = Client(url, verbose=False).predict(
+            handle_file(str(lung_slide)), "", api_name="/predict_slide")
+    assert summary["scale"]["source"] == "metadata" and summary["fields"]["classified"] > 0
+    assert summary["verdict"]["abstained"] is (summary["verdict"]["abstain_code"] is not None)
+    with open(geojson_path) as handle:
+        assert len(json.load(handle)["features"]) == summary["fields"]["classified"]
+    with open(csv_path) as handle:
+        assert handle.readline().startswith("x,y,width,height")
+    assert heatmap
