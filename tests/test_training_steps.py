@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-STEPS = ("data", "models", "calibration", "evaluation", "transfer", "export")
+STEPS = ("data", "models", "calibration", "evaluation", "gate", "transfer", "export")
 ANYWHERE = ("runtime",)
 TRAINING = ROOT / "training"
 

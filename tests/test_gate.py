@@ -1,0 +1,139 @@
+"""The tissue-gate arms (training/gate/) on small synthetic features and images: no real data, no model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imageclf.errors import ModelError
+from training.gate import stain, table
+from training.gate.arms import (GateError, LogisticGate, MahalanobisCheck, pseudo_images, reasons, recentre,
+                                threshold_at)
+from training.gate.evaluate import either, source_of
+from training.gate.table import judge
+from training.gate.features import colon_fold
+
+H = np.array([0.65, 0.70, 0.29])
+E = np.array([0.07, 0.99, 0.11])
+
+
+def synthetic_he(seed: int, *, h=H, e=E, strength=1.0, side=64) -> np.ndarray:
+    """An image made of two stains with known vectors: blobs of haematoxylin on an eosin background."""
+    rng = np.random.default_rng(seed)
+    ch = np.clip(rng.gamma(2.0, 0.35, (side, side)), 0, 2.5) * strength
+    ce = np.clip(rng.gamma(3.0, 0.2, (side, side)), 0, 2.0) * strength
+    od = ch[..., None] * (h / np.linalg.norm(h)) + ce[..., None] * (e / np.linalg.norm(e))
+    return np.clip(stain.IO * np.exp(-od) - 1.0, 0, 255).astype(np.uint8)
+
+
+def clustered(n: int, dim: int, centre: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.zeros(dim)
+    base[0] = centre
+    base[1] = 1.0 - centre
+    return base + 0.05 * rng.normal(size=(n, dim))
+
+
+def test_the_stain_matrix_is_recovered_from_a_two_stain_image():
+    matrix = stain.stain_matrix(stain.optical_density(synthetic_he(0, side=128)))
+    assert matrix is not None
+    for column, truth in zip(matrix.T, (H, E)):
+        assert np.dot(column, truth / np.linalg.norm(truth)) > 0.97
+
+
+def test_normalising_to_its_own_reference_changes_little_and_a_weaker_stain_is_brought_back():
+    tiles = [synthetic_he(s) for s in range(6)]
+    reference = stain.fit_reference(tiles)
+    same = stain.normalise_image_fields(np.stack(tiles[:2]), reference)
+    assert np.abs(same.astype(int) - np.stack(tiles[:2])).mean() < 8
+    faint = np.stack([synthetic_he(9, strength=0.5)])
+    back = stain.normalise_image_fields(faint, reference)
+    assert back.mean() < faint.mean() - 10   # darker again: concentrations rescaled to the reference's
+
+
+def test_an_image_without_tissue_is_left_alone_and_no_reference_without_tissue():
+    blank = np.full((2, 32, 32, 3), 250, np.uint8)
+    assert np.array_equal(stain.normalise_image_fields(blank, stain.fit_reference([synthetic_he(1)])), blank)
+    with pytest.raises(stain.StainError):
+        stain.fit_reference([blank[0]])
+    assert issubclass(stain.StainError, ModelError)
+
+
+def test_the_mahalanobis_check_refuses_the_far_cluster_at_a_validation_quantile():
+    x = np.concatenate([clustered(60, 16, 0.9, 0), clustered(60, 16, 0.8, 1)])
+    y = np.r_[np.zeros(60), np.ones(60)].astype(int)
+    check = MahalanobisCheck.fit(x, y, dims=8).with_threshold(clustered(50, 16, 0.85, 2), quantile=0.9)
+    assert check.refuses(clustered(30, 16, 0.1, 3)).all()
+    assert check.refuses(clustered(200, 16, 0.85, 4)).mean() < 0.3
+
+
+def test_the_gate_separates_its_two_sides_and_never_refuses_below_one_half():
+    lung, other = clustered(80, 12, 0.9, 0), clustered(80, 12, 0.2, 1)
+    gate = LogisticGate.fit(lung, other).with_threshold(clustered(40, 12, 0.9, 2), quantile=0.99)
+    assert gate.threshold >= 0.5
+    assert gate.refuses(clustered(40, 12, 0.2, 3)).mean() > 0.9
+    assert gate.refuses(clustered(40, 12, 0.9, 4)).mean() < 0.1
+    assert set(gate.arrays()) == {"mean", "scale", "coef", "intercept", "threshold"}
+    with pytest.raises(GateError):
+        LogisticGate.fit(lung, other[:0])
+    with pytest.raises(GateError):
+        gate.scores(np.ones((2, 5)))
+
+
+def test_recentring_moves_each_image_onto_the_training_mean():
+    x = np.abs(np.random.default_rng(0).normal(size=(6, 4))) + 1
+    images = np.array(["a", "a", "a", "b", "b", "b"])
+    train_mean = np.array([0.5, 0.5, 0.5, 0.5])
+    out = recentre(x, images, train_mean)
+    for image in "ab":
+        assert np.allclose(out[images == image].mean(axis=0), train_mean)
+
+
+def test_pseudo_images_gather_tiles_of_one_key_only():
+    keys = np.array(["x"] * 20 + ["y"] * 5)
+    ids = pseudo_images(keys, size=9)
+    assert len(set(ids[:20])) == 3 and len(set(ids[20:])) == 1
+    assert not set(ids[:20]) & set(ids[20:])
+
+
+def test_reasons_follow_the_served_order():
+    probs = np.array([[0.9, 0.05, 0.05], [0.4, 0.3, 0.3], [0.4, 0.3, 0.3], [0.9, 0.05, 0.05]])
+    codes = reasons(np.array([False, True, True, True]), np.array([True, True, False, False]), probs, 0.5)
+    assert codes.tolist() == ["colour", "feature", "confidence", ""]
+    with pytest.raises(GateError):
+        reasons(np.ones(2, bool), np.ones(3, bool), probs[:2], 0.5)
+
+
+def test_thresholds_come_from_validation_scores():
+    assert threshold_at(np.arange(101.0), 0.99) == pytest.approx(99.0)
+    with pytest.raises(GateError):
+        threshold_at(np.array([]))
+
+
+def test_the_bootstrap_resamples_whole_images():
+    values = np.r_[np.ones(9), np.zeros(9)]
+    units = np.array(["a"] * 9 + ["b"] * 9)
+    mean, low, high = table.by_image(values, units)
+    assert mean == 0.5 and low == 0.0 and high == 1.0   # two images: the interval spans both
+    assert table.ece(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == 0.0
+
+
+def test_leave_out_units_and_colon_folds():
+    sets = np.array(["nonlung-breast", "nonlung-colorectal-kather", "lung-tcga"])
+    assert source_of(sets, "source").tolist() == sets.tolist()
+    assert source_of(sets, "lab").tolist() == ["tcga-other-organs", "colorectal-kather", "tcga-lung"]
+    assert colon_fold(np.array(["colon_n:4", "colon_aca:7"])).tolist() == [0, 1]
+    a = {"k": np.array([True, False])}
+    assert either(a, {"k": np.array([False, False])})["k"].tolist() == [True, False]
+
+
+def _row(name, tcga, organ, benign=0.01, id_rate=0.01):
+    return {"arm": name, "refused": {"lung-tcga": (tcga, 0, 1), "nonlung-breast": (organ, 0, 1)},
+            "worst_benign": ("x", benign), "id_abstention_worst_seed": id_rate}
+
+
+def test_the_declared_rule_keeps_current_unless_an_arm_wins_on_both_sides():
+    assert judge([_row("current", 0.5, 0.7), _row("a", 0.2, 0.6)]) is None          # fewer organs refused
+    assert judge([_row("current", 0.5, 0.7), _row("a", 0.2, 0.8, id_rate=0.05)]) is None
+    rows = [_row("current", 0.5, 0.7), _row("a", 0.3, 0.8), _row("b", 0.2, 0.9), _row("c", 0.1, 0.9, benign=0.2)]
+    assert judge(rows) == "b"
+    assert rows[3]["verdict"].startswith("cancer->benign")
