@@ -103,7 +103,7 @@ def classify_files(client: Any, paths: Sequence[str | Path], *, progress: bool =
                    chunk_size: int = CHUNK_SIZE, in_flight: int = IN_FLIGHT) -> list[dict[str, Any]]:
     """Classify each file; a failing file gives a row with ``error`` set and the rest go on.
 
-    Each row: ``{"path", "label", "confidence", "probabilities", "abstained", "reason",
+    Each row: ``{"path", "label", "confidence", "probabilities", "abstained", "reason", "reason_code",
     "scale_factor", "error"}``, in the order of ``paths``; ``label`` and the ``probabilities``
     keys are class names (empty when the Space abstains). ``scale``: the Space's scale option.
 
@@ -113,7 +113,7 @@ def classify_files(client: Any, paths: Sequence[str | Path], *, progress: bool =
         300
     """
     rows = [{"path": str(path), "label": "", "confidence": None, "probabilities": {}, "abstained": None,
-             "reason": "", "scale_factor": None, "error": ""} for path in paths]
+             "reason": "", "reason_code": "", "scale_factor": None, "error": ""} for path in paths]
     with tqdm(total=len(rows), desc="Classifying", unit="image", disable=not progress) as bar:
         if BATCH_API_NAME not in _endpoints(client):
             for row in rows:
@@ -206,7 +206,7 @@ def write_csv(rows: Iterable[dict[str, Any]], out: TextIO | str | Path) -> list[
         probs = row["probabilities"]
         abstained = "" if row["abstained"] is None else str(bool(row["abstained"])).lower()
         writer.writerow([row["path"], row["label"], _fmt(row["confidence"]), abstained, row["reason"],
-                         _fmt(row["scale_factor"]), *(_fmt(probs.get(name)) for name in classes), row["error"]])
+                         row["reason_code"], _fmt(row["scale_factor"]), *(_fmt(probs.get(name)) for name in classes), row["error"]])
     return header
 
 

@@ -191,7 +191,7 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
           preprocess=False)
 
     # One slide at a time: a slide is thousands of fields and already fills both cores.
-    score_slide.click(slide_tab.score_slide_upload, inputs=[slide_file, slide_mpp],
+    score_slide.click(slide_tab.predict_slide, inputs=[slide_file, slide_mpp],
                       outputs=[slide_map, slide_summary, slide_csv, slide_geojson], api_name="predict_slide",
                       concurrency_limit=1, concurrency_id="predict_slide")
 

@@ -1,6 +1,6 @@
 """The Space's whole-slide tab: one uploaded slide, scored by the same code as ``scripts/score_slides.py``.
 
-``score_slide_upload`` is the handler ``app.py`` wires to the tab: the slide is read lazily from
+``predict_slide`` is the handler ``app.py`` wires to the tab: the slide is read lazily from
 the uploaded file (OpenSlide needs it on disk), scored at the model's physical scale through the
 shared engine and refusal rule (``imageclf.slides``), and answered with the heatmap, the summary,
 and the fields as CSV and QuPath GeoJSON for download. The uploaded slide is deleted once scored;
@@ -10,7 +10,7 @@ Example (in app.py):
     >>> import slide_tab
     >>> slide_tab.use_model(PREDICTOR, SOURCE)          # the Space's loaded model, once at start-up
     >>> run = gr.Button("Score slide")
-    >>> run.click(slide_tab.score_slide_upload, [slide_file, mpp_box], [heatmap, summary, csv_file, geojson_file])
+    >>> run.click(slide_tab.predict_slide, [slide_file, mpp_box], [heatmap, summary, csv_file, geojson_file])
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ _MODEL: SlideModel | None = None
 _UNAVAILABLE: str | None = None   # why this Space's model cannot score slides (no physical scale, ...)
 log = logging.getLogger("space")
 
-__all__ = ["score_slide_upload", "use_model", "KEEP_RESULTS_S"]
+__all__ = ["predict_slide", "use_model", "KEEP_RESULTS_S"]
 
 
 def use_model(predictor: Predictor, source: ModelSource | None = None) -> SlideModel | None:
@@ -64,7 +64,7 @@ def use_model(predictor: Predictor, source: ModelSource | None = None) -> SlideM
         return _MODEL
 
 
-def score_slide_upload(path: str | None, mpp: str | None,
+def predict_slide(path: str | None, mpp: str | None,
                        progress: gr.Progress = gr.Progress(),  # noqa: B008  (how Gradio passes progress)
                        ) -> tuple[np.ndarray, dict[str, Any], str, str]:
     """Score one uploaded whole-slide image (SVS, NDPI, MRXS, SCN, tiled TIFF, DICOM).

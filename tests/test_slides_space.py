@@ -43,7 +43,7 @@ def test_an_uploaded_slide_gets_its_heatmap_summary_and_downloads(bound_model, u
     upload.parent.mkdir(parents=True)
     write_slide(upload, lung_mosaic(tiles, ["LL.", ".LL"]), mpp=0.25)
     progress = Recorder()
-    heatmap, summary, csv_path, geojson_path = slide_tab.score_slide_upload(str(upload), "", progress)
+    heatmap, summary, csv_path, geojson_path = slide_tab.predict_slide(str(upload), "", progress)
     assert heatmap.ndim == 3 and heatmap.shape[2] == 3 and heatmap.shape[1] <= 2048
     assert summary["kind"] == "slide" and summary["scale"]["source"] == "metadata"
     assert summary["model"]["name"] == bound_model.name and summary["fields"]["classified"] > 0
@@ -62,7 +62,7 @@ def test_bad_input_is_one_sentence(bound_model, uploads, tmp_path, mpp, content,
     path = tmp_path / "upload.svs"
     path.write_bytes(content or b"II*\x00")
     with pytest.raises(gr.Error) as caught:
-        slide_tab.score_slide_upload(str(path), mpp, Recorder())
+        slide_tab.predict_slide(str(path), mpp, Recorder())
     assert words in caught.value.message and "\n" not in caught.value.message
 
 
@@ -70,4 +70,4 @@ def test_a_plain_image_is_sent_to_the_image_tab(bound_model, uploads, tmp_path):
     png = tmp_path / "tile.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(gr.Error, match="ordinary image"):
-        slide_tab.score_slide_upload(str(png), None, Recorder())
+        slide_tab.predict_slide(str(png), None, Recorder())

@@ -27,7 +27,7 @@ from imageclf.model.predictor import Predictor
 from tests.conftest import HUB_MODEL
 from tests.support.tiny_model import write_test_image
 
-ENDPOINTS = ["/predict", "/predict_batch", "/explain", "/predict_tiles"]
+ENDPOINTS = ["/predict", "/predict_batch", "/explain", "/predict_tiles", "/predict_slide"]
 RESULT_KEYS = {"label", "name", "confidence", "probabilities", "abstained", "abstain_reason", "abstain_code", "scale", "fields", "model_repo",
                "model_revision"}
 
@@ -193,7 +193,7 @@ def test_healthz(tiny_space):
 def test_mcp_tools_listed_and_callable(tiny_space, tiny_predictor, tmp_path):
     with urllib.request.urlopen(f"{tiny_space}/gradio_api/mcp/schema", timeout=10) as response:
         tools = {tool["name"]: tool for tool in json.load(response)}
-    assert sorted(tools) == ["explain", "predict", "predict_batch", "predict_tiles"]
+    assert sorted(tools) == ["explain", "predict", "predict_batch", "predict_slide", "predict_tiles"]
     assert tools["predict"]["description"].startswith("Classify one H&E image of any size")
     assert "image" in tools["predict"]["inputSchema"]["required"]
     # A real MCP client session calls the tool; the image goes as a data URL.

@@ -62,7 +62,7 @@ def _config(url: str) -> dict:
 
 def test_public_endpoints_only(client, tiny_space):
     info = client.view_api(return_format="dict", print_info=False)
-    assert list(info["named_endpoints"]) == ["/predict", "/predict_batch", "/explain", "/predict_tiles"]
+    assert list(info["named_endpoints"]) == ["/predict", "/predict_batch", "/explain", "/predict_tiles", "/predict_slide"]
     assert info["unnamed_endpoints"] == {}
 
 
@@ -147,7 +147,7 @@ def test_ui_wiring(tiny_space):
     slider = next(d for d in deps if d["targets"] == [[by_id["gradcam-opacity"], "change"]])
     assert slider["outputs"] == [by_id["gradcam"]] and slider["queue"] is False
     public = {d["api_name"]: d for d in deps if d["api_visibility"] == "public"}
-    assert sorted(public) == ["explain", "predict", "predict_batch", "predict_tiles"]
+    assert sorted(public) == ["explain", "predict", "predict_batch", "predict_slide", "predict_tiles"]
     assert public["predict_batch"]["targets"] == [[by_id["batch-button"], "click"]]
     # Every public endpoint takes the scale option from the same component (one rule, one default).
     assert all(by_id["scale"] in public[name]["inputs"] for name in public)
