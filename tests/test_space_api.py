@@ -66,7 +66,8 @@ def test_named_endpoints(client):
     assert shapes == {"/predict": (["Image", "Dropdown"], ["Label", "Json"]),
                       "/predict_batch": (["File", "Dropdown"], ["Json"]),
                       "/explain": (["Image", "Slider", "Dropdown"], ["Image"]),
-                      "/predict_tiles": (["Image", "Dropdown"], ["Image", "Json"])}
+                      "/predict_tiles": (["Image", "Dropdown"], ["Image", "Json"]),
+                      "/predict_slide": (["File", "Textbox"], ["Image", "Json", "File", "File"])}
     scale = {name: e["parameters"][-1] for name, e in endpoints.items()}
     assert all(p["parameter_name"] == "scale" and p["parameter_default"] == "auto" for p in scale.values())
 

@@ -150,7 +150,8 @@ def test_ui_wiring(tiny_space):
     assert sorted(public) == ["explain", "predict", "predict_batch", "predict_slide", "predict_tiles"]
     assert public["predict_batch"]["targets"] == [[by_id["batch-button"], "click"]]
     # Every public endpoint takes the scale option from the same component (one rule, one default).
-    assert all(by_id["scale"] in public[name]["inputs"] for name in public)
+    assert all(by_id["scale"] in public[name]["inputs"] for name in public if name != "predict_slide")
+    assert [elem[i] for i in public["predict_slide"]["inputs"]] == ["slide-file", "slide-mpp"]   # its own scale
     assert all(public[name]["targets"] == [] for name in ("predict", "explain", "predict_tiles"))  # API only
 
 
