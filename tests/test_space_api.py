@@ -68,8 +68,9 @@ def test_named_endpoints(client):
                       "/explain": (["Image", "Slider", "Dropdown"], ["Image"]),
                       "/predict_tiles": (["Image", "Dropdown"], ["Image", "Json"]),
                       "/predict_slide": (["File", "Textbox"], ["Image", "Json", "File", "File"])}
-    scale = {name: e["parameters"][-1] for name, e in endpoints.items()}
+    scale = {name: e["parameters"][-1] for name, e in endpoints.items() if name != "/predict_slide"}
     assert all(p["parameter_name"] == "scale" and p["parameter_default"] == "auto" for p in scale.values())
+    assert endpoints["/predict_slide"]["parameters"][-1]["parameter_name"] == "mpp"   # a slide states its own scale
 
 
 def test_predict_json(client, tiny_predictor, tmp_path):
