@@ -27,7 +27,7 @@ import gradio as gr
 import numpy as np
 
 from imageclf.errors import ModelError, first_line
-from imageclf.hub.source import ModelSource, resolve_model_source
+from imageclf.hub.source import ModelSource
 from imageclf.model.predictor import Predictor
 from imageclf.settings import SETTINGS
 from imageclf.slides.heatmap import render_heatmap
@@ -92,7 +92,8 @@ def predict_slide(path: str | None, mpp: str | None,
 
         progress(0.0, desc="Reading the slide and finding its tissue")
         result = score_slide(upload, model, mpp=value, progress=report)
-        write_outputs(result, dest)
+        heatmap = render_heatmap(result)   # drawn once: shown here and written as heatmap.png
+        write_outputs(result, dest, heatmap=heatmap)
     except ModelError as err:
         raise gr.Error(first_line(err)) from None
     finally:
@@ -100,19 +101,14 @@ def predict_slide(path: str | None, mpp: str | None,
     summary = json.loads((dest / SUMMARY).read_text(encoding="utf-8"))
     # The server's paths are not the caller's business (and a "path" key reads as a file to gradio_client).
     summary.get("slide", {}).pop("path", None)
-    return render_heatmap(result), summary, str(dest / "fields.csv"), str(dest / "fields.geojson")
+    return heatmap, summary, str(dest / "fields.csv"), str(dest / "fields.geojson")
 
 
 def _model() -> SlideModel:
-    """The model bound by :func:`use_model`, else the Space's model source loaded once here."""
-    global _MODEL
+    """The model bound by :func:`use_model` at start-up (``app.py``), or why there is none."""
     with _LOCK:
-        if _UNAVAILABLE is not None:
-            raise gr.Error(f"This model cannot score whole-slide images: {_UNAVAILABLE}")
         if _MODEL is None:
-            source = resolve_model_source(SETTINGS)
-            revision = None if source.is_local else (source.commit or source.revision)
-            _MODEL = SlideModel.from_predictor(Predictor(source.folder, settings=SETTINGS), revision=revision)
+            raise gr.Error(f"This model cannot score whole-slide images: {_UNAVAILABLE or 'no model was bound'}")
         return _MODEL
 
 

@@ -62,9 +62,10 @@ class FieldPlan:
 
     def batches(self, size: int = CHUNK) -> Iterator[np.ndarray]:
         """The picked fields' pixels, ``size`` at a time (nothing for a refused plan)."""
-        pixels = np.zeros((0,)) if self.pixels is None else self.pixels
-        for start in range(0, len(pixels), size):
-            yield pixels[start:start + size]
+        if self.pixels is None:
+            return
+        for start in range(0, len(self.pixels), size):
+            yield self.pixels[start:start + size]
 
 
 def plan(request: Request, spec: ClassifierSpec) -> FieldPlan:

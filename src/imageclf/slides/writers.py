@@ -69,8 +69,11 @@ def outputs_complete(dest: Path, source: Path) -> bool:
         return False
 
 
-def write_outputs(result: SlideResult | ImageResult, dest: Path) -> list[str]:
-    """Write every output of one slide (or image) into ``dest``; summary.json last. Returns the names."""
+def write_outputs(result: SlideResult | ImageResult, dest: Path, *, heatmap: np.ndarray | None = None) -> list[str]:
+    """Write every output of one slide (or image) into ``dest``; summary.json last. Returns the names.
+
+    ``heatmap``: ``render_heatmap(result)`` when the caller has already drawn it (the Space shows it too).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     if isinstance(result, ImageResult):
         atomic_write(dest / "analysis.json", json.dumps(result.analysis.to_json(), indent=2) + "\n")
@@ -78,7 +81,7 @@ def write_outputs(result: SlideResult | ImageResult, dest: Path) -> list[str]:
     else:
         atomic_write(dest / "fields.csv", fields_csv(result))
         atomic_write(dest / "fields.geojson", json.dumps(fields_geojson(result)) + "\n")
-        atomic_write(dest / "heatmap.png", _png(render_heatmap(result)))
+        atomic_write(dest / "heatmap.png", _png(render_heatmap(result) if heatmap is None else heatmap))
         atomic_write(dest / "tissue.png", _png(result.tissue.mask.astype(np.uint8) * 255))
         names = list(SLIDE_FILES)
     (dest / ERROR).unlink(missing_ok=True)
