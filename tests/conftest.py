@@ -116,8 +116,9 @@ def hub_space() -> Iterator[str]:
         yield url
 
 
-# The slow tier: whole trainings, real-model Spaces, browsers, benchmarks. `make check` runs the
-# rest (`-m "not slow"`); `make test` (and CI) runs everything.
+# The slow tier: whole trainings, real-model Spaces, browsers, benchmarks, and fresh interpreters
+# importing TensorFlow (marked on the test). `make check` runs the rest (`-m "not slow"`, under
+# 90 s); `make test` (and CI) runs everything.
 SLOW_MODULES = {"test_browser", "test_space_speed", "test_compare_peers", "test_distributed", "test_data_splits",
                 "test_hub_faults", "test_notebooks", "test_other_models", "test_roundtrip",
                 "test_space_reliability", "test_tracking", "test_training"}

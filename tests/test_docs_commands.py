@@ -295,6 +295,8 @@ HELP_COMMANDS = [(where, " ".join(shlex.quote(w) for w in [*env, *words]))
                  for where, _, env, words in COMMANDS if words and words[-1] == "--help"]
 
 
+# Slow tier: each run is a fresh interpreter importing TensorFlow (about 4.5 s; 55 s in all).
+@pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
 def test_module_runs_with_help(module):
     need_venv()
@@ -315,6 +317,7 @@ def test_program_is_installed(program):
     assert os.access(ROOT / program, os.X_OK), f"{program} is not installed by `make setup`"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where, command", HELP_COMMANDS, ids=[c[0] for c in HELP_COMMANDS])
 def test_help_commands_run_as_written(where, command):
     need_venv()
