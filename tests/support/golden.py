@@ -59,6 +59,6 @@ def _json(analysis: Any) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    model = Predictor(HUB_MODEL)
+    model = Predictor(HUB_MODEL, runtime="keras")   # the engine the recording was made with
     ANSWERS.write_text(dumps(answers(model, SHARED_DATA / "external-he" / "lc25000-lung-768")))
     EXTERNAL.write_text(dumps(external_answers(model, SHARED_DATA / "external-he")))

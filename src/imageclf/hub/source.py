@@ -33,11 +33,12 @@ from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, Off
 
 from imageclf.errors import ModelError, first_line
 from imageclf.hub.cache import cached_checksums, checksum_problem, forget_commit
+from imageclf.model.blocks import RUNTIME_FILES
 from imageclf.settings import SETTINGS, Settings
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")
-# feature_ood.npz: the feature-space check's parameters, named (and sha256-pinned) by config.json.
-OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md", "feature_ood.npz")
+# feature_ood.npz and the optimised runtime's files: named (and sha256-pinned) by config.json.
+OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md", "feature_ood.npz", *RUNTIME_FILES)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[3] / "hub_model"   # src/imageclf/hub/ -> the repo
 
 _MODEL_FILES = list(REQUIRED_FILES + OPTIONAL_FILES)

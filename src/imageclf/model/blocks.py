@@ -1,4 +1,5 @@
-"""config.json's optional blocks as typed objects: ``abstain``, ``calibration``, ``feature_ood``.
+"""config.json's optional blocks as typed objects: ``abstain``, ``calibration``, ``feature_ood``,
+``runtime``.
 
 Parsed once, when the config is read (``imageclf.model.config``); everything after reads fields,
 never dict keys. A block that is present but unreadable stops the load with a
@@ -16,7 +17,11 @@ from typing import Any
 from imageclf.core.refusal import AbstainRule
 from imageclf.errors import ModelError
 
-__all__ = ["Calibration", "ConfigError", "FeatureOODSpec", "parse_block"]
+__all__ = ["BLOCKS", "RUNTIME_FILES", "Calibration", "ConfigError", "FeatureOODSpec", "RuntimeSpec", "parse_block"]
+
+
+# The optimised runtime's files (graph + weights), as the export writes them and the Hub serves them.
+RUNTIME_FILES = ("model_openvino.xml", "model_openvino.bin")
 
 
 class ConfigError(ModelError, ValueError):
@@ -55,6 +60,27 @@ class FeatureOODSpec:
         return {key: value for key, value in data.items() if value is not None}
 
 
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """config.json's ``runtime`` block: the optimised file made from ``model.keras`` by the same
+    export (``training/export/runtime_export.py``), its precision, and the sha256 of each of its
+    files; ``imageclf.model.openvino_engine`` serves it only when every file matches."""
+
+    format: str                      # "openvino"
+    precision: str                   # "int8" | "auto" (bf16 where the CPU has it, else float32) | "float32"
+    model_file: str
+    sha256: dict[str, str]           # file name -> hex sha256, for every file of the runtime
+    outputs: tuple[str, ...] = ("probabilities", "features")
+    made_by: str | None = None
+    calibration: str | None = None   # for int8: what the quantisation was calibrated on
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"format": self.format, "precision": self.precision, "model_file": self.model_file,
+                "sha256": dict(self.sha256), "outputs": list(self.outputs), "made_by": self.made_by,
+                "calibration": self.calibration}
+        return {key: value for key, value in data.items() if value is not None}
+
+
 def abstain_rule(data: dict[str, Any]) -> AbstainRule:
     """An ``abstain`` block that is present but unreadable stops the load: serving without the
     safety check it describes would be worse than not starting."""
@@ -71,11 +97,15 @@ def calibration(data: dict[str, Any]) -> Calibration:
         raise ConfigError(f"config.json 'calibration' needs a numeric temperature: {err}") from None
 
 
-def feature_ood(data: dict[str, Any]) -> FeatureOODSpec:
-    known = {f.name for f in fields(FeatureOODSpec)}
-    unknown = sorted(set(data) - known)
+def _only_known_fields(name: str, data: dict[str, Any], spec: type) -> None:
+    """A field this code does not know stops the load: it may carry a rule this code would skip."""
+    unknown = sorted(set(data) - {f.name for f in fields(spec)})
     if unknown:
-        raise ConfigError(f"config.json 'feature_ood' has fields this code does not know: {', '.join(unknown)}.")
+        raise ConfigError(f"config.json '{name}' has fields this code does not know: {', '.join(unknown)}.")
+
+
+def feature_ood(data: dict[str, Any]) -> FeatureOODSpec:
+    _only_known_fields("feature_ood", data, FeatureOODSpec)
     try:
         return FeatureOODSpec(method=str(data["method"]), params_file=str(data["params_file"]),
                               params_sha256=data.get("params_sha256"), threshold=float(data["threshold"]),
@@ -85,10 +115,25 @@ def feature_ood(data: dict[str, Any]) -> FeatureOODSpec:
         raise ConfigError(f"config.json 'feature_ood' cannot be used: {err}") from None
 
 
+def runtime(data: dict[str, Any]) -> RuntimeSpec:
+    _only_known_fields("runtime", data, RuntimeSpec)
+    try:
+        return RuntimeSpec(format=str(data["format"]), precision=str(data["precision"]),
+                           model_file=str(data["model_file"]),
+                           sha256={str(k): str(v) for k, v in dict(data["sha256"]).items()},
+                           outputs=tuple(str(v) for v in data.get("outputs", ("probabilities", "features"))),
+                           made_by=data.get("made_by"), calibration=data.get("calibration"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"config.json 'runtime' cannot be used: {err}") from None
+
+
+BLOCKS = {"abstain": abstain_rule, "calibration": calibration, "feature_ood": feature_ood, "runtime": runtime}
+
+
 def parse_block(name: str, value: Any) -> Any:
     """The typed object for block ``name`` from its parsed JSON (``None`` and typed values pass)."""
-    if value is None or isinstance(value, (AbstainRule, Calibration, FeatureOODSpec)):
+    if value is None or isinstance(value, (AbstainRule, Calibration, FeatureOODSpec, RuntimeSpec)):
         return value
     if not isinstance(value, dict):
         raise ConfigError(f"config.json '{name}' must be an object, got {value!r}.")
-    return {"abstain": abstain_rule, "calibration": calibration, "feature_ood": feature_ood}[name](value)
+    return BLOCKS[name](value)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imageclf.core.refusal import AbstainRule
-from imageclf.model.blocks import Calibration, ConfigError, FeatureOODSpec, parse_block
+from imageclf.model.blocks import BLOCKS, Calibration, ConfigError, FeatureOODSpec, RuntimeSpec, parse_block
 
 SCHEMA_VERSION = 2
 LEGACY_VERSION = 1   # configs written before the schema had a version (no "scale" block)
@@ -105,6 +105,7 @@ class ModelConfig:
     calibration: Calibration | None = None
     feature_ood: FeatureOODSpec | None = None  # feature-space distance rule (imageclf.model.feature_check)
     scale: ScaleSpec | None = None
+    runtime: RuntimeSpec | None = None         # the optimised CPU runtime's file (imageclf.model.openvino_engine)
 
     def __post_init__(self) -> None:
         if self.schema_version not in (LEGACY_VERSION, SCHEMA_VERSION):
@@ -123,7 +124,7 @@ class ModelConfig:
         if not isinstance(self.input_unit, str) or not self.input_unit:
             raise ConfigError(f"input_unit must be a word such as 'tile' or 'image', got {self.input_unit!r}.")
         # Blocks given as parsed JSON (training passes dicts) become their typed objects here, once.
-        for name in ("abstain", "calibration", "feature_ood"):
+        for name in BLOCKS:
             object.__setattr__(self, name, parse_block(name, getattr(self, name)))
 
     @property
@@ -138,7 +139,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, ``None`` fields left out (so old readers see what they knew)."""
         data = asdict(self)
-        for name in ("abstain", "calibration", "feature_ood"):
+        for name in BLOCKS:
             block = getattr(self, name)
             data[name] = None if block is None else block.to_dict()
         data["input_size"] = list(self.input_size)

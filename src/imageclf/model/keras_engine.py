@@ -21,7 +21,7 @@ from imageclf.settings import quiet_tensorflow
 quiet_tensorflow()   # before Keras imports TensorFlow
 import keras  # noqa: E402
 
-__all__ = ["KerasEngine"]
+__all__ = ["KerasEngine", "with_features"]
 
 
 class KerasEngine:
@@ -32,8 +32,7 @@ class KerasEngine:
         self.feature_check = feature_check
         self._forward = model
         if feature_check is not None:   # KeyError or ValueError: no such layer (the loader says which)
-            layer = model.get_layer(feature_check.feature_layer)
-            self._forward = keras.Model(model.inputs, [model.outputs[0], layer.output])
+            self._forward = with_features(model, feature_check.feature_layer)
 
     def run(self, fields: np.ndarray) -> FieldOutputs:
         """Probabilities (N x C float64) and feature scores (N float64, or None) for N fields."""
@@ -43,3 +42,9 @@ class KerasEngine:
         probabilities, features = self._forward.predict_on_batch(fields)
         return FieldOutputs(np.asarray(probabilities, dtype=np.float64),
                             np.asarray(self.feature_check.scores(np.asarray(features)), dtype=np.float64))
+
+
+def with_features(model: keras.Model, feature_layer: str) -> keras.Model:
+    """The classifier with its pooled features as a second output: one pass gives both (the
+    served pass, and the graph ``training/export/runtime_export.py`` converts)."""
+    return keras.Model(model.inputs, [model.outputs[0], model.get_layer(feature_layer).output])

@@ -3,7 +3,9 @@
 Framework-free on purpose (no Gradio): the Space, scripts, training and tests share it. Loading
 makes two things the serving rule needs, and the rule never calls back into this class:
 ``spec`` (``imageclf.core.spec.ClassifierSpec``: classes, input, scale block, refusal rule) and
-``engine`` (``imageclf.model.keras_engine.KerasEngine``). :meth:`Predictor.analyze` is the rule
+``engine`` (``imageclf.model.openvino_engine.OpenVinoEngine`` when config.json pins an optimised
+runtime whose files are present and match, else ``imageclf.model.keras_engine.KerasEngine``, with
+one log line saying why). :meth:`Predictor.analyze` is the rule
 (``imageclf.core.rule.analyze``) on one image, for Python callers; :meth:`Predictor.predict`
 classifies one image as a single field, resized to the input (what evaluation measures).
 
@@ -36,6 +38,7 @@ from imageclf.errors import ModelError, first_line
 from imageclf.model.config import ConfigError, ModelConfig, read_config, read_json
 from imageclf.model.feature_check import FeatureCheck, FeatureOODError
 from imageclf.model.keras_engine import KerasEngine
+from imageclf.model.openvino_engine import OpenVinoEngine, RuntimeFileError
 from imageclf.model.safety import UnsafeModelError, unsafe_parts
 from imageclf.settings import Settings, quiet_tensorflow
 
@@ -59,10 +62,13 @@ class Predictor:
     ``config.json`` and ``labels.json`` with one probe prediction, which also warms the
     model up so the first real request is not slow. A model with anything but built-in
     Keras objects (a ``Lambda`` layer, a custom class) is refused before Keras reads it
-    (``imageclf.model.safety``). ``settings``: the process's settings (``max_fields``).
+    (``imageclf.model.safety``). ``settings``: the process's settings (``max_fields``, and
+    ``model_runtime``: ``"auto"`` serves the optimised runtime when present, ``"keras"`` never);
+    ``runtime`` overrides the latter. ``self.runtime`` names the engine in use.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, settings: Settings | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike, *, settings: Settings | None = None,
+                 runtime: str | None = None) -> None:
         self.folder = Path(folder)
         try:
             self.model_config: ModelConfig = read_config(self.folder)
@@ -81,10 +87,17 @@ class Predictor:
         try:
             if config.feature_ood is not None:
                 self.feature_check = FeatureCheck.from_config(config.feature_ood, folder=self.folder)
-            self.engine = KerasEngine(self.model, self.feature_check)
+            self.engine: KerasEngine | OpenVinoEngine = KerasEngine(self.model, self.feature_check)
         except (FeatureOODError, KeyError, ValueError) as err:
             raise ModelFolderError(f"config.json 'feature_ood' cannot be used: {first_line(err)}") from None
         settings = settings or settings_module.SETTINGS
+        self.runtime = "keras"
+        if (runtime or settings.model_runtime) != "keras" and config.runtime is not None:
+            try:
+                self.engine = OpenVinoEngine.from_folder(self.folder, config.runtime, self.feature_check)
+                self.runtime = f"{config.runtime.format} {config.runtime.precision} ({self.engine.arithmetic})"
+            except RuntimeFileError as err:
+                log.warning("Serving with Keras, not the optimised runtime: %s.", err)
         self.spec = ClassifierSpec(
             class_ids=tuple(self.class_ids), names=tuple(self.names), input_size=self.input_size,
             input_unit=config.input_unit, scale=config.scale, max_fields=settings.max_fields,

@@ -10,7 +10,6 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from imageclf.core.engine import FieldEngine
 from imageclf.core.refusal import Reason, Refusal
 from imageclf.core.spec import ClassifierSpec
 from imageclf.core.verdict import ImageAnalysis
+from imageclf.hashing import file_sha256
 from imageclf.model.config import ModelConfig
 from imageclf.model.predictor import Predictor
 from imageclf.slides.physical import SlideScale, model_mpp
@@ -50,7 +50,7 @@ class SlideModel:
         check_model(predictor.model_config)
         value, source = model_mpp(spec.scale, predictor.model_name)
         return cls(spec, predictor.engine, predictor.model_name, revision or local_revision(predictor.folder),
-                   value, source, str(getattr(predictor, "runtime", "keras")))
+                   value, source, predictor.runtime)
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> SlideModel:
@@ -132,8 +132,4 @@ def check_model(config: ModelConfig) -> None:
 
 def local_revision(folder: str | os.PathLike) -> str:
     """A local model's identity: the first 12 hex digits of its model.keras's sha256."""
-    digest = hashlib.sha256()
-    with open(Path(folder) / "model.keras", "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"local sha256:{digest.hexdigest()[:12]}"
+    return f"local sha256:{file_sha256(Path(folder) / 'model.keras')[:12]}"

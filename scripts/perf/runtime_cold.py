@@ -1,0 +1,58 @@
+"""One runtime candidate's cold start, in a fresh process: start to first answer; peak RSS.
+
+Run by ``scripts/perf/runtimes.py`` once per candidate. Nothing heavy is imported at the top, so
+an OpenVINO candidate's process never loads TensorFlow and its RSS is its own.
+
+    .venv/bin/python -m scripts.perf.runtime_cold openvino-int8 --model hub_model --graphs runs/runtimes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+
+def load(name: str, folder: Path, graphs: Path):
+    """A callable fields -> (probabilities, features) for candidate ``name``, and its files' MB."""
+    from imageclf.model.config import read_config  # deferred: the --cold child times its imports
+    config = read_config(folder)
+    if name.startswith("openvino"):
+        from imageclf.model.openvino_engine import OpenVinoEngine  # deferred: as above
+        xml = graphs / ("openvino_int8.xml" if name == "openvino-int8" else "openvino_f32.xml")
+        engine = OpenVinoEngine(xml, None, precision={"openvino-f32": "float32", "openvino-auto": "auto"}.get(name, "int8"))
+        return engine.forward, (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 1e6
+    import keras  # deferred: as above
+
+    from imageclf.model.keras_engine import with_features  # deferred: as above
+    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    both = with_features(model, config.feature_ood.feature_layer)
+    size = (folder / "model.keras").stat().st_size / 1e6
+    if name == "keras":
+        return (lambda x: both.predict_on_batch(x)), size
+    import tensorflow as tf  # deferred: as above
+    fn = tf.function(lambda x: both(x, training=False), jit_compile=True)
+    return (lambda x: [t.numpy() for t in fn(tf.constant(x))]), size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("candidate")
+    parser.add_argument("--model", default="hub_model")
+    parser.add_argument("--graphs", default="runs/runtimes", help="the folder scripts/perf/runtimes.py wrote")
+    args = parser.parse_args(argv)
+    call, _ = load(args.candidate, Path(args.model), Path(args.graphs))
+    call(np.zeros((1, 224, 224, 3), np.uint8))
+    # From the process's start (imports included) to the first answer. Peak RSS from VmHWM: this
+    # process's own high-water mark (ru_maxrss would carry the parent's over fork and exec).
+    status = Path("/proc/self/status").read_text()
+    peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+    print(json.dumps({"cold_s": time.time() - psutil.Process().create_time(), "rss_mb": peak_kb / 1024}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

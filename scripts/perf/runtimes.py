@@ -1,0 +1,184 @@
+"""The CPU runtimes for the bundled model, side by side in one run: speed, memory, agreement.
+
+Candidates (each gives the two outputs serving needs: probabilities and pooled features):
+- ``keras``: the served Keras model, as ``KerasEngine`` runs it (``predict_on_batch``);
+- ``keras-xla``: the same graph in a ``tf.function(jit_compile=True)``;
+- ``openvino-f32``: converted from ``model.keras`` by this run (into ``--graphs``), float32 forced;
+- ``openvino-auto``: the same graph, precision left to OpenVINO (bf16 where the CPU has it);
+- ``openvino-int8``: quantised by this run as ``training/export/runtime_export.py --precision int8``
+  does it (NNCF, 300 TRAIN tiles, head and pooling kept float).
+A peer sets the scale: the batch-1 forward of seed project B's CNN (``training/models/peers.py``,
+29.6 M parameters, Keras), timed in the same rounds.
+
+Speed is measured in rounds that visit every candidate in turn, so outside load hits all alike:
+batch-1 latency (median over calls) and batch-32 fields/s. Cold load (import + load + first
+answer) and peak RSS come from a fresh process per candidate. Agreement is measured against
+``keras`` on the grouped TEST tiles of ``hub_model/split_manifest.csv``. A decision is the label
+and whether the field is refused; refusal uses the served rule,
+``imageclf.core.refusal.judge_fields``: colour, feature check, confidence. The script also gives
+max and mean |p - p_keras| and the ECE (15 bins).
+
+Usage (about 10 minutes on 2 cores for the 2,258 test tiles):
+    .venv/bin/python -m scripts.perf.runtimes --data ../shared/data/lc25000-lung-224 --json runs/runtimes.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import openvino as ov
+
+from imageclf.core import refusal
+from imageclf.model.config import read_config
+from imageclf.model.keras_engine import with_features
+from imageclf.model.predictor import Predictor
+from scripts.perf.runtime_cold import load
+from training.calibration.temperature import expected_calibration_error
+from training.data.samples import load_split, read_manifest
+from training.export.runtime_export import calibration_tiles, quantize_int8, to_openvino
+from training.models.peers import peer_b
+
+MODEL = Path("hub_model")
+CANDIDATES = ("keras", "keras-xla", "openvino-f32", "openvino-auto", "openvino-int8")
+
+
+def export_graphs(folder: Path, out: Path, data: str | None) -> None:
+    """The float32 graph and, with ``data``, the int8 one, as ``runtime_export`` makes them
+    (``--precision float32`` / ``auto``, and ``int8``: 300 TRAIN tiles, seed 0), into ``out``."""
+    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    out.mkdir(parents=True, exist_ok=True)
+    graph = to_openvino(with_features(model, read_config(folder).feature_ood.feature_layer))
+    ov.save_model(graph, str(out / "openvino_f32.xml"), compress_to_fp16=False)
+    if data:
+        int8 = quantize_int8(graph, calibration_tiles(folder, Path(data), count=300, seed=0))
+        ov.save_model(int8, str(out / "openvino_int8.xml"), compress_to_fp16=False)
+
+
+def cold(name: str, folder: Path, graphs: Path) -> dict:
+    """In a fresh process: seconds from start to the first answer, and peak RSS."""
+    out = subprocess.run([sys.executable, "-m", "scripts.perf.runtime_cold", name, "--model", str(folder),
+                          "--graphs", str(graphs)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def speed(calls: dict, tiles: np.ndarray, *, rounds: int, batch1: int) -> dict:
+    """Median batch-1 ms and batch-32 fields/s per candidate, candidates interleaved per round."""
+    one = {name: [] for name in calls}
+    many = {name: [] for name in calls}
+    for name, call in calls.items():   # warm-up: first calls build graphs and caches
+        call(tiles[:1]), call(tiles[:32])
+    for r in range(rounds):
+        for name, call in calls.items():
+            for i in range(batch1):
+                start = time.perf_counter()
+                call(tiles[(r * batch1 + i) % len(tiles)][None])
+                one[name].append(1000 * (time.perf_counter() - start))
+            start = time.perf_counter()
+            call(tiles[(r * 32) % (len(tiles) - 32):][:32])
+            many[name].append(32 / (time.perf_counter() - start))
+    return {name: {"batch1_ms": float(np.median(one[name])), "batch32_fields_s": float(np.median(many[name]))}
+            for name in calls}
+
+
+def agreement(outputs: dict, labels: np.ndarray, tiles: np.ndarray, predictor: Predictor) -> dict:
+    """Per candidate, against keras: same label, same refusal, both; |dp|; ECE (all tiles)."""
+    def decisions(probs, features):
+        scores = predictor.feature_check.scores(features)
+        refused = np.array([r is not None for r in refusal.judge_fields(tiles, probs, scores, predictor.spec.refusal)])
+        return probs.argmax(1), refused
+    ref_probs = outputs["keras"][0]
+    ref_label, ref_refused = decisions(*outputs["keras"])
+    table = {}
+    for name, (probs, features) in outputs.items():
+        label, refused = decisions(probs, features)
+        diff = np.abs(probs - ref_probs)
+        table[name] = {"label": float((label == ref_label).mean()), "refusal": float((refused == ref_refused).mean()),
+                       "decision": float(((label == ref_label) & (refused == ref_refused)).mean()),
+                       "max_dp": float(diff.max()), "mean_dp": float(diff.mean()),
+                       "ece": float(expected_calibration_error(probs, labels)),
+                       "accuracy": float((label == labels).mean()), "refused": float(refused.mean())}
+    return table
+
+
+def run_all(tiles_in_batches, calls):
+    out = {}
+    for name, call in calls.items():
+        parts = [call(batch) for batch in tiles_in_batches]
+        out[name] = (np.concatenate([np.asarray(p[0], np.float64) for p in parts]),
+                     np.concatenate([np.asarray(p[1], np.float32) for p in parts]))
+    return out
+
+
+def cpu() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "avx_vnni", "fma"))
+    return f"{model}; {platform.machine()}; flags: {' '.join(wanted)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(MODEL))
+    parser.add_argument("--data", help="dataset root of the TEST split (agreement); without it, speed only")
+    parser.add_argument("--tiles", type=int, default=0, help="TEST tiles for agreement (0: all)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch1", type=int, default=10, help="batch-1 calls per candidate per round")
+    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--graphs", default="runs/runtimes", help="where the OpenVINO graphs go")
+    args = parser.parse_args(argv)
+    folder, graphs = Path(args.model), Path(args.graphs)
+    predictor = Predictor(folder, runtime="keras")
+    export_graphs(folder, graphs, args.data)
+    names = [n for n in CANDIDATES if args.data or n != "openvino-int8"]   # int8 calibrates on TRAIN tiles
+    calls, sizes = {}, {}
+    for name in names:
+        calls[name], sizes[name] = load(name, folder, graphs)
+    peer = peer_b(len(predictor.class_ids))
+    calls["peer-cnn-29.6M"] = lambda x: [peer.predict_on_batch(x), None]
+    if args.data:
+        test = [s for s in read_manifest(folder / "split_manifest.csv") if s.split == "test"]
+        test = test[:args.tiles] if args.tiles else test
+        tiles, labels = load_split(args.data, test, class_ids=predictor.class_ids, size=predictor.input_size)
+    else:
+        tiles, labels = np.random.default_rng(0).integers(0, 256, (64, 224, 224, 3), dtype=np.uint8), None
+    report = {"cpu": cpu(), "tiles": int(len(tiles)), "speed": speed(calls, tiles, rounds=args.rounds, batch1=args.batch1),
+              "cold": {name: cold(name, folder, graphs) for name in names}, "file_mb": sizes}
+    if labels is not None:
+        outputs = run_all([tiles[i:i + 32] for i in range(0, len(tiles), 32)], {n: calls[n] for n in names})
+        report["agreement"] = agreement(outputs, labels, tiles, predictor)
+    print(markdown(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+def markdown(report: dict) -> str:
+    peer = report["speed"]["peer-cnn-29.6M"]["batch1_ms"]
+    keras = report["speed"]["keras"]
+    lines = [f"CPU: {report['cpu']}", f"peer CNN (29.6 M parameters) batch-1: {peer:.1f} ms", "",
+             "| runtime | batch-1 ms | x peer CNN | batch-32 fields/s | x keras | cold s | peak RSS MB | file MB |"
+             " decisions = keras | label | refusal | max / mean abs dp | ECE | accuracy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in report["cold"]:
+        s, c, a = report["speed"][name], report["cold"][name], report.get("agreement", {}).get(name)
+        agree = ("| – | – | – | – | – | – |" if a is None else
+                 f"| {100 * a['decision']:.2f}% | {100 * a['label']:.2f}% | {100 * a['refusal']:.2f}% | "
+                 f"{a['max_dp']:.4f} / {a['mean_dp']:.5f} | {100 * a['ece']:.2f}% | {100 * a['accuracy']:.2f}% |")
+        lines.append(f"| {name} | {s['batch1_ms']:.1f} | {s['batch1_ms'] / peer:.2f} | {s['batch32_fields_s']:.1f} | "
+                     f"{s['batch32_fields_s'] / keras['batch32_fields_s']:.2f} | {c['cold_s']:.1f} | {c['rss_mb']:.0f} | "
+                     f"{report['file_mb'][name]:.1f} " + agree)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
