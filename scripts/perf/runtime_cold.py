@@ -18,18 +18,17 @@ import psutil
 
 def load(name: str, folder: Path, graphs: Path):
     """A callable fields -> (probabilities, features) for candidate ``name``, and its files' MB."""
-    from imageclf.model.config import read_config  # deferred: the --cold child times its imports
-    config = read_config(folder)
     if name.startswith("openvino"):
-        from imageclf.model.openvino_engine import OpenVinoEngine  # deferred: as above
+        from imageclf.model.openvino_engine import OpenVinoEngine  # deferred: the child times its imports
         xml = graphs / ("openvino_int8.xml" if name == "openvino-int8" else "openvino_f32.xml")
         engine = OpenVinoEngine(xml, None, precision={"openvino-f32": "float32", "openvino-auto": "auto"}.get(name, "int8"))
         return engine.forward, (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 1e6
     import keras  # deferred: as above
 
+    from imageclf.model.config import read_config  # deferred: as above
     from imageclf.model.keras_engine import with_features  # deferred: as above
     model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
-    both = with_features(model, config.feature_ood.feature_layer)
+    both = with_features(model, read_config(folder).feature_ood.feature_layer)
     size = (folder / "model.keras").stat().st_size / 1e6
     if name == "keras":
         return (lambda x: both.predict_on_batch(x)), size

@@ -31,12 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import openvino as ov
 
 from imageclf.core import refusal
-from imageclf.model.config import read_config
 from imageclf.model.keras_engine import with_features
 from imageclf.model.predictor import Predictor
 from scripts.perf.runtime_cold import load
@@ -49,15 +47,14 @@ MODEL = Path("hub_model")
 CANDIDATES = ("keras", "keras-xla", "openvino-f32", "openvino-auto", "openvino-int8")
 
 
-def export_graphs(folder: Path, out: Path, data: str | None) -> None:
+def export_graphs(predictor: Predictor, out: Path, data: str | None) -> None:
     """The float32 graph and, with ``data``, the int8 one, as ``runtime_export`` makes them
     (``--precision float32`` / ``auto``, and ``int8``: 300 TRAIN tiles, seed 0), into ``out``."""
-    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
     out.mkdir(parents=True, exist_ok=True)
-    graph = to_openvino(with_features(model, read_config(folder).feature_ood.feature_layer))
+    graph = to_openvino(with_features(predictor.model, predictor.feature_check.feature_layer))
     ov.save_model(graph, str(out / "openvino_f32.xml"), compress_to_fp16=False)
     if data:
-        int8 = quantize_int8(graph, calibration_tiles(folder, Path(data), count=300, seed=0))
+        int8 = quantize_int8(graph, calibration_tiles(predictor.folder, Path(data), count=300, seed=0))
         ov.save_model(int8, str(out / "openvino_int8.xml"), compress_to_fp16=False)
 
 
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder, graphs = Path(args.model), Path(args.graphs)
     predictor = Predictor(folder, runtime="keras")
-    export_graphs(folder, graphs, args.data)
+    export_graphs(predictor, graphs, args.data)
     names = [n for n in CANDIDATES if args.data or n != "openvino-int8"]   # int8 calibrates on TRAIN tiles
     calls, sizes = {}, {}
     for name in names:

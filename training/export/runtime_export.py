@@ -14,7 +14,9 @@ same raw RGB uint8 input as ``model.keras`` (the scaling layers go with it).
    (``../shared/notes/cpu-runtime-probe.md``).
 4. Write ``model_openvino.xml`` + ``.bin`` and config.json's ``runtime`` block with both sha256s.
 
-Usage (about 2 minutes on 2 cores; see docs/operations.md for the measured choice):
+Usage: what ``make train`` runs (seconds; docs/operations.md has the measured choice of float32),
+then int8 as measured there (about 1 minute on 2 cores, calibration included):
+    .venv/bin/python -m training.export.runtime_export hub_model --precision float32
     .venv/bin/python -m training.export.runtime_export hub_model --data ../shared/data/lc25000-lung-224 --precision int8
 """
 from __future__ import annotations
@@ -29,10 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from imageclf.hashing import file_sha256
-from imageclf.model.blocks import RuntimeSpec
+from imageclf.model.blocks import RUNTIME_FILES, RuntimeSpec
 from imageclf.model.config import read_config, write_config
 from imageclf.model.keras_engine import with_features
-from imageclf.model.openvino_engine import RUNTIME_FILES
 from imageclf.settings import quiet_tensorflow
 from training.data.samples import load_split, read_manifest
 

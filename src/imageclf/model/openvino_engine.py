@@ -23,10 +23,10 @@ import numpy as np
 from imageclf.core.engine import FieldOutputs
 from imageclf.errors import ModelError
 from imageclf.hashing import file_sha256
-from imageclf.model.blocks import RUNTIME_FILES, RuntimeSpec
+from imageclf.model.blocks import RuntimeSpec
 from imageclf.model.feature_check import FeatureCheck
 
-__all__ = ["RUNTIME_FILES", "OpenVinoEngine", "RuntimeFileError"]
+__all__ = ["OpenVinoEngine", "RuntimeFileError"]
 
 
 class RuntimeFileError(ModelError, RuntimeError):
@@ -36,8 +36,7 @@ class RuntimeFileError(ModelError, RuntimeError):
 class OpenVinoEngine:
     """Runs the exported OpenVINO graph (RGB uint8 in; probabilities and features out) on the CPU."""
 
-    def __init__(self, xml_path: str | os.PathLike, feature_check: FeatureCheck | None, *,
-                 precision: str, threads: int | None = None) -> None:
+    def __init__(self, xml_path: str | os.PathLike, feature_check: FeatureCheck | None, *, precision: str) -> None:
         try:
             import openvino as ov  # deferred: an optional runtime; Keras serves when it is absent
         except ImportError:
@@ -48,8 +47,6 @@ class OpenVinoEngine:
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
         if precision == "float32":
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             self._compiled = core.compile_model(core.read_model(str(xml_path)), "CPU", config)
         except RuntimeError as err:
@@ -58,15 +55,14 @@ class OpenVinoEngine:
             raise RuntimeFileError(f"{Path(xml_path).name} has {len(self._compiled.outputs)} outputs, not 2 "
                                    "(probabilities, features)")
         self.feature_check = feature_check
-        self.precision = precision
         # What the CPU plugin actually computes in (bf16 or f32 for float layers): "auto" resolved.
         self.arithmetic = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()   # one infer request; the Space runs two events at a time
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, spec: RuntimeSpec, feature_check: FeatureCheck | None, *,
-                    threads: int | None = None) -> OpenVinoEngine:
+    def from_folder(cls, folder: str | os.PathLike, spec: RuntimeSpec, feature_check: FeatureCheck | None
+                    ) -> OpenVinoEngine:
         """The engine for a model folder's ``runtime`` block, after checking both files' sha256."""
         folder = Path(folder)
         if spec.format != "openvino":
@@ -77,7 +73,7 @@ class OpenVinoEngine:
                 raise RuntimeFileError(f"{name} is missing")
             if file_sha256(path) != expected:
                 raise RuntimeFileError(f"{name} does not match the sha256 in config.json")
-        return cls(folder / spec.model_file, feature_check, precision=spec.precision, threads=threads)
+        return cls(folder / spec.model_file, feature_check, precision=spec.precision)
 
     def run(self, fields: np.ndarray) -> FieldOutputs:
         """Probabilities (N x C float64) and feature scores (N float64, or None) for N fields."""
@@ -92,4 +88,3 @@ class OpenVinoEngine:
             self._request.infer({0: fields})
             return (np.array(self._request.get_output_tensor(0).data, dtype=np.float64),
                     np.array(self._request.get_output_tensor(1).data, dtype=np.float32))
-
