@@ -13,6 +13,9 @@ Example (figures illustrative; measured ones are in README.md, "Reliability"):
     latency: p50 3.95 s, p95 4.61 s, max 5.02 s
     ```
     Without ``--url`` it starts ``space/app.py`` on ``--model-dir`` (default ``hub_model``) itself.
+    ``--noop-peer`` then runs the same load against a no-op app with ``/predict``'s signature and
+    queue (``probes.NOOP_PREDICT_APP``), after the Space, and prints the ratio: on a 2-core machine
+    the 64 client threads share the cores with the server, so the peer shows the floor.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scripts.perf.probes import NOOP_PREDICT_APP, noop_space
 from scripts.perf.traffic import add_target_arguments, classify, percentile, sample_images, space_target
 from scripts.predict_client import connect
 
@@ -97,14 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     add_target_arguments(parser)
     parser.add_argument("--clients", type=int, default=64, help="concurrent clients (default 64)")
     parser.add_argument("--requests", type=int, default=10, help="requests per client (default 10)")
+    parser.add_argument("--noop-peer", action="store_true",
+                        help="also run the same load against a no-op app with /predict's signature, and compare")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp, space_target(args) as (url, _pid):
+    with tempfile.TemporaryDirectory() as tmp:
         images = sample_images(args.images, count=16, out_dir=Path(tmp))
-        print(f"load test: {args.clients} clients x {args.requests} requests = "
-              f"{args.clients * args.requests} requests to {url}", flush=True)
-        result = run_load(url, images, clients=args.clients, requests=args.requests)
-    print("\n".join(report(result)), flush=True)
-    return 1 if result.failures else 0
+        with space_target(args) as (url, _pid):
+            print(f"load test: {args.clients} clients x {args.requests} requests = "
+                  f"{args.clients * args.requests} requests to {url}", flush=True)
+            result = run_load(url, images, clients=args.clients, requests=args.requests)
+        print("\n".join(report(result)), flush=True)
+        if not args.noop_peer:
+            return 1 if result.failures else 0
+        with noop_space(Path(tmp), source=NOOP_PREDICT_APP) as noop:
+            print(f"no-op peer: the same load to {noop.url}", flush=True)
+            peer = run_load(noop.url, images, clients=args.clients, requests=args.requests)
+        print("\n".join(report(peer)), flush=True)
+        if result.latencies and peer.latencies:
+            print(f"Space / no-op: p50 {percentile(result.latencies, 50) / percentile(peer.latencies, 50):.2f} x, "
+                  f"p95 {percentile(result.latencies, 95) / percentile(peer.latencies, 95):.2f} x", flush=True)
+    return 1 if result.failures or peer.failures else 0
 
 
 if __name__ == "__main__":

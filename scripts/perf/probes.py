@@ -45,6 +45,27 @@ if __name__ == "__main__":
     demo.queue(default_concurrency_limit=2, max_size=256).launch(max_file_size="25mb")
 '''
 
+# The load test's peer: /predict's shape (image + scale in; Label + JSON out) and queue settings
+# (concurrency 16, as space/app.py gives /predict), answering a constant without reading the image.
+NOOP_PREDICT_APP = '''\
+"""No-op peer for scripts/perf/load_test.py: the Space's /predict signature and queue, a constant answer."""
+import gradio as gr
+
+
+def predict(image, scale):
+    return {"ok": 1.0}, {"label": "ok"}
+
+
+with gr.Blocks() as demo:
+    image, scale = gr.Image(type="filepath"), gr.Textbox(value="auto")
+    label, result = gr.Label(), gr.JSON()
+    gr.on([], predict, inputs=[image, scale], outputs=[label, result], api_name="predict",
+          concurrency_limit=16, concurrency_id="predict")
+
+if __name__ == "__main__":
+    demo.queue(default_concurrency_limit=2, max_size=256).launch(max_file_size="25mb")
+'''
+
 
 
 
@@ -133,9 +154,10 @@ class RawHttp:
 
 
 @contextlib.contextmanager
-def noop_space(tmp: Path) -> Iterator[SpaceProcess]:
+def noop_space(tmp: Path, *, source: str = NOOP_APP) -> Iterator[SpaceProcess]:
+    """A no-op Gradio app (``NOOP_APP``, or ``NOOP_PREDICT_APP`` for the load test) on loopback."""
     app = tmp / "noop_app.py"
-    app.write_text(NOOP_APP, encoding="utf-8")
+    app.write_text(source, encoding="utf-8")
     with SpaceProcess(app=app, timeout=300) as space:
         yield space
 

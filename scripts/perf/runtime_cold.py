@@ -15,9 +15,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from scripts.perf import other_runtimes   # numpy only at import: candidates' imports stay deferred
+
 
 def load(name: str, folder: Path, graphs: Path):
     """A callable fields -> (probabilities, features) for candidate ``name``, and its files' MB."""
+    if name in other_runtimes.CANDIDATES:
+        return other_runtimes.load(name, graphs)
     if name.startswith("openvino"):
         from imageclf.model.openvino_engine import OpenVinoEngine  # deferred: the child times its imports
         xml = graphs / ("openvino_int8.xml" if name == "openvino-int8" else "openvino_f32.xml")
@@ -33,7 +37,8 @@ def load(name: str, folder: Path, graphs: Path):
     if name == "keras":
         return (lambda x: both.predict_on_batch(x)), size
     import tensorflow as tf  # deferred: as above
-    fn = tf.function(lambda x: both(x, training=False), jit_compile=True)
+    # "keras-traced": one traced serving function (a graph, no per-op Python); "keras-xla": also XLA-compiled.
+    fn = tf.function(lambda x: both(x, training=False), jit_compile=name == "keras-xla", reduce_retracing=True)
     return (lambda x: [t.numpy() for t in fn(tf.constant(x))]), size
 
 

@@ -2,11 +2,14 @@
 
 Candidates (each gives the two outputs serving needs: probabilities and pooled features):
 - ``keras``: the served Keras model, as ``KerasEngine`` runs it (``predict_on_batch``);
-- ``keras-xla``: the same graph in a ``tf.function(jit_compile=True)``;
+- ``keras-traced``: the same model in one traced serving function (``tf.function``);
+- ``keras-xla``: the same, XLA-compiled (``jit_compile=True``);
 - ``openvino-f32``: converted from ``model.keras`` by this run (into ``--graphs``), float32 forced;
 - ``openvino-auto``: the same graph, precision left to OpenVINO (bf16 where the CPU has it);
 - ``openvino-int8``: quantised by this run as ``training/export/runtime_export.py --precision int8``
-  does it (NNCF, 300 TRAIN tiles, head and pooling kept float).
+  does it (NNCF, 300 TRAIN tiles, head and pooling kept float);
+- ``onnxruntime-f32`` / ``-int8`` and ``litert-f32`` / ``-int8``: made by this run from the same
+  SavedModel and the same 300 calibration tiles (``scripts/perf/other_runtimes.py`` says how).
 A peer sets the scale: the batch-1 forward of seed project B's CNN (``training/models/peers.py``,
 29.6 M parameters, Keras), timed in the same rounds.
 
@@ -18,7 +21,7 @@ and whether the field is refused; refusal uses the served rule,
 ``imageclf.core.refusal.judge_fields``: colour, feature check, confidence. The script also gives
 max and mean |p - p_keras| and the ECE (15 bins).
 
-Usage (about 10 minutes on 2 cores for the 2,258 test tiles):
+Usage (about 25 minutes on 2 cores for the 2,258 test tiles):
     .venv/bin/python -m scripts.perf.runtimes --data ../shared/data/lc25000-lung-224 --json runs/runtimes.json
 """
 from __future__ import annotations
@@ -37,25 +40,33 @@ import openvino as ov
 from imageclf.core import refusal
 from imageclf.model.keras_engine import with_features
 from imageclf.model.predictor import Predictor
+from scripts.perf import other_runtimes
 from scripts.perf.runtime_cold import load
 from training.calibration.temperature import expected_calibration_error
 from training.data.samples import load_split, read_manifest
-from training.export.runtime_export import calibration_tiles, quantize_int8, to_openvino
+from training.export.runtime_export import calibration_tiles, quantize_int8, to_saved_model
 from training.models.peers import peer_b
 
 MODEL = Path("hub_model")
-CANDIDATES = ("keras", "keras-xla", "openvino-f32", "openvino-auto", "openvino-int8")
+CANDIDATES = ("keras", "keras-traced", "keras-xla", "openvino-f32", "openvino-auto", "openvino-int8") + other_runtimes.CANDIDATES
+INT8 = tuple(name for name in CANDIDATES if name.endswith("-int8"))   # calibrated on TRAIN tiles: need --data
 
 
-def export_graphs(predictor: Predictor, out: Path, data: str | None) -> None:
-    """The float32 graph and, with ``data``, the int8 one, as ``runtime_export`` makes them
-    (``--precision float32`` / ``auto``, and ``int8``: 300 TRAIN tiles, seed 0), into ``out``."""
+def export_graphs(predictor: Predictor, out: Path, data: str | None) -> dict[str, str]:
+    """Every candidate's file, from one SavedModel of the two-output model, into ``out``.
+
+    OpenVINO as ``runtime_export`` makes it (``--precision float32`` / ``auto``, and ``int8``);
+    int8 candidates only with ``data`` (300 TRAIN tiles, seed 0, the same for every int8).
+    Returns the candidates that could not be made, with why.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    graph = to_openvino(with_features(predictor.model, predictor.feature_check.feature_layer))
+    saved = to_saved_model(with_features(predictor.model, predictor.feature_check.feature_layer), out / "saved_model")
+    graph = ov.convert_model(str(saved))
     ov.save_model(graph, str(out / "openvino_f32.xml"), compress_to_fp16=False)
-    if data:
-        int8 = quantize_int8(graph, calibration_tiles(predictor.folder, Path(data), count=300, seed=0))
-        ov.save_model(int8, str(out / "openvino_int8.xml"), compress_to_fp16=False)
+    tiles = calibration_tiles(predictor.folder, Path(data), count=300, seed=0) if data else None
+    if tiles is not None:
+        ov.save_model(quantize_int8(graph, tiles), str(out / "openvino_int8.xml"), compress_to_fp16=False)
+    return other_runtimes.export_all(saved, out, tiles)
 
 
 def cold(name: str, folder: Path, graphs: Path) -> dict:
@@ -134,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder, graphs = Path(args.model), Path(args.graphs)
     predictor = Predictor(folder, runtime="keras")
-    export_graphs(predictor, graphs, args.data)
-    names = [n for n in CANDIDATES if args.data or n != "openvino-int8"]   # int8 calibrates on TRAIN tiles
+    failed = export_graphs(predictor, graphs, args.data)
+    names = [n for n in CANDIDATES if (args.data or n not in INT8) and n not in failed]
     calls, sizes = {}, {}
     for name in names:
         calls[name], sizes[name] = load(name, folder, graphs)
@@ -148,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tiles, labels = np.random.default_rng(0).integers(0, 256, (64, 224, 224, 3), dtype=np.uint8), None
     report = {"cpu": cpu(), "tiles": int(len(tiles)), "speed": speed(calls, tiles, rounds=args.rounds, batch1=args.batch1),
-              "cold": {name: cold(name, folder, graphs) for name in names}, "file_mb": sizes}
+              "cold": {name: cold(name, folder, graphs) for name in names}, "file_mb": sizes, "not_made": failed}
     if labels is not None:
         outputs = run_all([tiles[i:i + 32] for i in range(0, len(tiles), 32)], {n: calls[n] for n in names})
         report["agreement"] = agreement(outputs, labels, tiles, predictor)
@@ -174,6 +185,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {s['batch1_ms']:.1f} | {s['batch1_ms'] / peer:.2f} | {s['batch32_fields_s']:.1f} | "
                      f"{s['batch32_fields_s'] / keras['batch32_fields_s']:.2f} | {c['cold_s']:.1f} | {c['rss_mb']:.0f} | "
                      f"{report['file_mb'][name]:.1f} " + agree)
+    lines += [f"{name}: not measured, the export failed ({why})" for name, why in report.get("not_made", {}).items()]
     return "\n".join(lines)
 
 

@@ -48,11 +48,16 @@ PRECISIONS = ("int8", "auto", "float32")
 FLOAT_OPS = ("MatMul", "ReduceMean")
 
 
+def to_saved_model(model: keras.Model, path: Path) -> Path:
+    """A Keras model as a TensorFlow SavedModel (the graph every converter starts from)."""
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
 def to_openvino(model: keras.Model) -> ov.Model:
     """A Keras model as an OpenVINO model, through a SavedModel (float32 weights)."""
     with tempfile.TemporaryDirectory() as tmp:
-        model.export(str(Path(tmp) / "saved_model"), format="tf_saved_model", verbose=False)
-        return ov.convert_model(str(Path(tmp) / "saved_model"))
+        return ov.convert_model(str(to_saved_model(model, Path(tmp) / "saved_model")))
 
 
 def calibration_tiles(folder: Path, data: Path, *, count: int, seed: int) -> np.ndarray:

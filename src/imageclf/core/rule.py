@@ -42,7 +42,9 @@ from imageclf.core.scale import ScaleDecision, decide_scale
 from imageclf.core.spec import ClassifierSpec
 from imageclf.core.verdict import ImageAnalysis
 
-CHUNK = 64   # fields per forward pass
+# Fields per forward pass. The served OpenVINO engine does 64 fields/s at 32 and 59 at 64 on 2 cores
+# (scripts/perf/batch_sizes.py, docs/operations.md); memory per pass halves too.
+CHUNK = 32
 
 __all__ = ["CHUNK", "FieldPlan", "analyze", "conclude", "plan"]
 
