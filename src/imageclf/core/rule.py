@@ -42,9 +42,10 @@ from imageclf.core.scale import ScaleDecision, decide_scale
 from imageclf.core.spec import ClassifierSpec
 from imageclf.core.verdict import ImageAnalysis
 
-# Fields per forward pass. The served OpenVINO engine does 64 fields/s at 32 and 59 at 64 on 2 cores
-# (scripts/perf/batch_sizes.py, docs/operations.md); memory per pass halves too.
-CHUNK = 32
+# Fields per forward pass. The engine alone is a little faster at 32 (scripts/perf/batch_sizes.py),
+# but a whole slide is faster end to end at 64: reading the next fields overlaps a longer pass
+# (41.3 against 38.1 fields/s, scripts/perf/slide_bench.py; docs/operations.md).
+CHUNK = 64
 
 __all__ = ["CHUNK", "FieldPlan", "analyze", "conclude", "plan"]
 
