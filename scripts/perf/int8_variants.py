@@ -28,31 +28,24 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from imageclf.core import refusal
 from imageclf.model.openvino_engine import OpenVinoEngine
 from imageclf.model.predictor import Predictor
+from scripts.perf.runtimes import decisions, run_all
 from training.data.samples import load_split, read_manifest
-from training.export.runtime_export import FLOAT_OPS, calibration_tiles
+from training.export.runtime_export import calibration_tiles, quantize_int8
 
 VARIANTS = ("base", "mixed", "conv5-float", "conv5-float-mixed", "last16-float-mixed", "first-last-float-mixed")
 
 
 def options(name: str, convolutions: list[str]) -> dict:
-    """``nncf.quantize`` keyword options for a variant (``convolutions``: the graph's, in order)."""
-    import nncf  # deferred: 3 s to import
-
+    """``quantize_int8`` keyword options for a variant (``convolutions``: the graph's, in order)."""
     floats = {"base": [], "mixed": [], "conv5-float": convolutions[-32:], "conv5-float-mixed": convolutions[-32:],
               "last16-float-mixed": convolutions[-16:],
               "first-last-float-mixed": convolutions[:1] + convolutions[-32:]}[name]
-    kwargs: dict = {"ignored_scope": nncf.IgnoredScope(types=list(FLOAT_OPS), names=floats)}
-    if name.endswith("mixed"):
-        kwargs["preset"] = nncf.QuantizationPreset.MIXED
-    return kwargs
+    return {"float_names": floats, "mixed": name.endswith("mixed")}
 
 
 def main(argv: list[str] | None = None) -> int:
-    import nncf  # deferred: as above
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="hub_model", help="folder with model_openvino.xml (float32)")
     parser.add_argument("--data", required=True, help="dataset root of the TRAIN and TEST splits")
@@ -62,17 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor(folder, runtime="keras")   # the refusal rule and feature check
     test = [s for s in read_manifest(folder / "split_manifest.csv") if s.split == "test"]
     tiles, _ = load_split(args.data, test, class_ids=predictor.class_ids, size=predictor.input_size)
+    batches = [tiles[i:i + 32] for i in range(0, len(tiles), 32)]
 
-    def decisions(xml: Path, precision: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        engine = OpenVinoEngine(xml, None, precision=precision)
-        parts = [engine.forward(tiles[i:i + 32]) for i in range(0, len(tiles), 32)]
-        probs, features = np.concatenate([p for p, _ in parts]), np.concatenate([f for _, f in parts])
-        scores = predictor.feature_check.scores(features)
-        refused = np.array([r is not None for r in refusal.judge_fields(tiles, probs, scores, predictor.spec.refusal)])
-        return probs, probs.argmax(1), refused
+    def outputs(xml: Path, precision: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        probs, features = run_all(batches, {xml.name: OpenVinoEngine(xml, None, precision=precision).forward})[xml.name]
+        return (probs, *decisions(probs, features, tiles, predictor))
 
     xml = folder / "model_openvino.xml"
-    ref_probs, ref_label, ref_refused = decisions(xml, "float32")
+    ref_probs, ref_label, ref_refused = outputs(xml, "float32")
     graph = ov.Core().read_model(str(xml))
     convolutions = [op.get_friendly_name() for op in graph.get_ordered_ops() if op.get_type_name() == "Convolution"]
     calibration = calibration_tiles(folder, Path(args.data), count=300, seed=0)
@@ -82,11 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.variants:
             start = time.perf_counter()
-            quantized = nncf.quantize(graph, nncf.Dataset(list(calibration), lambda tile: tile[None]),
-                                      subset_size=len(calibration), **options(name, convolutions))
+            quantized = quantize_int8(graph, calibration, **options(name, convolutions))
             seconds = time.perf_counter() - start
             ov.save_model(quantized, str(Path(tmp) / f"{name}.xml"), compress_to_fp16=False)
-            probs, label, refused = decisions(Path(tmp) / f"{name}.xml", "int8")
+            probs, label, refused = outputs(Path(tmp) / f"{name}.xml", "int8")
             row = {"variant": name, "decision": float(((label == ref_label) & (refused == ref_refused)).mean()),
                    "label": float((label == ref_label).mean()), "refusal": float((refused == ref_refused).mean()),
                    "max_dp": float(np.abs(probs - ref_probs).max()), "quantize_s": seconds}

@@ -96,17 +96,21 @@ def speed(calls: dict, tiles: np.ndarray, *, rounds: int, batch1: int) -> dict:
             for name in calls}
 
 
+def decisions(probs: np.ndarray, features: np.ndarray, tiles: np.ndarray,
+              predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
+    """Per tile, the label and whether the served rule (colour, feature check, confidence) refuses it."""
+    scores = predictor.feature_check.scores(features)
+    refused = np.array([r is not None for r in refusal.judge_fields(tiles, probs, scores, predictor.spec.refusal)])
+    return probs.argmax(1), refused
+
+
 def agreement(outputs: dict, labels: np.ndarray, tiles: np.ndarray, predictor: Predictor) -> dict:
     """Per candidate, against keras: same label, same refusal, both; |dp|; ECE (all tiles)."""
-    def decisions(probs, features):
-        scores = predictor.feature_check.scores(features)
-        refused = np.array([r is not None for r in refusal.judge_fields(tiles, probs, scores, predictor.spec.refusal)])
-        return probs.argmax(1), refused
     ref_probs = outputs["keras"][0]
-    ref_label, ref_refused = decisions(*outputs["keras"])
+    ref_label, ref_refused = decisions(*outputs["keras"], tiles, predictor)
     table = {}
     for name, (probs, features) in outputs.items():
-        label, refused = decisions(probs, features)
+        label, refused = decisions(probs, features, tiles, predictor)
         diff = np.abs(probs - ref_probs)
         table[name] = {"label": float((label == ref_label).mean()), "refusal": float((refused == ref_refused).mean()),
                        "decision": float(((label == ref_label) & (refused == ref_refused)).mean()),
@@ -117,6 +121,7 @@ def agreement(outputs: dict, labels: np.ndarray, tiles: np.ndarray, predictor: P
 
 
 def run_all(tiles_in_batches, calls):
+    """Each call's (probabilities float64, features float32) over all batches, concatenated."""
     out = {}
     for name, call in calls.items():
         parts = [call(batch) for batch in tiles_in_batches]

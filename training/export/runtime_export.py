@@ -26,6 +26,7 @@ import dataclasses
 import shlex
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,13 +73,19 @@ def calibration_tiles(folder: Path, data: Path, *, count: int, seed: int) -> np.
     return images
 
 
-def quantize_int8(model: ov.Model, tiles: np.ndarray) -> ov.Model:
-    """Post-training int8 quantisation (NNCF), head and pooling kept float."""
+def quantize_int8(model: ov.Model, tiles: np.ndarray, *, float_names: Sequence[str] = (),
+                  mixed: bool = False) -> ov.Model:
+    """Post-training int8 quantisation (NNCF), head and pooling kept float.
+
+    ``float_names``: more operations kept float, by name; ``mixed``: NNCF's MIXED preset
+    (asymmetric activations). The export uses neither; ``scripts/perf/int8_variants.py`` measures them.
+    """
     import nncf  # deferred: only int8 export needs it (about 3 s to import)
 
     dataset = nncf.Dataset(list(tiles), lambda tile: tile[None])
+    options = {"preset": nncf.QuantizationPreset.MIXED} if mixed else {}
     return nncf.quantize(model, dataset, subset_size=len(tiles),
-                         ignored_scope=nncf.IgnoredScope(types=list(FLOAT_OPS)))
+                         ignored_scope=nncf.IgnoredScope(types=list(FLOAT_OPS), names=list(float_names)), **options)
 
 
 def export_runtime(folder: str | Path, *, precision: str, data: str | Path | None = None,

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import threading
@@ -105,7 +106,11 @@ class FeatureCheck:
 
 
 _BLAS_LOCK = threading.Lock()
-_BLAS: list[ThreadpoolController] = []
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()   # inspecting the loaded libraries takes milliseconds: once per process
 
 
 @contextlib.contextmanager
@@ -119,8 +124,5 @@ def _one_blas_thread() -> Iterator[None]:
     one of 32 fields 648 ms instead of 502 ms. The lock keeps concurrent scores from restoring the
     thread count under each other.
     """
-    with _BLAS_LOCK:
-        if not _BLAS:   # inspecting the loaded libraries takes milliseconds: once per process
-            _BLAS.append(ThreadpoolController())
-        with _BLAS[0].limit(limits=1, user_api="blas"):
-            yield
+    with _BLAS_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
+        yield
