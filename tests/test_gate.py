@@ -114,7 +114,6 @@ def test_the_bootstrap_resamples_whole_images():
     units = np.array(["a"] * 9 + ["b"] * 9)
     mean, low, high = table.by_image(values, units)
     assert mean == 0.5 and low == 0.0 and high == 1.0   # two images: the interval spans both
-    assert table.ece(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == 0.0
 
 
 def test_leave_out_units_and_colon_folds():
@@ -137,3 +136,11 @@ def test_the_declared_rule_keeps_current_unless_an_arm_wins_on_both_sides():
     rows = [_row("current", 0.5, 0.7), _row("a", 0.3, 0.8), _row("b", 0.2, 0.9), _row("c", 0.1, 0.9, benign=0.2)]
     assert judge(rows) == "b"
     assert rows[3]["verdict"].startswith("cancer->benign")
+
+
+def test_the_rule_also_holds_an_arm_to_the_model_targets_on_its_worst_seed():
+    weak = _row("a", 0.1, 0.9) | {"test_accuracy": 0.96, "test_accuracy_worst_seed": 0.94}
+    miscalibrated = _row("b", 0.1, 0.9) | {"test_ece": 0.015, "test_ece_worst_seed": 0.03}
+    rows = [_row("current", 0.5, 0.7), weak, miscalibrated, _row("c", 0.3, 0.8)]
+    assert judge(rows) == "c"
+    assert "test accuracy < 95%" in rows[1]["verdict"] and "ECE > 2%" in rows[2]["verdict"]

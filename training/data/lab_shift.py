@@ -6,6 +6,9 @@ Each function takes and returns RGB ``uint8`` tiles and draws its randomness fro
 - Stain: HED stain-vector perturbation at the magnitudes of Tellez et al. 2018
   (per stain, concentration x U(0.95, 1.05) + U(-0.05, 0.05)), then brightness, contrast and
   saturation jitter; Reinhard colour transfer (LAB mean/std) towards another lab's palette.
+- Heavy stain (policy "heavy", for partial fine-tuning, issue 20 arm 5): a random LAB-statistics
+  transfer (each channel's mean shifted and spread scaled around the tile's own, no external
+  palette), then HED perturbation at three times Tellez's magnitude, then stronger jitter.
 - Scale: zoom-out mosaics (k x k tiles of the same class and split, shrunk back to one tile:
   tissue seen at 1/k magnification, no group leaks) and zoom-in (centre crop, upscaled).
 - Scanner and file: Gaussian blur, JPEG re-compression, sensor noise.
@@ -24,7 +27,7 @@ from imageclf.core.scale import RGB_FROM_HED as _RUIFROK
 # Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB), normalised per stain.
 RGB_FROM_HED = _RUIFROK / np.linalg.norm(_RUIFROK, axis=1, keepdims=True)
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
-POLICIES = ("none", "stain", "scale", "all")
+POLICIES = ("none", "stain", "scale", "all", "heavy")
 
 
 def hed_perturb(tile: np.ndarray, rng: np.random.Generator, *, sigma: float = 0.05, bias: float = 0.05) -> np.ndarray:
@@ -116,6 +119,24 @@ def stain_shift(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return colour_jitter(hed_perturb(tile, rng), rng)
 
 
+def random_lab_transfer(tile: np.ndarray, rng: np.random.Generator, *, shift: tuple = (10.0, 8.0, 8.0),
+                        spread: float = 0.2) -> np.ndarray:
+    """Reinhard transfer towards a random palette: LAB means moved by N(0, ``shift``), spreads scaled
+    by exp(N(0, ``spread``)). Drawn around the tile itself, so no other lab's palette is fitted on."""
+    lab = cv2.cvtColor(tile, cv2.COLOR_RGB2LAB).astype(np.float64).reshape(-1, 3)
+    mean, std = lab.mean(axis=0), lab.std(axis=0) + 1e-6
+    target_mean = mean + rng.normal(0.0, shift)
+    target_std = std * np.exp(rng.normal(0.0, spread, 3))
+    return reinhard(tile, target_mean, target_std)
+
+
+def heavy_stain_shift(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random LAB transfer, HED perturbation (sigma 0.15, bias 0.15), stronger colour jitter."""
+    out = random_lab_transfer(tile, rng)
+    out = hed_perturb(out, rng, sigma=0.15, bias=0.15)
+    return colour_jitter(out, rng, brightness=0.12, contrast=0.3, saturation=0.35)
+
+
 def scale_shift(tile: np.ndarray, rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
     """Zoom out (2x2 or 3x3 mosaic of ``tile`` and tiles drawn from ``pool``) or zoom in 1.5-2x."""
     if rng.random() < 0.6:
@@ -142,22 +163,24 @@ def degrade(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def augment(tile: np.ndarray, *, policy: str, rng: np.random.Generator, pool: np.ndarray | None = None) -> np.ndarray:
-    """One augmented copy under ``policy``: "none", "stain", "scale" (stain + scale) or "all".
+    """One augmented copy under ``policy``: "none", "stain", "scale" (stain + scale), "all" or "heavy".
 
     ``pool`` holds tiles of the same class and split as ``tile`` (for zoom-out mosaics).
-    "all" is scale with probability 1/2, stain, then :func:`degrade`.
+    "all" is scale with probability 1/2, stain, then :func:`degrade`; "heavy" is the same with
+    :func:`heavy_stain_shift` in place of the stain step.
     """
     if policy not in POLICIES:
         raise ValueError(f"Unknown policy {policy!r}; choose from {POLICIES}")
     if policy == "none":
         return tile
-    needs_pool = policy == "scale" or policy == "all"
+    needs_pool = policy in ("scale", "all", "heavy")
     if needs_pool and (pool is None or len(pool) == 0):
         raise ValueError(f"Policy {policy!r} needs a pool of same-class, same-split tiles.")
     out = tile
-    if policy == "scale" or (policy == "all" and rng.random() < 0.5):
+    if policy == "scale" or (policy in ("all", "heavy") and rng.random() < 0.5):
         out = scale_shift(out, rng, pool)
-    out = stain_shift(out, rng)  # after the mosaic, so the whole field shares one stain
-    if policy == "all":
+    # after the mosaic, so the whole field shares one stain
+    out = heavy_stain_shift(out, rng) if policy == "heavy" else stain_shift(out, rng)
+    if policy in ("all", "heavy"):
         out = degrade(out, rng)
     return out

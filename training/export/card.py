@@ -207,6 +207,11 @@ EXTRA_SECTIONS = {
 }
 
 
+# Reports appended to another's section: the tissue-gate arms (python -m training.gate.evaluate --report)
+# are measured on the same stress sets, so they belong under "Where this model fails".
+SECTION_PARTS = {"stress.md": ("tissue_gate.md",)}
+
+
 def _interval_row(metrics: dict, info=None) -> str:
     ci = metrics.get("accuracy_ci95")
     if not ci:
@@ -222,10 +227,11 @@ def write_model_card(out: str | Path, *, config: dict, labels: dict, metrics: di
     data = card_data(config=config, metrics=metrics, info=info)
     text = card_text(config=config, labels=labels, metrics=metrics, info=info)
     for name, title in EXTRA_SECTIONS.items():  # reports written by other scripts, when run
-        extra = Path(out) / name
-        if extra.is_file():
+        parts = [Path(out) / part for part in (name, *SECTION_PARTS.get(name, ()))]
+        if parts[0].is_file():
             body = "\n".join("#" + line if line.startswith("## ") else line  # nest under this section
-                             for line in extra.read_text().splitlines() if not line.startswith("# "))
+                             for part in parts if part.is_file()
+                             for line in part.read_text().splitlines() if not line.startswith("# "))
             text += f"\n## {title}\n" + body + "\n"
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n" + text)
     card.save(Path(out) / "README.md")

@@ -138,8 +138,9 @@ def shifted(images: np.ndarray, meta: dict, pools: np.ndarray, seed: int):
     out = np.empty_like(images)
     for key in np.unique(pools):
         rows = np.flatnonzero(pools == key)
+        pool = images[rows]          # one copy per key, not per tile (it was most of the caching time)
         for i in rows:
-            out[i] = lab_shift.augment(images[i], policy="all", rng=rng, pool=images[rows])
+            out[i] = lab_shift.augment(images[i], policy="all", rng=rng, pool=pool)
     return out, {**meta, "set": np.full(len(images), f"{meta['set'][0]}-shifted-s{seed}")}
 
 
@@ -242,13 +243,19 @@ def build(*, model: Path, data: Path, manifest: Path, external: Path, colon: Pat
     cache.save("stress", stress, stress_meta, macenko=macenko)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Cache the fields, features and probabilities the tissue-gate arms need.")
+def source_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The model and data options every caching step of the gate takes (same defaults everywhere)."""
     parser.add_argument("--model", type=Path, default=Path("hub_model"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data/lc25000-lung-224"))
     parser.add_argument("--manifest", type=Path, default=Path("training/splits/lc25000-lung-grouped.csv"))
     parser.add_argument("--external", type=Path, default=Path("../shared/data/external-he"))
     parser.add_argument("--colon", type=Path, default=Path("../shared/data/lc25000-colon-224"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = source_arguments(argparse.ArgumentParser(
+        description="Cache the fields, features and probabilities the tissue-gate arms need."))
     parser.add_argument("--out", type=Path, default=Path(".cache/tissue_gate"))
     args = parser.parse_args(argv)
     build(model=args.model, data=args.data, manifest=args.manifest, external=args.external, colon=args.colon, out=args.out)

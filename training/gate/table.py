@@ -5,7 +5,6 @@ of 9), so every external or colon rate is resampled by image (or near-duplicate 
 
 Example:
     >>> rate, low, high = by_image(refused, images)          # 95% percentile interval
-    >>> ece(probabilities, labels)
     >>> judge(rows)      # the arm the declared rule picks, or None: keep the current check
 """
 from __future__ import annotations
@@ -29,19 +28,6 @@ def by_image(values: np.ndarray, units: np.ndarray, *, n: int = BOOTSTRAP, seed:
     return float(values.mean()), float(low), float(high)
 
 
-def ece(probabilities: np.ndarray, labels: np.ndarray, *, bins: int = 15) -> float:
-    """Expected calibration error of the top class, ``bins`` equal-width confidence bins."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    total = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
-        rows = (confidence > low) & (confidence <= high)
-        if rows.any():
-            total += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
-    return float(total)
-
-
 def pct(value: float | None, digits: int = 0) -> str:
     return "" if value is None or value != value else f"{100 * value:.{digits}f}"
 
@@ -63,14 +49,14 @@ def main_table(rows: list[dict]) -> str:
     """One line per arm: the figures the declared rule and the targets are about (% of fields)."""
     head = ["arm", "seeds", "TCGA lung fields refused", "TCGA whole images answered /8 (benign when cancer)",
             "LC25000 colon refused", *[o.removeprefix("nonlung-") for o in ORGANS], "tinted photos",
-            "ID abstention (test 2258)", "test acc", "worst cancer->benign (set)", "rule"]
+            "ID abstention (test 2258)", "test acc", "ECE", "worst cancer->benign (set)", "rule"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         whole = r["whole_tcga"]
         cells = [r["arm"], str(r["seeds"]), ci(r["refused"]["lung-tcga"]),
                  f"{whole['answered']} ({whole['benign']})", ci(r["refused"]["lc25000-colon"]),
                  *[ci(r["refused"].get(o)) for o in ORGANS], pct(r["refused"]["he-tinted-photos"][0]),
-                 ci(r["id_abstention"], 1), pct(r["test_accuracy"], 1),
+                 ci(r["id_abstention"], 1), pct(r["test_accuracy"], 1), pct(r.get("test_ece"), 2),
                  f"{pct(r['worst_benign'][1], 1)} ({r['worst_benign'][0]})", r["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -97,7 +83,8 @@ def whole_table(rows: list[dict]) -> str:
 
 
 def judge(rows: list[dict]) -> str | None:
-    """The declared rule: most TCGA lung fields answered, subject to every constraint; None: keep current."""
+    """The declared rule: most TCGA lung fields answered, subject to every constraint (the issue's three,
+    plus the model targets: grouped test accuracy >= 95%, ECE <= 2%, worst seed); None: keep current."""
     current = rows[0]
     others = [k for k in current["refused"] if k != "lung-tcga"]
     best = None
@@ -107,6 +94,10 @@ def judge(rows: list[dict]) -> str | None:
             fails.append("cancer->benign > 5%")
         if r["id_abstention_worst_seed"] > 0.03:
             fails.append("ID abstention > 3%")
+        if r.get("test_accuracy_worst_seed", r.get("test_accuracy", 1.0)) < 0.95:
+            fails.append("test accuracy < 95%")
+        if r.get("test_ece_worst_seed", r.get("test_ece", 0.0)) > 0.02:
+            fails.append("ECE > 2%")
         lower = [k.removeprefix("nonlung-") for k in others if r["refused"][k][0] < current["refused"][k][0] - 1e-9]
         if lower:
             fails.append("organ refusal below today's: " + ", ".join(lower))

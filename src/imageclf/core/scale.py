@@ -119,7 +119,12 @@ def estimate_relative_size(rgb: np.ndarray, reference: NucleusReference, *,
     enough to be measured on crops (the mask of a big upload costs a full-size colour pass).
     """
     curves = [energy_curve(crop) for crop in _crops(rgb, tissue)]
-    curve = np.log(np.nanmean(np.exp(np.stack(curves)), axis=0))
+    # mean over crops of each scale's energy, NaN where no crop measured that scale (written out:
+    # np.nanmean warns "Mean of empty slice" on such columns, once per image)
+    energy = np.exp(np.stack(curves))
+    counts = np.isfinite(energy).sum(axis=0)
+    mean = np.where(counts > 0, np.nansum(energy, axis=0) / np.maximum(counts, 1), np.nan)
+    curve = np.log(mean)
     if not np.isfinite(curve).any() or np.nanmax(curve) < math.log(MIN_SIGNAL):
         return None, math.inf
     templates = np.asarray(reference.curves, np.float64)
