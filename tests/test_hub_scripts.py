@@ -341,3 +341,17 @@ def test_code_licence_and_space_licence_agree():
     assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License\n")
     header, _ = read_yaml_header((ROOT / "space" / "README.md").read_text(encoding="utf-8"))
     assert header["license"] == "mit"  # the Space repo holds only code
+
+
+def test_the_tissue_gate_arms_are_nested_under_where_the_model_fails(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "tissue_gate.md").write_text("## The arms\n| arm | refused |\n|---|---|\n| current | 48 |\n")
+    write_model_card(folder, **_card_inputs())
+    assert "The arms" not in (folder / "README.md").read_text()     # no stress report: no section to join
+    (folder / "stress.md").write_text("intro\n\n| set | n |\n|---|---|\n| lung-tcga | 52 |\n")
+    write_model_card(folder, **_card_inputs())
+    section = (folder / "README.md").read_text().split("\n## Where this model fails", 1)[1].split("\n## ", 1)[0]
+    assert section.index("| lung-tcga | 52 |") < section.index("\n### The arms\n") < section.index("| current | 48 |")
+    committed = (ROOT / "hub_model" / "README.md").read_text(encoding="utf-8")
+    assert "### Can \"not lung\" mean organ rather than lab?" in committed   # the bundled card carries the arms
