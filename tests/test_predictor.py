@@ -100,6 +100,12 @@ def test_predict_batch_matches_single_predictions(predictor, image_file):
         want_probs = list(want["probabilities"].values())
         assert list(got["probabilities"].values()) == pytest.approx(want_probs, abs=1e-6)
     assert predictor.predict_batch([]) == []
+    chunked = predictor.predict_batch([*arrays, image_file], chunk=3)      # two model calls, same answers
+    for got, want in zip(chunked, batch, strict=True):
+        assert list(got["probabilities"].values()) == pytest.approx(list(want["probabilities"].values()), abs=1e-6)
+    assert [r["abstain_code"] for r in chunked] == [r["abstain_code"] for r in batch]
+    with pytest.raises(ValueError, match="chunk"):
+        predictor.predict_batch(arrays, chunk=0)
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -159,16 +159,23 @@ class Predictor:
         """
         return self.predict_batch([image])[0]
 
-    def predict_batch(self, images: Sequence[ImageInput]) -> list[dict[str, Any]]:
-        """Classify several images in one model call; same result dicts as :meth:`predict`."""
-        if len(images) == 0:
-            return []
-        batch = np.stack([self.prepare(image) for image in images])
-        outputs = self.engine.run(batch)
-        reasons = refusal.judge_fields(batch, outputs.probabilities, outputs.feature_scores, self.spec.refusal)
-        scores = [None] * len(batch) if outputs.feature_scores is None else [float(s) for s in outputs.feature_scores]
-        return [self._row(probs, reason, score)
-                for probs, reason, score in zip(outputs.probabilities, reasons, scores, strict=True)]
+    def predict_batch(self, images: Sequence[ImageInput], *, chunk: int = rule.CHUNK) -> list[dict[str, Any]]:
+        """Classify several images, ``chunk`` per model call; same result dicts as :meth:`predict`.
+
+        Images are decoded and resized one chunk at a time, so a long list costs the memory of one
+        chunk of model inputs, not of the whole list.
+        """
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}.")
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(images), chunk):
+            batch = np.stack([self.prepare(image) for image in images[start:start + chunk]])
+            outputs = self.engine.run(batch)
+            reasons = refusal.judge_fields(batch, outputs.probabilities, outputs.feature_scores, self.spec.refusal)
+            scores = [None] * len(batch) if outputs.feature_scores is None else [float(x) for x in outputs.feature_scores]
+            rows += [self._row(probs, reason, score)
+                     for probs, reason, score in zip(outputs.probabilities, reasons, scores, strict=True)]
+        return rows
 
     def _row(self, probs: np.ndarray, reason: refusal.Reason | None, feature_score: float | None) -> dict[str, Any]:
         top = int(np.argmax(probs))
