@@ -42,6 +42,13 @@ SIZE = (224, 224)
 TRAIN_PER_CLASS, VAL_PER_CLASS = 400, 300
 
 
+def run_batches(net: keras.Model, x: np.ndarray, batch: int = 32) -> list[np.ndarray]:
+    """``net`` over ``x`` in batches of ``batch``, each output concatenated as float32."""
+    parts = [net.predict_on_batch(np.asarray(x[i:i + batch])) for i in range(0, len(x), batch)]
+    parts = [p if isinstance(p, (list, tuple)) else [p] for p in parts]
+    return [np.concatenate([np.asarray(p[k], np.float32) for p in parts]) for k in range(len(parts[0]))]
+
+
 class Cache:
     """The model (two outputs from one pass), the colour check and the cache folder."""
 
@@ -57,12 +64,8 @@ class Cache:
 
     def run(self, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, features) of uint8 fields, in batches."""
-        probs, feats = [], []
-        for i in range(0, len(images), batch):
-            p, f = self.forward.predict_on_batch(np.asarray(images[i:i + batch]))
-            probs.append(np.asarray(p, np.float32))
-            feats.append(np.asarray(f, np.float32))
-        return np.concatenate(probs), np.concatenate(feats)
+        probs, feats = run_batches(self.forward, images, batch)
+        return probs, feats
 
     def colour_ok(self, images: np.ndarray) -> np.ndarray:
         abstain = self.predictor.spec.refusal.abstain
@@ -103,15 +106,20 @@ def _meta(n: int, *, image, label, set_name, group=None) -> dict[str, np.ndarray
             "group": np.asarray(group if group is not None else image, str)}
 
 
+def per_class_rows(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """Row numbers of ``per_class`` seeded rows per label (sorted labels, rows in order; all when None)."""
+    labels, rng = np.asarray(labels), np.random.default_rng(seed)
+    chosen = []
+    for label in sorted(set(labels.tolist())):
+        of_class = np.flatnonzero(labels == label)
+        chosen += list(of_class if per_class is None else of_class[sorted(rng.choice(len(of_class), per_class, replace=False))])
+    return np.asarray(chosen, int)
+
+
 def split_tiles(data: Path, manifest: Path, split: str, per_class: int | None, seed: int):
     """(images, meta) of ``per_class`` seeded tiles per class of one split (all when None)."""
     rows = [s for s in read_manifest(manifest) if s.split == split]
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in sorted({s.label for s in rows}):
-        of_class = [s for s in rows if s.label == label]
-        pick = range(len(of_class)) if per_class is None else sorted(rng.choice(len(of_class), per_class, replace=False))
-        chosen += [of_class[i] for i in pick]
+    chosen = [rows[i] for i in per_class_rows(np.array([s.label for s in rows]), per_class, seed)]
     images = np.stack([load_model_input(data / s.path, size=SIZE) for s in chosen])
     return images, _meta(len(chosen), image=[s.path for s in chosen], label=[s.label for s in chosen],
                          set_name=f"lc25000-{split}", group=[f"{s.label}:{s.group}" for s in chosen])

@@ -31,11 +31,18 @@ from training.calibration.scale_reference import train_scale_reference
 from training.calibration.temperature import fit_temperature, with_temperature
 from training.data import image_sets, lab_shift
 from training.data.far_ood import make_far_ood_set
-from training.gate.features import SEEDS, SIZE, VAL_PER_CLASS, Cache, _meta, colon_fold, colon_tiles, \
-    external_fields, shifted, source_arguments, split_tiles, stress_fields, whole_image_fields
+from training.gate.features import SEEDS, SIZE, TRAIN_PER_CLASS, VAL_PER_CLASS, Cache, _meta, colon_fold, colon_tiles, \
+    external_fields, per_class_rows, run_batches, shifted, source_arguments, split_tiles, stress_fields, \
+    whole_image_fields
 
 FRONT_LAYER = "pool4_pool"          # the last layer that stays frozen: conv5 and after are trained
 EVAL_SETS = ("val", "test", "stress", "external", "photos", "whole", "colon", "farood")
+
+
+def conv5_of(model: keras.Model) -> keras.Model:
+    """The backbone after ``FRONT_LAYER`` (pool4 activations -> last feature map), sharing ``model``'s layers."""
+    base = model.get_layer("densenet121")
+    return keras.Model(base.get_layer(FRONT_LAYER).output, base.output)
 
 
 def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
@@ -47,7 +54,7 @@ def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     for name in ("to_float", "scale", "imagenet_norm"):
         x = model.get_layer(name)(x)
     front = keras.Model(pixels, keras.Model(base.inputs, base.get_layer(FRONT_LAYER).output)(x))
-    conv5 = keras.Model(base.get_layer(FRONT_LAYER).output, base.output)
+    conv5 = conv5_of(model)
     activations = keras.Input(conv5.inputs[0].shape[1:])
     features = model.get_layer("features")(conv5(activations))
     y = features
@@ -56,27 +63,20 @@ def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return front, keras.Model(activations, [y, features])
 
 
-def run(net: keras.Model, x: np.ndarray, batch: int = 32) -> list[np.ndarray]:
-    """``net`` over ``x`` in fixed batches (one trace), outputs concatenated as float32."""
-    parts = [net.predict_on_batch(np.asarray(x[i:i + batch])) for i in range(0, len(x), batch)]
-    parts = [p if isinstance(p, (list, tuple)) else [p] for p in parts]
-    return [np.concatenate([np.asarray(p[k], np.float32) for p in parts]) for k in range(len(parts[0]))]
-
-
 class Fronts:
     """The frozen front's activations per set, on disk under ``<cache>/fronts``."""
 
     def __init__(self, cache: Cache, folder: Path):
         self.cache, self.folder = cache, folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.front, _ = split_model(cache.predictor.model)
+        self.front, self.served_tail = split_model(cache.predictor.model)
 
     def save(self, name: str, images: np.ndarray, meta: dict, *, dtype=np.float32) -> None:
         target = self.folder / f"{name}.npz"
         if target.is_file():
             return
         start = time.time()
-        (fronts,) = run(self.front, images)
+        (fronts,) = run_batches(self.front, images)
         tmp = target.with_suffix(".tmp.npz")
         np.savez(tmp, fronts=fronts.astype(dtype), colour_ok=self.cache.colour_ok(images),
                  **{k: np.asarray(v) for k, v in meta.items()})
@@ -144,23 +144,13 @@ def write_sets(fronts: Fronts, tail: keras.Model, out: Path, variant: str, seed:
         if target.is_file():
             continue
         d = fronts.load(source)
-        probabilities, features = run(tail, d.pop("fronts"))
         if name == "train" and not variant:
             # the arms' baseline "train" is the 1,200-tile subsample of ``training.gate.features``
-            keep = np.isin(d["image"], _train_subsample(fronts))
-            probabilities, features, d = probabilities[keep], features[keep], {k: v[keep] for k, v in d.items()}
+            keep = per_class_rows(d["label"], TRAIN_PER_CLASS, seed=0)
+            d = {k: v[keep] for k, v in d.items()}
+        probabilities, features = run_batches(tail, d.pop("fronts"))
         np.savez(target, features=features, probabilities=probabilities, **d)
         print(f"{target.name}: {len(features)} fields", flush=True)
-
-
-def _train_subsample(fronts: Fronts) -> np.ndarray:
-    rows = fronts.load("train")
-    labels, rng = rows["label"], np.random.default_rng(0)
-    chosen = []
-    for label in sorted(set(labels.tolist())):
-        of_class = np.flatnonzero(labels == label)
-        chosen += [of_class[i] for i in sorted(rng.choice(len(of_class), 400, replace=False))]
-    return rows["image"][chosen]
 
 
 def labels_of(d: dict, classes: list[str]) -> np.ndarray:
@@ -173,8 +163,7 @@ def fine_tune(model_path: Path, fronts: Fronts, seed: int, *, epochs: int, learn
     keras.utils.set_random_seed(seed)
     model = keras.saving.load_model(model_path, compile=False)
     classes = list(fronts.cache.predictor.spec.class_ids)
-    base = model.get_layer("densenet121")
-    conv5 = keras.Model(base.get_layer(FRONT_LAYER).output, base.output)
+    conv5 = conv5_of(model)
     for layer in conv5.layers:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
     activations = keras.Input(conv5.inputs[0].shape[1:])
@@ -212,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     cache = Cache(args.model, args.cache)
     fronts = Fronts(cache, args.cache / "fronts")
     cache_fronts(fronts, data=args.data, manifest=args.manifest, external=args.external, colon=args.colon)
-    write_sets(fronts, split_model(cache.predictor.model)[1], args.cache, "")
+    write_sets(fronts, fronts.served_tail, args.cache, "")
     for seed in args.seeds:
         saved = args.cache / f"ft{seed}.keras"
         if saved.is_file():

@@ -19,6 +19,7 @@ import numpy as np
 
 from imageclf.core import rule
 from imageclf.core.engine import FieldOutputs
+from imageclf.model.feature_check import normalise
 from imageclf.model.predictor import Predictor
 from training.calibration.feature_ood import load_params
 from training.calibration.temperature import expected_calibration_error
@@ -44,15 +45,11 @@ class Context:
         self.served = MahalanobisCheck.served(load_params(model), self.spec.refusal.feature_threshold)
         self.plans = {str(p.relative_to(external)): rule.plan(self.predictor.request(p, "auto"), self.spec)
                       for _, p in image_sets.external_sources(external)}
-        self.train_mean = _unit(self.data["train"]["features"]).mean(axis=0)
+        self.train_mean = normalise(self.data["train"]["features"]).mean(axis=0)
         self.memo: dict = {}
 
     def get(self, key: str, variant: str = "") -> dict[str, np.ndarray]:
         return self.data[f"{key}@{variant}" if variant else key]
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def abstained_by_set(ctx: Context, variant: str, refusals: dict, colour: str = "colour_ok") -> dict[str, np.ndarray]:
