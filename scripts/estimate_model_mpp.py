@@ -8,17 +8,19 @@ the MoNuSeg TCGA tiles (40x, about 0.25 um/px: lung and seven other organs), wit
 the Kather (0.495 um/px), CoNSeP (about 0.5) tiles and the CMU slide (0.499, from its metadata)
 are independent checks, reported but not pooled.
 
-Writes ``src/imageclf/slides/model_scale.json`` (read by ``imageclf.slides.physical.model_mpp``
-when the model's config.json declares no microns per pixel) and prints a summary.
+Writes the result into the model's own contract, its config.json's ``scale`` block
+(``microns_per_pixel``, and ``microns_per_pixel_note`` with the method and the spread), read once when
+the model loads; ``--report FILE`` also writes every figure (per organ, the checks) as JSON.
 
 Example:
-    .venv/bin/python -m scripts.estimate_model_mpp
-    .venv/bin/python -m scripts.estimate_model_mpp --out /tmp/model_scale.json
+    .venv/bin/python -m scripts.estimate_model_mpp --model hub_model
+    .venv/bin/python -m scripts.estimate_model_mpp --model hub_model --report runs/model_scale.json
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -30,8 +32,9 @@ import numpy as np
 from imageclf.core.colour import tissue_mask
 from imageclf.core.imaging import decode_image
 from imageclf.core.scale import ESTIMATOR, estimate_relative_size
-from imageclf.model.config import NucleusReference, read_config
-from imageclf.slides.physical import ESTIMATE_CROPS, ESTIMATE_SIDE, MODEL_SCALE_FILE
+from imageclf.core.scale import NucleusReference
+from imageclf.model.config import read_config, write_config
+from imageclf.slides.physical import ESTIMATE_CROPS, ESTIMATE_SIDE
 from imageclf.slides.reader import SlideReader
 from imageclf.slides.tissue import find_tissue
 
@@ -61,10 +64,11 @@ def slide_relatives(path: Path, reference: NucleusReference) -> tuple[float, lis
     """The slide's metadata mpp and the relative nucleus size of its richest tissue crops."""
     with SlideReader(path) as slide:
         downsample = max(1.0, max(slide.dimensions) / 2048)
-        tissue = find_tissue(slide.thumbnail(downsample), downsample=downsample, mpp=slide.metadata_mpp)
+        mpp = slide.metadata_mpp[0]
+        tissue = find_tissue(slide.thumbnail(downsample), downsample=downsample, mpp=mpp)
         sizes = [relative(slide.read(x, y, 0, ESTIMATE_SIDE, ESTIMATE_SIDE), reference)
                  for x, y in tissue.richest(ESTIMATE_SIDE, ESTIMATE_CROPS)]
-        return float(slide.metadata_mpp), [s for s in sizes if s is not None]
+        return float(mpp), [s for s in sizes if s is not None]
 
 
 def estimate(data: Path, model: Path) -> dict[str, Any]:
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (external-he/, wsi/)")
     parser.add_argument("--model", type=Path, default=ROOT / "hub_model", help="model folder (its scale reference)")
-    parser.add_argument("--out", type=Path, default=MODEL_SCALE_FILE, help="where to write the JSON")
+    parser.add_argument("--report", type=Path, default=None, help="also write every figure here (JSON)")
     args = parser.parse_args(argv)
     if not (args.data / "external-he" / "index.csv").is_file():
         print(f"{args.data / 'external-he'} not found (the shared data beside the project).", file=sys.stderr)
@@ -125,11 +129,25 @@ def main(argv: list[str] | None = None) -> int:
     for name, check in result["checks"].items():
         if check.get("n"):
             print(f"  check {name}: {check['median']} um/px (IQR {check['iqr'][0]}-{check['iqr'][1]}, n={check['n']})")
-    temporary = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, args.out)
-    print(f"wrote {args.out}")
+    config = read_config(args.model)
+    scale = dataclasses.replace(config.scale, microns_per_pixel=result["um_per_px"],
+                                microns_per_pixel_note=scale_note(result))
+    write_config(args.model, dataclasses.replace(config, scale=scale))
+    print(f"wrote scale.microns_per_pixel = {result['um_per_px']} into {args.model / 'config.json'}")
+    if args.report is not None:
+        temporary = args.report.with_name(f".{args.report.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, args.report)
+        print(f"wrote {args.report}")
     return 0
+
+
+def scale_note(result: dict[str, Any]) -> str:
+    """config.json's ``microns_per_pixel_note``: how the value was measured, and its spread."""
+    spread = result["spread"]
+    return (f"Estimated, not published: LC25000 gives no pixel size. {result['method']}; "
+            f"IQR {spread['iqr'][0]}-{spread['iqr'][1]}, range {spread['min']}-{spread['max']} um/px over "
+            f"{spread['n']} tiles ({result['made_by']}).")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ API_NAME = "/predict"
 BATCH_API_NAME = "/predict_batch"
 CHUNK_SIZE = 32     # files per /predict_batch call
 IN_FLIGHT = 3       # calls at once: one runs, the others upload
-FIXED_COLUMNS = ("path", "label", "confidence", "abstained", "reason", "reason_code", "scale_factor")
+FIXED_COLUMNS = ("path", "label", "name", "confidence", "abstained", "reason", "reason_code", "scale_factor")
 
 __all__ = ["SpaceUnreachableError", "connect", "list_images", "classify_file", "classify_files",
            "write_csv", "main"]
@@ -84,9 +84,9 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def classify_file(client: Any, path: str | Path, *, scale: str = DEFAULT_SCALE) -> dict[str, Any]:
-    """Call ``/predict`` on one file; returns the row fields (``label`` is a class name).
+    """Call ``/predict`` on one file; returns the row fields (``label``: class id, ``name``: class name).
 
-    When the Space abstains, ``label``, ``confidence`` and ``probabilities`` are empty and
+    When the Space abstains, ``label``, ``name``, ``confidence`` and ``probabilities`` are empty and
     ``abstained``/``reason`` say why: no class is named for an image the model does not answer.
 
     Raises:
@@ -103,16 +103,17 @@ def classify_files(client: Any, paths: Sequence[str | Path], *, progress: bool =
                    chunk_size: int = CHUNK_SIZE, in_flight: int = IN_FLIGHT) -> list[dict[str, Any]]:
     """Classify each file; a failing file gives a row with ``error`` set and the rest go on.
 
-    Each row: ``{"path", "label", "confidence", "probabilities", "abstained", "reason", "reason_code",
-    "scale_factor", "error"}``, in the order of ``paths``; ``label`` and the ``probabilities``
-    keys are class names (empty when the Space abstains). ``scale``: the Space's scale option.
+    Each row: ``{"path", "label", "name", "confidence", "probabilities", "abstained", "reason", "reason_code",
+    "scale_factor", "error"}``, in the order of ``paths``; ``label`` is the class id and ``name`` the class
+    name, as in the Space's JSON; the ``probabilities`` keys are class names (all empty when the Space
+    abstains). ``scale``: the Space's scale option.
 
     Example:
         >>> rows = classify_files(connect("http://127.0.0.1:7860"), list_images("tiles/"))
         >>> sum(not row["error"] for row in rows)
         300
     """
-    rows = [{"path": str(path), "label": "", "confidence": None, "probabilities": {}, "abstained": None,
+    rows = [{"path": str(path), "label": "", "name": "", "confidence": None, "probabilities": {}, "abstained": None,
              "reason": "", "reason_code": "", "scale_factor": None, "error": ""} for path in paths]
     with tqdm(total=len(rows), desc="Classifying", unit="image", disable=not progress) as bar:
         if BATCH_API_NAME not in _endpoints(client):
@@ -147,10 +148,11 @@ def _row_fields(result: dict[str, Any], *, confidences: dict[str, float] | None)
     """Row fields from the Space's result JSON; an abstention names no class and no number."""
     scale = result.get("scale") or {}
     fields = {"abstained": bool(result.get("abstained")), "reason": result.get("abstain_reason") or "",
-              "reason_code": result.get("abstain_code") or "", "scale_factor": scale.get("factor"), "label": "", "confidence": None, "probabilities": {}}
+              "reason_code": result.get("abstain_code") or "", "scale_factor": scale.get("factor"), "label": "", "name": "", "confidence": None,
+              "probabilities": {}}
     if not fields["abstained"]:
         names = confidences or {}
-        fields.update(label=str(result["name"]), confidence=float(result["confidence"]),
+        fields.update(label=str(result["label"]), name=str(result["name"]), confidence=float(result["confidence"]),
                       probabilities={str(k): float(v) for k, v in names.items()})
     return fields
 
@@ -190,7 +192,7 @@ def _fill_from_batch(client: Any, chunk: list[dict[str, Any]], job: Any, scale: 
 
 
 def write_csv(rows: Iterable[dict[str, Any]], out: TextIO | str | Path) -> list[str]:
-    """Write rows as CSV: path, label, confidence, one column per class name, error.
+    """Write rows as CSV: path, label (class id), name (class name), confidence, one column per class name, error.
 
     Returns the header. Class columns are sorted by name so reruns give the same layout.
     """
@@ -205,7 +207,7 @@ def write_csv(rows: Iterable[dict[str, Any]], out: TextIO | str | Path) -> list[
     for row in rows:
         probs = row["probabilities"]
         abstained = "" if row["abstained"] is None else str(bool(row["abstained"])).lower()
-        writer.writerow([row["path"], row["label"], _fmt(row["confidence"]), abstained, row["reason"],
+        writer.writerow([row["path"], row["label"], row["name"], _fmt(row["confidence"]), abstained, row["reason"],
                          row["reason_code"], _fmt(row["scale_factor"]), *(_fmt(probs.get(name)) for name in classes), row["error"]])
     return header
 

@@ -27,8 +27,9 @@ from imageclf.errors import ModelError, first_line
 from imageclf.settings import SETTINGS
 from imageclf.model.config import read_config
 from imageclf.slides.cohort import RunOptions, default_workers, plan_jobs, run_dask, run_serial
-from imageclf.slides.physical import MPP_RANGE, parse_mpp
-from imageclf.slides.results import check_model
+from imageclf.core.request import MPP_RANGE, parse_scale
+from imageclf.model.config import read_config
+from imageclf.slides.slide_model import check_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,13 +66,14 @@ def describe(record: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        mpp = parse_mpp(args.mpp)
+        # --mpp is the command line's spelling of the one scale option ("0.25", "0.25 um/px", "40x").
+        scale = None if args.mpp is None else parse_scale(args.mpp, read_config(args.model).scale, what="--mpp")
         if args.workers is not None and args.workers < 0:
             raise ValueError("--workers must be 0 or more.")
     except (ModelError, ValueError) as err:
         print(f"error: {first_line(err)}", file=sys.stderr)
         return 2
-    options = RunOptions(model_folder=args.model.resolve(), mpp=mpp, level=args.level)
+    options = RunOptions(model_folder=args.model.resolve(), scale=scale, level=args.level)
     jobs = plan_jobs(args.inputs, args.out)
     if not jobs:
         print("error: no slide or image files in the inputs.", file=sys.stderr)

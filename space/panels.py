@@ -148,16 +148,20 @@ def model_fields(source: ModelSource) -> dict[str, str | None]:
 
 
 def source_line(source: ModelSource) -> str:
+    """Where the model comes from, for the page: a Hub repo and revision, or "local folder".
+
+    Never the folder's path: that is the server's own file system, not the model's identity.
+    """
     if source.is_local:
-        return f"local folder `{source.folder}`"
+        return "local folder (no Hub revision)"
     commit = f" (commit `{source.commit}`)" if source.commit and source.commit != source.revision else ""
     return f"Hub repo `{source.repo_id}` · revision `{source.revision}`{commit}"
 
 
 def card_link(source: ModelSource) -> str:
-    """The model card: on the Hub at the pinned revision, else the local README path."""
+    """The model card: on the Hub at the pinned revision, else named in the local folder (no path)."""
     if source.is_local:
-        return f"`{source.folder / 'README.md'}`"
+        return "`README.md` in the local model folder"
     revision = source.commit or source.revision or "main"
     return f"https://huggingface.co/{source.repo_id}/blob/{revision}/README.md"
 

@@ -27,9 +27,8 @@ import numpy as np
 import panels
 from batching import BatchingEngine
 from imageclf.core import rule
-from imageclf.core.engine import FieldOutputs
 from imageclf.core.imaging import ImageError, decode_image
-from imageclf.core.request import DEFAULT_SCALE, Request, ScaleError, ScaleRequest, parse_scale
+from imageclf.core.request import DEFAULT_SCALE, Request, ScaleError, ScaleRequest, make_request, parse_scale
 from imageclf.core.verdict import ImageAnalysis
 from imageclf.hub.source import ModelSource
 from imageclf.model.explain import GradCam, GradCamError, overlay
@@ -106,7 +105,7 @@ class Service:
             row = {key: None for key in BATCH_ROW_KEYS}
             row["file"] = Path(str(path)).name
             try:
-                analysis = self.analyze(Request(decode_image(UPLOADS.take(str(path))), scale_request))
+                analysis = self.analyze(make_request(decode_image(UPLOADS.take(str(path))), scale_request))
             except ImageError as err:
                 row["error"] = str(err)
                 return row
@@ -205,20 +204,16 @@ class Service:
     def request(self, image: dict[str, Any] | None, scale: Any, *, forget_upload: bool = True) -> Request:
         """The edge: one upload and its scale option as a typed :class:`Request`, built once per call."""
         pixels = self.decode(image, forget_upload=forget_upload)   # a missing image is named before a bad scale
-        return Request(pixels, self.scale(scale))
+        return make_request(pixels, self.scale(scale))
 
     def analyze(self, request: Request, *, progress: Any = None) -> ImageAnalysis:
-        """The shared rule (``imageclf.core.rule``) with this Space's batching engine and progress bar."""
-        plan = rule.plan(request, self.spec)
-        if plan.fields is None:
-            return rule.conclude(plan, None, self.spec)
-        outputs, done = [], 0
-        for batch in plan.batches():
-            outputs.append(self.engine.run(batch))
-            done += len(batch)
-            if progress is not None and len(plan.picked) > 1:
-                progress((done, len(plan.picked)), desc="Classifying fields", unit="fields")
-        return rule.conclude(plan, FieldOutputs.concat(outputs, classes=len(self.spec.class_ids)), self.spec)
+        """The shared rule (``imageclf.core.rule.analyze``) on this Space's batching engine; ``progress``
+        (a ``gr.Progress``) counts the fields of an image cut into several."""
+        def counted(done: int, total: int) -> None:
+            if progress is not None and total > 1:
+                progress((done, total), desc="Classifying fields", unit="fields")
+
+        return rule.analyze(request, self.spec, self.engine, progress=counted)
 
 
 def _image_data(payload: dict[str, Any]) -> str | bytes:

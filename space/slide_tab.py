@@ -31,9 +31,9 @@ from imageclf.hub.source import ModelSource
 from imageclf.model.predictor import Predictor
 from imageclf.settings import SETTINGS
 from imageclf.slides.heatmap import render_heatmap
-from imageclf.slides.physical import parse_mpp
+from imageclf.core.request import parse_scale
 from imageclf.slides.reader import input_kind
-from imageclf.slides.results import SlideModel
+from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_slide
 from imageclf.slides.writers import SUMMARY, write_outputs
 
@@ -81,17 +81,17 @@ def predict_slide(path: str | None, mpp: str | None,
         raise gr.Error("Upload a whole-slide image first.")
     upload = Path(path)
     try:
-        value = parse_mpp(mpp, "Microns per pixel")
+        model = _model()
+        scale = None if not (mpp or "").strip() else parse_scale(mpp, model.spec.scale, what="Microns per pixel")
         if input_kind(upload, max_image_pixels=SETTINGS.max_image_pixels) == "image":
             raise gr.Error("This is an ordinary image, not a whole-slide image: classify it on the image tab.")
-        model = _model()
         dest = _result_folder()
 
         def report(done: int, total: int) -> None:
             progress(done / total if total else 1.0, desc=f"{done} of {total} tissue fields")
 
         progress(0.0, desc="Reading the slide and finding its tissue")
-        result = score_slide(upload, model, mpp=value, progress=report)
+        result = score_slide(upload, model, scale=scale, progress=report)
         heatmap = render_heatmap(result)   # drawn once: shown here and written as heatmap.png
         write_outputs(result, dest, heatmap=heatmap)
     except ModelError as err:

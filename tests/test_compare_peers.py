@@ -43,7 +43,7 @@ def tiny_benchmark(tiny_dataset, tmp_path_factory):
     """Our model trained briefly on the tiny dataset, then the benchmark with a 0.6 s peer budget."""
     tmp = tmp_path_factory.mktemp("benchmark")
     ours = tmp / "ours"
-    train(TrainConfig(data=str(tiny_dataset), out=str(ours), input_size=32, work_size=None, epochs=2,
+    train(TrainConfig(allow_dirty=True, data=str(tiny_dataset), out=str(ours), input_size=32, work_size=None, epochs=2,
                       batch_size=16, verbose=0))
     report = main([
         "--data", str(tiny_dataset), "--manifest", str(ours / "split_manifest.csv"), "--ours", str(ours),

@@ -138,7 +138,7 @@ def test_committed_skin_manifest_carves_validation_from_train_only():
 def test_training_uses_the_given_split_and_the_class_map(tmp_path):
     root = make_split_dataset(tmp_path / "d", per_class=(30, 6))
     out = tmp_path / "model"
-    metrics = train(TrainConfig(data=str(root), out=str(out), input_size=32, work_size=None, epochs=3, batch_size=16,
+    metrics = train(TrainConfig(allow_dirty=True, data=str(root), out=str(out), input_size=32, work_size=None, epochs=3, batch_size=16,
                                 verbose=0, class_map={"beta": "other", "gamma": "other"}))
     labels = json.loads((out / "labels.json").read_text())
     config = json.loads((out / "config.json").read_text())

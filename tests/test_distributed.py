@@ -38,7 +38,7 @@ def test_only_the_chief_writes_into_the_output_folder(tmp_path):
 
 def test_mirrored_strategy_trains_and_exports_a_single_device_model(tmp_path, tiny_dataset):
     out = tmp_path / "model"
-    metrics = train(TrainConfig(data=str(tiny_dataset), out=str(out), input_size=32, work_size=None, epochs=1,
+    metrics = train(TrainConfig(allow_dirty=True, data=str(tiny_dataset), out=str(out), input_size=32, work_size=None, epochs=1,
                                 batch_size=8, verbose=0, strategy="mirrored"))
     assert metrics["training"]["strategy"] == "mirrored" and metrics["training"]["replicas"] >= 1
     model = keras.saving.load_model(out / "model.keras", compile=False, safe_mode=True)
@@ -67,7 +67,7 @@ def test_two_workers_train_one_model_and_only_the_chief_exports_it(tmp_path, tin
         envs.append({**os.environ, "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path / f"tmp{index}"),
                      "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
         # On real machines every worker gets the same --out; distinct folders here show who writes.
-        commands.append([sys.executable, "-m", "training.train", "--data", str(tiny_dataset),
+        commands.append([sys.executable, "-m", "training.train", "--allow-dirty", "--data", str(tiny_dataset),
                          "--out", str(tmp_path / f"out{index}"), "--strategy", "multi_worker", "--epochs", "1",
                          "--batch-size", "8", "--input-size", "32", "--work-size", "32", "--verbose", "2"])
         logs.append((tmp_path / f"worker{index}.log").open("w"))

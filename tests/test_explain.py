@@ -9,6 +9,7 @@ from imageclf.model.explain import GradCam, GradCamError, build_cam_model, find_
 from imageclf.model.predictor import Predictor
 from tests.conftest import HUB_MODEL
 from tests.support.tiny_model import write_tiny_model_folder
+from tests.support.field_rows import one_field
 
 SIDE = 32
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -121,7 +122,7 @@ def test_tiny_model_dense_softmax(tmp_path):
     image = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     _, scores = build_cam_model(predictor.model)(image[None])
     assert keras.ops.convert_to_numpy(keras.ops.softmax(scores))[0] == pytest.approx(
-        list(predictor.predict(image)["probabilities"].values()), abs=1e-5)
+        list(one_field(predictor, image)["probabilities"].values()), abs=1e-5)
     result = cam.heatmap(image)
     assert result.heatmap.shape == (31, 31) and result.heatmap.dtype == np.float32
     assert 0.0 <= result.heatmap.min() and result.heatmap.max() == pytest.approx(1.0)

@@ -14,6 +14,7 @@ from imageclf.model.feature_check import FeatureCheck, FeatureOODError, load_par
 from imageclf.model.predictor import ModelFolderError, Predictor
 from tests.support.tiny_model import write_tiny_model_folder
 from training.calibration.feature_ood import fit
+from tests.support.field_rows import field_rows, one_field
 
 
 def _images(seed: int, n: int) -> np.ndarray:
@@ -50,12 +51,12 @@ def checked_folder(tmp_path):
 
 def test_unfamiliar_fields_abstain_with_the_feature_reason(checked_folder):
     predictor = Predictor(checked_folder)
-    familiar = predictor.predict_batch(list(_images(2, 20)))
+    familiar = field_rows(predictor, list(_images(2, 20)))
     assert np.mean([not r["abstained"] for r in familiar]) >= 0.9
     assert all(r["feature_score"] is not None for r in familiar)
     green = np.zeros((64, 64, 3), np.uint8)
     green[..., 1] = np.random.default_rng(3).integers(100, 255, (64, 64), dtype=np.uint8)
-    result = predictor.predict(green)
+    result = one_field(predictor, green)
     assert result["feature_score"] > predictor.feature_check.threshold
     assert result["abstained"] and result["abstain_code"] == Reason.FEATURE.value
     assert result["abstain_reason"] == Reason.FEATURE.sentence()

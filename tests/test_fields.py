@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imageclf.core import rule
+from imageclf.core import pipeline, rule
 from imageclf.core.colour import ColourCheck, tissue_mask
 from imageclf.core.engine import FieldEngine, FieldOutputs
 from imageclf.core.field_map import ABSTAIN_COLOUR, class_colour, render_tile_map
@@ -44,7 +44,7 @@ def _spec(*, min_tissue: float | None = None, max_fields: int = 64, colour: Colo
 
 
 def _analyze(img: np.ndarray, spec: ClassifierSpec, engine: FieldEngine, chunk: int = 64):
-    return rule.analyze(Request(img, NATIVE), spec, engine, chunk=chunk)
+    return rule.analyze(Request(img, NATIVE), spec, engine, batch=chunk)
 
 
 def _canvas(rows: int, cols: int) -> np.ndarray:
@@ -88,8 +88,11 @@ def test_counts_fractions_background_and_refusal_by_code():
     spec = _spec(min_tissue=0.5)
     engine = ColourEngine()
     plan = rule.plan(Request(img, NATIVE), spec)
-    assert len(plan.picked) == 5 and [len(b) for b in plan.batches(2)] == [2, 2, 1]
-    analysis = rule.conclude(plan, FieldOutputs.concat([engine.run(b) for b in plan.batches(2)], classes=3), spec)
+    assert len(plan.picked) == 5
+    batches = []
+    counted = lambda done, total: batches.append((done, total))  # noqa: E731
+    analysis = rule.conclude(plan, pipeline.run(plan.fields, engine, spec, batch=2, progress=counted), spec)
+    assert batches == [(0, 5), (2, 5), (4, 5), (5, 5)]
     fields = analysis.fields
     assert fields.grid == (3, 4) and len(fields.tiles) == 12
     assert fields.tissue_tiles == fields.classified == 5 and not fields.capped
@@ -111,8 +114,13 @@ def test_the_engine_must_answer_every_field():
     _paint(img, 1, 1, RED)
     spec = _spec()
     plan = rule.plan(Request(img, NATIVE), spec)
+
+    class DropsOne:
+        def run(self, fields: np.ndarray) -> FieldOutputs:
+            return FieldOutputs(np.eye(3)[:len(fields) - 1])
+
     with pytest.raises(ValueError, match="answered 1 fields; 2 were asked"):
-        rule.conclude(plan, FieldOutputs(np.eye(3)[:1]), spec)
+        pipeline.run(plan.fields, DropsOne(), spec)
 
 
 def test_least_tissue_share_comes_from_the_fitted_rule():

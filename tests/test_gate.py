@@ -4,26 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imageclf.errors import ModelError
-from training.gate import stain, table
+from training.gate import table
 from training.gate.arms import (GateError, LogisticGate, MahalanobisCheck, pseudo_images, reasons, recentre,
                                 threshold_at)
 from training.gate.evaluate import either, source_of
 from training.gate.table import judge
 from training.gate.features import colon_fold
-
-H = np.array([0.65, 0.70, 0.29])
-E = np.array([0.07, 0.99, 0.11])
-
-
-def synthetic_he(seed: int, *, h=H, e=E, strength=1.0, side=64) -> np.ndarray:
-    """An image made of two stains with known vectors: blobs of haematoxylin on an eosin background."""
-    rng = np.random.default_rng(seed)
-    ch = np.clip(rng.gamma(2.0, 0.35, (side, side)), 0, 2.5) * strength
-    ce = np.clip(rng.gamma(3.0, 0.2, (side, side)), 0, 2.0) * strength
-    od = ch[..., None] * (h / np.linalg.norm(h)) + ce[..., None] * (e / np.linalg.norm(e))
-    return np.clip(stain.IO * np.exp(-od) - 1.0, 0, 255).astype(np.uint8)
-
 
 def clustered(n: int, dim: int, centre: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -31,31 +17,6 @@ def clustered(n: int, dim: int, centre: float, seed: int) -> np.ndarray:
     base[0] = centre
     base[1] = 1.0 - centre
     return base + 0.05 * rng.normal(size=(n, dim))
-
-
-def test_the_stain_matrix_is_recovered_from_a_two_stain_image():
-    matrix = stain.stain_matrix(stain.optical_density(synthetic_he(0, side=128)))
-    assert matrix is not None
-    for column, truth in zip(matrix.T, (H, E)):
-        assert np.dot(column, truth / np.linalg.norm(truth)) > 0.97
-
-
-def test_normalising_to_its_own_reference_changes_little_and_a_weaker_stain_is_brought_back():
-    tiles = [synthetic_he(s) for s in range(6)]
-    reference = stain.fit_reference(tiles)
-    same = stain.normalise_image_fields(np.stack(tiles[:2]), reference)
-    assert np.abs(same.astype(int) - np.stack(tiles[:2])).mean() < 8
-    faint = np.stack([synthetic_he(9, strength=0.5)])
-    back = stain.normalise_image_fields(faint, reference)
-    assert back.mean() < faint.mean() - 10   # darker again: concentrations rescaled to the reference's
-
-
-def test_an_image_without_tissue_is_left_alone_and_no_reference_without_tissue():
-    blank = np.full((2, 32, 32, 3), 250, np.uint8)
-    assert np.array_equal(stain.normalise_image_fields(blank, stain.fit_reference([synthetic_he(1)])), blank)
-    with pytest.raises(stain.StainError):
-        stain.fit_reference([blank[0]])
-    assert issubclass(stain.StainError, ModelError)
 
 
 def test_the_mahalanobis_check_refuses_the_far_cluster_at_a_validation_quantile():

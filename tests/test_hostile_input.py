@@ -18,6 +18,7 @@ from imageclf.model.predictor import Predictor
 from tests.support import hostile_corpus
 from tests.support.hostile_corpus import CASES, LIMITS, Case, with_limits
 from tests.support.tiny_model import write_tiny_model_folder
+from tests.support.field_rows import one_field
 
 INTERNALS = re.compile(r"Traceback|cv2|PIL|Pillow|BytesIO|0x[0-9a-f]{6,}|Errno|\.py\b", re.I)
 
@@ -46,11 +47,11 @@ def test_case_through_the_predictor(make, predictor, tmp_path):
     for source in (case.data, path):  # encoded bytes and a file path take the same checks
         if case.error:
             with pytest.raises(ImageError) as info:
-                predictor.predict(source)
+                one_field(predictor, source)
             assert case.error in str(info.value)
             assert_message_for_people(str(info.value))
         else:
-            result = predictor.predict(source)
+            result = one_field(predictor, source)
             assert result["label"] in predictor.class_ids
             assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     if case.check:

@@ -16,6 +16,7 @@ from imageclf.model.predictor import Predictor
 from training.data.samples import manifest_sha256, read_manifest
 
 from .conftest import HUB_MODEL, ROOT
+from tests.support.field_rows import one_field
 
 CONFIG = json.loads((HUB_MODEL / "config.json").read_text())
 METRICS = json.loads((HUB_MODEL / "metrics.json").read_text())
@@ -54,10 +55,10 @@ def test_card_metadata_comes_from_metrics_json():
 def test_real_tiles_answered_and_blank_tile_refused(lung_data):
     predictor = Predictor(HUB_MODEL)
     tile = load_model_input(lung_data / "lung_n" / "lungn10.jpeg", size=tuple(CONFIG["input_size"]))
-    answer = predictor.predict(tile)
+    answer = one_field(predictor, tile)
     assert not answer["abstained"] and answer["label"] == "lung_n"
     assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    blank = predictor.predict(np.full((224, 224, 3), 250, np.uint8))
+    blank = one_field(predictor, np.full((224, 224, 3), 250, np.uint8))
     assert blank["abstained"] and blank["abstain_reason"]
 
 
@@ -71,4 +72,4 @@ def test_the_feature_check_is_pinned_and_served():
     # Pixel noise in H&E colours is not tissue: the feature check (or the colour check) refuses it.
     rng = np.random.default_rng(0)
     noise = np.clip(rng.normal((200, 120, 190), 40, (224, 224, 3)), 0, 255).astype(np.uint8)
-    assert predictor.predict(noise)["abstained"]
+    assert one_field(predictor, noise)["abstained"]

@@ -23,7 +23,9 @@ def test_every_committed_model_folder_is_current_schema_and_round_trips(path, tm
 def test_the_lung_model_declares_its_scale():
     scale = read_config(HUB_MODEL).scale
     assert scale.field_of_view_px == 768
-    assert scale.microns_per_pixel is None and "LC25000" in scale.microns_per_pixel_note
+    # Estimated from nuclei of TCGA tiles of known scale (scripts/estimate_model_mpp.py), with its spread.
+    assert 0.25 < scale.microns_per_pixel < 0.5 and "LC25000" in scale.microns_per_pixel_note
+    assert "IQR" in scale.microns_per_pixel_note
     median, p10, p90 = scale.reference.diameter_px
     assert p10 < median < p90 and 4 < median < 30   # nuclei of a 224 px LC25000 tile, in pixels
     assert scale.reference.zoom_factors[0] == 1.0 and len(scale.reference.curves) == len(scale.reference.zoom_factors)

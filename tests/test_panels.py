@@ -7,7 +7,7 @@ import panels
 from imageclf.core.fields import Tile, TileAnalysis
 from imageclf.core.refusal import Reason, Refusal
 from imageclf.core.scale import ScaleDecision
-from imageclf.core.verdict import ImageAnalysis
+from imageclf.core.verdict import ImageAnalysis, Verdict
 
 
 def _analysis(reasons: list[Reason | None], *, refusal: Refusal | None = None) -> ImageAnalysis:
@@ -15,7 +15,7 @@ def _analysis(reasons: list[Reason | None], *, refusal: Refusal | None = None) -
                   for i, r in enumerate(reasons)) + (Tile(1, 0, 16, 0, 0.0),)
     fields = TileAnalysis(tile_size=(16, 16), grid=(2, len(reasons)), tiles=tiles, class_ids=("a", "b"))
     return ImageAnalysis(ScaleDecision("native", 1.0, "native"), fields, np.zeros((32, 16 * len(reasons), 3), np.uint8),
-                         class_ids=("a", "b"), names=("A", "B"), probabilities=np.array([1.0, 0.0]), refusal=refusal)
+                         Verdict(("a", "b"), ("A", "B"), np.array([1.0, 0.0]), refusal))
 
 
 def test_refused_fields_are_counted_per_check():

@@ -13,6 +13,7 @@ from imageclf.model.predictor import Predictor
 from scripts.perf.local_space import free_port
 from scripts.predict_client import SpaceUnreachableError, classify_files, connect, list_images, main, write_csv
 from tests.support.tiny_model import DEFAULT_LABELS, write_test_image
+from tests.support.field_rows import one_field
 
 NAMES = sorted(name for _, name in DEFAULT_LABELS)
 EXTRA = ["abstained", "reason", "reason_code", "scale_factor"]
@@ -47,19 +48,19 @@ def test_folder_to_csv_matches_the_predictor(tiny_space, tiny_folder, image_fold
     assert main([tiny_space, str(image_folder), "--out", str(out), "--no-progress"]) == 1  # one bad file
     with out.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames == ["path", "label", "confidence", *EXTRA, *NAMES, "error"]
+        assert reader.fieldnames == ["path", "label", "name", "confidence", *EXTRA, *NAMES, "error"]
         rows = {Path(r["path"]).name: r for r in reader}
     assert sorted(rows) == ["a.png", "b.jpeg", "broken.jpg", "c.png"]
 
     broken = rows.pop("broken.jpg")
     assert broken["error"] == _decode_error(image_folder / "broken.jpg")
-    assert broken["label"] == "" and all(broken[name] == "" for name in NAMES)
+    assert broken["label"] == broken["name"] == "" and all(broken[name] == "" for name in NAMES)
 
     predictor = Predictor(tiny_folder)
     for row in rows.values():
-        direct = predictor.predict(row["path"])
+        direct = one_field(predictor, row["path"])
         assert row["error"] == "" and row["abstained"] == "false" and row["reason"] == ""
-        assert row["label"] == direct["name"]
+        assert row["label"] == direct["label"] and row["name"] == direct["name"]
         assert float(row["confidence"]) == pytest.approx(direct["confidence"], abs=1e-6)
         for name in NAMES:
             assert float(row[name]) == pytest.approx(direct["confidences"][name], abs=1e-6)
@@ -89,7 +90,7 @@ def test_core_functions_keep_going_after_errors(tiny_space, image_folder):
     assert "does not exist" in rows[1]["error"]
     buffer = io.StringIO()
     header = write_csv(rows, buffer)
-    assert header == ["path", "label", "confidence", *EXTRA, *NAMES, "error"]
+    assert header == ["path", "label", "name", "confidence", *EXTRA, *NAMES, "error"]
     assert len(buffer.getvalue().strip().splitlines()) == 1 + len(paths)
 
 
@@ -103,7 +104,7 @@ def test_abstentions_name_no_class_in_csv_or_print(abstaining_space, tmp_path, c
     with out.open(newline="") as handle:
         (row,) = list(csv.DictReader(handle))
     assert row["abstained"] == "true" and row["reason"] and row["reason_code"] in {"confidence", "colour"}
-    assert row["label"] == row["confidence"] == "" and all(row.get(name, "") == "" for name in NAMES)
+    assert row["label"] == row["name"] == row["confidence"] == "" and all(row.get(name, "") == "" for name in NAMES)
     assert "not recognised" in printed and not any(name in printed for name in NAMES)
 
 
@@ -135,8 +136,8 @@ def test_chunks_keep_order_and_isolate_errors(tiny_space, tiny_folder, tmp_path)
     assert rows[2]["error"] == _decode_error(broken) and rows[3]["error"].endswith("gone.png does not exist")
     predictor = Predictor(tiny_folder)
     for row in rows[:2] + rows[4:]:
-        direct = predictor.predict(row["path"])
-        assert row["error"] == "" and row["label"] == direct["name"]
+        direct = one_field(predictor, row["path"])
+        assert row["error"] == "" and row["name"] == direct["name"] and row["label"] == direct["label"]
         assert row["probabilities"] == pytest.approx(direct["confidences"], abs=1e-6)  # all classes
 
 
@@ -162,8 +163,8 @@ def test_falls_back_to_predict_per_file(tiny_space, tiny_folder, image_folder):
     rows = classify_files(client, list_images(image_folder), progress=False)
     assert client.batch_calls == 0
     assert [bool(row["error"]) for row in rows] == [False, False, True, False]
-    direct = Predictor(tiny_folder).predict(rows[0]["path"])
-    assert rows[0]["label"] == direct["name"] and rows[0]["confidence"] == pytest.approx(direct["confidence"])
+    direct = one_field(Predictor(tiny_folder), rows[0]["path"])
+    assert rows[0]["name"] == direct["name"] and rows[0]["label"] == direct["label"] and rows[0]["confidence"] == pytest.approx(direct["confidence"])
 
 
 def test_a_dropped_job_is_sent_once_more():
@@ -179,7 +180,7 @@ def test_a_dropped_job_is_sent_once_more():
                 raise self.outcome
             return self.outcome
 
-    answer = {"name": "Alpha tissue", "confidence": 0.9, "confidences": {"Alpha tissue": 0.9},
+    answer = {"label": "alpha", "name": "Alpha tissue", "confidence": 0.9, "confidences": {"Alpha tissue": 0.9},
               "abstained": False, "abstain_reason": None, "scale": {"factor": 1.0}, "error": None}
 
     class Client:
@@ -197,7 +198,7 @@ def test_a_dropped_job_is_sent_once_more():
 
     client = Client([CancelledError(), [answer]])
     (row,) = classify_files(client, [__file__], progress=False)
-    assert client.submitted == [(1, "auto", "/predict_batch")] * 2 and row["label"] == "Alpha tissue"
+    assert client.submitted == [(1, "auto", "/predict_batch")] * 2 and row["name"] == "Alpha tissue"
     assert not row["error"]
     client = Client([RuntimeError("connection reset")])
     (failed,) = classify_files(client, [__file__], progress=False)

@@ -9,8 +9,8 @@ import pytest
 
 from imageclf.model.config import read_config
 from imageclf.core.refusal import Reason, judge_scale
-from imageclf.core.request import ScaleError, parse_scale
-from imageclf.model.config import ScaleSpec
+from imageclf.core.request import ScaleRequest, ScaleError, parse_scale
+from imageclf.core.scale import ScaleSpec
 from imageclf.core.scale import decide_scale, estimate_relative_size
 from tests.conftest import HUB_MODEL, ROOT
 from training.calibration.scale_reference import build_scale_spec, split_tiles, zoom_out_check
@@ -78,7 +78,9 @@ def test_out_of_range_scale_is_refused_with_a_reason(synthetic_spec):
         parse_scale("0.5", synthetic_spec)
     declared = replace(synthetic_spec, microns_per_pixel=0.5)
     assert decide_scale(_nuclei(6.0), declared, parse_scale("0.25", declared)).relative_size == pytest.approx(2.0)
-    far = decide_scale(_nuclei(6.0), declared, parse_scale("0.01", declared))   # 50x larger nuclei than trained
+    with pytest.raises(ScaleError, match="plausible range"):            # a typo, refused at the edge
+        parse_scale("0.01", declared)
+    far = decide_scale(_nuclei(6.0), declared, ScaleRequest("microns_per_pixel", 0.01))   # 50x larger nuclei
     refusal = judge_scale(far, declared)
     assert refusal.reason is Reason.MAGNIFICATION_TOO_HIGH and "far above" in refusal.phrase
     assert refusal.sentence.startswith("The magnification is far above")

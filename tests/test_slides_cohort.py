@@ -12,7 +12,7 @@ import pytest
 from distributed import Client
 
 from imageclf.slides.cohort import PROGRESS_TOPIC, RUN_LOG, RunOptions, local_cluster, plan_jobs, run_dask, run_serial
-from imageclf.slides.results import SlideModel
+from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.writers import SUMMARY
 from tests.conftest import HUB_MODEL, require_dataset
 from tests.support.slides import lung_mosaic, lung_tiles, tiny_slide_model_folder, write_slide

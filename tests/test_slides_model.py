@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from imageclf.model.predictor import Predictor
-from imageclf.slides.results import SlideModel
+from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_slide
 from tests.conftest import HUB_MODEL, missing, require_dataset
 from tests.support.slides import lung_mosaic, lung_tiles, write_slide
@@ -68,4 +68,4 @@ def test_a_skin_slide_is_refused_by_the_shared_rule(model):
     assert result.reading["level"] == 0 and len(result.fields) > 50
     refused = [r for r in result.fields.reasons if r is not None]
     assert len(refused) / len(result.fields) >= 0.5
-    assert result.verdict is not None and result.verdict.code == "fields_refused" and result.probabilities is None
+    assert result.verdict.abstain_code == "fields_refused" and result.verdict.probabilities is None

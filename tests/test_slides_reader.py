@@ -2,13 +2,17 @@
 tissue mask, the model's physical scale, and a clear sentence for every file that is not a usable slide."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import numpy as np
 import pytest
 
 from imageclf.model.config import read_config
-from imageclf.slides.physical import MODEL_SCALE_FILE, MPP_RANGE, choose_level, model_mpp, parse_mpp
+from imageclf.core.request import MPP_RANGE, ScaleError, parse_scale
+from imageclf.slides.physical import choose_level
+from imageclf.slides.slide_model import model_mpp
 from imageclf.slides.reader import CHUNK_SIDE, SlideError, SlideReader, input_kind
 from imageclf.slides.tissue import find_tissue
 from tests.conftest import HUB_MODEL, require_dataset
@@ -27,15 +31,15 @@ def lung_svs(tiles, tmp_path_factory):
 
 def test_metadata_mpp_of_generated_and_real_slides(lung_svs, tiles, tmp_path):
     with SlideReader(lung_svs) as slide:
-        assert slide.vendor == "aperio" and slide.metadata_mpp == pytest.approx(0.25)
+        assert slide.vendor == "aperio" and slide.metadata_mpp[0] == pytest.approx(0.25)
         assert slide.dimensions == (3000, 2000) and slide.level_downsamples == (1.0, 4.0)
     generic = write_slide(tmp_path / "lung.tif", lung_mosaic(tiles, ["L"]), mpp=0.5, vendor="generic",
                           downsamples=(1, 2))
     with SlideReader(generic) as slide:
-        assert slide.vendor == "generic-tiff" and slide.metadata_mpp == pytest.approx(0.5, rel=1e-3)
+        assert slide.vendor == "generic-tiff" and slide.metadata_mpp[0] == pytest.approx(0.5, rel=1e-3)
     wsi = require_dataset("wsi")
     with SlideReader(wsi / "CMU-1-Small-Region.svs") as slide:
-        assert slide.metadata_mpp == pytest.approx(0.499)
+        assert slide.metadata_mpp[0] == pytest.approx(0.499)
     with SlideReader(wsi / "TCGA-CR-7395-01A-01-TS1.svs") as slide:
         assert slide.metadata_mpp is None and len(slide.level_downsamples) == 2
 
@@ -53,17 +57,22 @@ def test_regions_are_the_source_pixels_and_the_thumbnail_is_bounded(lung_svs, ti
             slide.read(0, 0, 0, 2 * CHUNK_SIDE + 1, 10)           # one bounded region at a time
 
 
-@pytest.mark.parametrize("text, expected", [(None, None), ("", None), ("0.25", 0.25), ("0.5 um/px", 0.5)])
-def test_mpp_option(text, expected):
-    assert parse_mpp(text) == expected
+@pytest.mark.parametrize("text, expected", [("0.25", 0.25), ("0.5 um/px", 0.5), (".25", 0.25), ("2.5e-1", 0.25),
+                                            ("40x", 0.25), ("0.5 mpp", 0.5)])
+def test_the_one_scale_parser_reads_the_mpp_option(text, expected):
+    config = read_config(HUB_MODEL)
+    parsed = parse_scale(text, config.scale, what="--mpp")
+    assert parsed.mode == "microns_per_pixel" and parsed.microns_per_pixel == pytest.approx(expected)
+    assert parse_scale(None).mode == parse_scale("").mode == "auto"
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "500", "0.001", "fast", "nan"])
 def test_absurd_mpp_option_is_refused_with_its_range(text):
-    with pytest.raises(SlideError) as caught:
-        parse_mpp(text)
+    with pytest.raises(ScaleError) as caught:
+        parse_scale(text, read_config(HUB_MODEL).scale, what="--mpp")
     message = str(caught.value)
-    assert "--mpp" in message and (f"{MPP_RANGE[0]:g}-{MPP_RANGE[1]:g}" in message or "not a number" in message)
+    assert "--mpp" in message and (f"{MPP_RANGE[0]:g}-{MPP_RANGE[1]:g}" in message or "not understood" in message
+                                   or "positive" in message)
     assert "\n" not in message
 
 
@@ -74,15 +83,13 @@ def test_level_nearest_above_the_model_scale():
     assert choose_level((1.0, 2.0), slide_mpp=0.8, model_mpp=0.368) == 0              # even level 0 is coarser
 
 
-def test_model_scale_comes_from_the_config_or_the_measured_file():
+def test_the_model_scale_is_in_its_own_config():
     config = read_config(HUB_MODEL)
-    measured = json.loads(MODEL_SCALE_FILE.read_text())
-    value, source = model_mpp(config.scale, config.model_name)
-    assert measured["model_name"] == config.model_name and value == measured["um_per_px"]
-    assert 0.2 < value < 0.6 and "model_scale.json" in source
-    assert measured["n"] >= 40 and measured["spread"]["iqr"][0] <= value <= measured["spread"]["iqr"][1]
+    value = model_mpp(config.scale, config.model_name)
+    assert 0.2 < value < 0.6 and value == config.scale.microns_per_pixel
+    assert "IQR" in config.scale.microns_per_pixel_note and "MoNuSeg" in config.scale.microns_per_pixel_note
     with pytest.raises(SlideError, match="declares no microns per pixel"):
-        model_mpp(config.scale, "another-model")
+        model_mpp(dataclasses.replace(config.scale, microns_per_pixel=None), "another-model")
 
 
 def test_tissue_mask_leaves_out_glass_and_pen_and_measures_area(tiles):
@@ -135,3 +142,17 @@ def test_plain_images_and_single_level_tiffs_take_the_image_path(tiles, tmp_path
     assert input_kind(small, max_image_pixels=100) == "slide"            # too big to decode whole: read lazily
     assert input_kind(png, max_image_pixels=64_000_000) == "image"
     assert input_kind(tmp_path / "x.svs", max_image_pixels=64_000_000) == "slide"
+
+
+@pytest.mark.parametrize("unit, resolution, expected", [("centimeter", 40_000.0, 0.25), ("inch", 50_800.0, 0.5)])
+def test_mpp_falls_back_to_the_tiff_resolution_tags(unit, resolution, expected):
+    """A file whose OpenSlide properties carry no ``openslide.mpp-x/y`` (a vendor OpenSlide does not map
+    them for) still has a physical scale when its TIFF resolution tags state one."""
+    reader = SlideReader.__new__(SlideReader)     # only the properties matter here
+    reader._slide = type("Props", (), {"properties": {"tiff.XResolution": str(resolution),
+                                                      "tiff.YResolution": str(resolution),
+                                                      "tiff.ResolutionUnit": unit}})()
+    value, source = reader.metadata_mpp
+    assert value == pytest.approx(expected) and source == "TIFF resolution tags"
+    reader._slide.properties["tiff.ResolutionUnit"] = "none"   # no physical unit: no scale
+    assert reader.metadata_mpp is None

@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
+from imageclf.core.request import ScaleRequest
 from imageclf.model.predictor import Predictor
 from imageclf.slides.cohort import RUN_LOG, RunOptions, plan_jobs, run_serial
-from imageclf.slides.results import SlideModel
+from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_slide
 from scripts import score_slides
 from tests.conftest import HUB_MODEL, require_dataset
@@ -106,7 +107,7 @@ def test_mpp_is_reported_with_its_source(tiles, model, tmp_path):
     assert estimated.scale.source == "estimate" and 0.15 < estimated.scale.mpp < 0.4     # truly 0.25 um/px
     assert "nucleus size" in estimated.scale.detail and len(estimated.fields) > 0
     calls = []
-    overridden = score_slide(unlabelled, model, mpp=0.5, progress=lambda done, total: calls.append((done, total)))
+    overridden = score_slide(unlabelled, model, scale=ScaleRequest("microns_per_pixel", 0.5), progress=lambda done, total: calls.append((done, total)))
     assert overridden.scale.source == "override" and overridden.scale.mpp == 0.5
     assert overridden.reading["field_level0_px"][0] == pytest.approx(64 * TINY_MPP / 0.5, abs=0.01)
     assert calls[0] == (0, len(overridden.fields)) and calls[-1] == (len(overridden.fields),) * 2
@@ -148,7 +149,7 @@ def test_every_bad_input_gets_its_sentence_and_the_others_are_scored(lung_svs, t
 def test_the_cli_refuses_an_absurd_mpp_before_loading_anything(lung_svs, tmp_path, capsys):
     assert score_slides.main([str(lung_svs), "--out", str(tmp_path / "o"), "--mpp", "900", "--workers", "0"]) == 2
     error = capsys.readouterr().err
-    assert "--mpp 900 um/px is outside the plausible range" in error and not (tmp_path / "o").exists()
+    assert "--mpp 900 means 900 um/px, outside the plausible range" in error and not (tmp_path / "o").exists()
 
 
 def test_a_plain_image_takes_the_ordinary_image_path(tiles, model, tiny_folder, tmp_path):

@@ -26,6 +26,7 @@ from imageclf.core.imaging import ImageError, decode_image
 from imageclf.model.predictor import Predictor
 from tests.conftest import HUB_MODEL
 from tests.support.tiny_model import write_test_image
+from tests.support.field_rows import field_rows, one_field
 
 ENDPOINTS = ["/predict", "/predict_batch", "/explain", "/predict_tiles", "/predict_slide"]
 RESULT_KEYS = {"label", "name", "confidence", "probabilities", "abstained", "abstain_reason", "abstain_code", "scale", "fields", "model_repo",
@@ -76,7 +77,7 @@ def test_named_endpoints(client):
 def test_predict_json(client, tiny_predictor, tmp_path):
     image = write_test_image(tmp_path / "t.png", seed=4)
     labels, result = client.predict(handle_file(image), api_name="/predict")
-    direct = tiny_predictor.predict(image)
+    direct = one_field(tiny_predictor, image)
     assert set(result) == RESULT_KEYS
     assert result["label"] == direct["label"] and result["name"] == direct["name"] == labels["label"]
     assert result["probabilities"] == pytest.approx(direct["probabilities"], abs=1e-6)
@@ -110,7 +111,7 @@ def test_concurrent_predicts_each_get_their_own_answer(tiny_space, tiny_predicto
         if path == bad:
             assert isinstance(answer, AppError)  # its own error, and nobody else's
         else:
-            assert answer["probabilities"] == pytest.approx(tiny_predictor.predict(path)["probabilities"], abs=1e-6)
+            assert answer["probabilities"] == pytest.approx(one_field(tiny_predictor, path)["probabilities"], abs=1e-6)
 
 
 def test_predict_batch_rows_and_one_bad_file(client, tiny_predictor, tmp_path):
@@ -126,7 +127,7 @@ def test_predict_batch_rows_and_one_bad_file(client, tiny_predictor, tmp_path):
     for path, row in zip(files, rows, strict=True):
         if path == bad:
             continue
-        direct = tiny_predictor.predict(path)
+        direct = one_field(tiny_predictor, path)
         assert row["error"] is None and row["label"] == direct["label"] and row["name"] == direct["name"]
         assert row["probabilities"] == pytest.approx(direct["probabilities"], abs=1e-6)
         assert row["confidences"] == pytest.approx(direct["confidences"], abs=1e-6)
@@ -212,7 +213,7 @@ def test_mcp_tools_listed_and_callable(tiny_space, tiny_predictor, tmp_path):
                 return answer.content[0].text
 
     text = asyncio.run(call())
-    direct = tiny_predictor.predict(image)
+    direct = one_field(tiny_predictor, image)
     assert f"'label': '{direct['label']}'" in text and f"{direct['confidence']}" in text
 
 
@@ -252,7 +253,7 @@ def test_real_tiles_mosaic_through_the_tiling_path(hub_space, lung_data, tmp_pat
         mosaic[:size[0], col * size[1]:(col + 1) * size[1]] = tile
     tile_map, result = _client(hub_space).predict(handle_file(_write_png(tmp_path / "m.png", mosaic)),
                                                    "native", api_name="/predict_tiles")
-    direct = predictor.predict_batch(tiles)
+    direct = field_rows(predictor, tiles)
     expected = {cid: sum(r["label"] == cid and not r["abstained"] for r in direct) for cid in predictor.class_ids}
     assert result["fields"]["classified_tiles"] == 3 and result["fields"]["tissue_tiles"] == 3
     if not result["abstained"]:

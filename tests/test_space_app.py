@@ -28,6 +28,7 @@ from imageclf.model.explain import overlay
 from imageclf.core.imaging import ImageError, decode_image
 from imageclf.model.predictor import Predictor
 from tests.support.tiny_model import REPO_ROOT, imported_app, run_space, run_ui_event, write_test_image
+from tests.support.field_rows import one_field
 
 REAL_MODEL = REPO_ROOT / "hub_model"
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "lc25000-lung-224"
@@ -70,7 +71,7 @@ def test_public_endpoints_only(client, tiny_space):
 def test_predict_equals_the_predictor(client, tiny_folder, tmp_path, suffix):
     image = write_test_image(tmp_path / f"tile{suffix}", size=(70, 50), seed=11)
     answer, result = client.predict(handle_file(image), api_name="/predict")
-    direct = Predictor(tiny_folder).predict(image)
+    direct = one_field(Predictor(tiny_folder), image)
     assert result["label"] == direct["label"] and result["confidence"] == pytest.approx(direct["confidence"])
     assert answer["label"] == direct["name"]
     assert _as_probs(answer) == pytest.approx(direct["confidences"], abs=1e-6)
@@ -97,14 +98,15 @@ def test_unreadable_file_is_a_clear_error_and_the_server_keeps_serving(client, t
 def test_page_shows_model_source_and_disclaimer(tiny_space, tiny_folder):
     text = _page_text(tiny_space)
     assert "tiny-test-model" in text
-    assert f"local folder `{tiny_folder.resolve()}`" in text
+    assert "Model **tiny-test-model** from local folder (no Hub revision)." in text
+    assert str(tiny_folder.resolve()) not in text        # the server's own paths are not the page's business
     assert "Test model. Not a diagnostic device." in text  # disclaimer from config.json
     assert "synthetic test images" in text  # domain from config.json
     assert "Alpha tissue" in text and "`gamma`" in text  # class table from labels.json
     assert "lung" not in text.lower()  # nothing lung-specific is hard-coded
     # The model panel: metrics.json, the card, data and limitations (generic fallbacks here).
     assert "| Accuracy | 50.00% |" in text and "| Macro F1 | 40.00% |" in text
-    assert f"**Model card:** `{tiny_folder.resolve() / 'README.md'}`" in text
+    assert "**Model card:** `README.md` in the local model folder" in text
     assert "**Training data:** Not stated in the model's config.json." in text
     assert "**Limitations:** Made for synthetic test images only. The model has only seen" in text
     assert "**Repo:** none (local folder)" in text
@@ -176,7 +178,7 @@ def test_space_serves_a_pinned_hub_model(local_hub, tiny_folder, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{url}/gradio_api/mcp/schema", timeout=10)
     assert err.value.code == 404
-    assert _as_probs(answer) == pytest.approx(Predictor(tiny_folder).predict(image)["confidences"], abs=1e-6)
+    assert _as_probs(answer) == pytest.approx(one_field(Predictor(tiny_folder), image)["confidences"], abs=1e-6)
     assert result["model_repo"] == "testuser/tiny-model" and result["model_revision"] == sha
     assert health == {"status": "ok", "model_repo": "testuser/tiny-model", "model_revision": sha,
                       "model_name": "tiny-test-model"}
@@ -214,13 +216,14 @@ def test_verdict_and_data_url_input(app_module, tiny_folder):
     assert words.startswith(f"**{analysis.name} — {analysis.confidence:.0%} (model probability, not calibrated)**")
     assert "Scale: native: the model declares no scale reference; answered as one field (64 px)." in words
     assert app.verdict(None) == ""
-    abstained = app.verdict(dataclasses.replace(analysis, refusal=Refusal(Reason.CONFIDENCE)))
+    abstained = app.verdict(dataclasses.replace(
+        analysis, verdict=dataclasses.replace(analysis.verdict, refusal=Refusal(Reason.CONFIDENCE))))
     assert abstained.startswith(f"**Not recognised as synthetic test images:** {Reason.CONFIDENCE.sentence()} "
                                 "Treat this as no answer.")
     assert not any(name in abstained for name in app.PREDICTOR.names)  # no class is named when abstaining
     data = base64.b64encode(write_test_image(Path(tiny_folder).parent / "d.png").read_bytes()).decode()
     labels, full = app.SERVICE.predict({"path": None, "url": f"data:image/png;base64,{data}"})
-    assert labels == pytest.approx(app.PREDICTOR.predict(Path(tiny_folder).parent / "d.png")["confidences"])
+    assert labels == pytest.approx(one_field(app.PREDICTOR, Path(tiny_folder).parent / "d.png")["confidences"])
     assert sum(labels.values()) == pytest.approx(1.0, abs=1e-5) and full["label"] in app.PREDICTOR.class_ids
 
 
@@ -229,7 +232,7 @@ def test_ui_small_image_shows_verdict_and_grad_cam(app_module, tmp_path):
     path = tmp_path / "small.png"
     cv2.imwrite(str(path), rgb[..., ::-1])
     shown = run_ui_event(app_module, "analyze", [{"path": str(path)}, 0.3, "auto"])
-    direct = app_module.PREDICTOR.predict(path)
+    direct = one_field(app_module.PREDICTOR, path)
     assert shown["verdict"].startswith(f"**{direct['name']} — ")
     assert shown["top-classes"]["label"] == direct["name"]
     assert shown["gradcam"]["value"] is not None   # the heatmap, titled "Grad-CAM of the predicted class"
@@ -246,7 +249,7 @@ def test_ui_abstained_image_names_no_class(abstaining_folder, tmp_path, monkeypa
     """When the model abstains the page names no class: no top classes, no class-labelled Grad-CAM."""
     with imported_app(monkeypatch, abstaining_folder) as app:  # top probability is never >= 1.0
         path = write_test_image(tmp_path / "small.png", size=(100, 90), seed=2)
-        assert app.PREDICTOR.predict(path)["abstained"]
+        assert one_field(app.PREDICTOR, path)["abstained"]
         shown = run_ui_event(app, "analyze", [{"path": str(path)}, 0.45, "auto"])
     assert shown["verdict"].startswith("**Not recognised as synthetic test images:**")
     assert not any(name in shown["verdict"] for name in app.PREDICTOR.names)

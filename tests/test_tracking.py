@@ -22,7 +22,7 @@ def test_tracking_is_off_unless_asked_for():
 def test_mlflow_flag_without_mlflow_installed_says_what_to_install(monkeypatch, tiny_dataset, tmp_path):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
     with pytest.raises(TrackingUnavailable, match="requirements-tracking.txt"):
-        train(TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "m"), mlflow=True, verbose=0))
+        train(TrainConfig(allow_dirty=True, data=str(tiny_dataset), out=str(tmp_path / "m"), mlflow=True, verbose=0))
     assert not (tmp_path / "m" / "model.keras").exists()  # it stopped before training
 
 
@@ -34,7 +34,7 @@ def test_a_run_logs_params_epochs_test_metrics_and_the_model_folder(monkeypatch,
                 ci_hint="make setup installs requirements-tracking.txt")
     store = (tmp_path / "mlruns").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # the environment alone switches tracking on
-    metrics = train(TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "model"), input_size=32, work_size=None,
+    metrics = train(TrainConfig(allow_dirty=True, data=str(tiny_dataset), out=str(tmp_path / "model"), input_size=32, work_size=None,
                                 epochs=3, batch_size=16, verbose=0, mlflow_experiment="tiny"))
 
     client = mlflow.MlflowClient(tracking_uri=store)

@@ -90,7 +90,7 @@ def test_model_takes_uint8_and_returns_probabilities(tmp_path):
 
 def test_train_cli_exports_a_complete_model_folder(tmp_path, tiny_dataset):
     out = tmp_path / "model"
-    metrics = train(TrainConfig(data=str(tiny_dataset), out=str(out), input_size=32, work_size=None,
+    metrics = train(TrainConfig(allow_dirty=True, data=str(tiny_dataset), out=str(out), input_size=32, work_size=None,
                                 epochs=16, batch_size=16, verbose=0))
     expected = {"model.keras", "labels.json", "config.json", "metrics.json", "README.md",
                 "confusion_matrix.png", "confusion_matrix.json", "training_curves.png", "split_manifest.csv"}
@@ -130,10 +130,10 @@ def test_imagenet_backbone_path_builds_offline_from_scratch(backbone):
 
 def test_from_run_recalibrates_and_keeps_provenance(tmp_path, tiny_dataset):
     first = tmp_path / "first"
-    train(TrainConfig(data=str(tiny_dataset), out=str(first), input_size=32, work_size=None, epochs=2,
+    train(TrainConfig(allow_dirty=True, data=str(tiny_dataset), out=str(first), input_size=32, work_size=None, epochs=2,
                       batch_size=16, verbose=0))
     again = tmp_path / "again"
-    metrics = train(TrainConfig(data=str(tiny_dataset), out=str(again), input_size=32, work_size=None,
+    metrics = train(TrainConfig(allow_dirty=True, data=str(tiny_dataset), out=str(again), input_size=32, work_size=None,
                                 manifest=str(first / "split_manifest.csv"), from_run=str(first), verbose=0,
                                 widths=(8, 8, 8, 8)))  # ignored: the reused model is not rebuilt
     source, config = (json.loads((f / "config.json").read_text()) for f in (first, again))

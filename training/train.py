@@ -22,6 +22,7 @@ The story, step by step:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -31,6 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from imageclf.core.stain import tiles_as_model_input
+from imageclf.model.blocks import parse_block
 from training.calibration.scale_reference import build_scale_spec, tiles_by_class
 from training.data.batches import make_dataset
 from training.data.catalog import DEFAULT_DATA, describe
@@ -42,7 +45,7 @@ from training.models.architectures import build_model
 from training.models.from_run import carry_feature_check, reuse_run
 from training.runtime.devices import (STRATEGIES, fit_multi_worker_ready, global_batch_size, is_chief, make_strategy,
                                       output_folder)
-from training.runtime.provenance import code_version
+from training.runtime.provenance import CheckedVersion, checked_code_version
 from training.runtime.tracking import start_tracking, tracking_requested
 
 
@@ -75,6 +78,7 @@ class TrainConfig:
     strategy: str = "default"  # tf.distribute: default, mirrored or multi_worker (training.runtime.devices)
     mlflow: bool = False  # log to MLflow (also when MLFLOW_TRACKING_URI is set)
     mlflow_experiment: str | None = None  # default: the model name
+    allow_dirty: bool = False  # export from uncommitted training code (recorded); else refused at the start
 
 
 # Steps 2-7 -----------------------------------------------------------------------------------
@@ -87,7 +91,9 @@ def train(config: TrainConfig) -> dict:
     exports and tracks. The other workers return ``{"training": ...}`` and leave no files behind.
     """
 
-    strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must precede any TF op
+    # Before any work: an export from uncommitted code is refused now, not after an hour of training.
+    checked = checked_code_version(allow_dirty=config.allow_dirty)
+    strategy = make_strategy(config.strategy)  # a multi-worker strategy must precede any TF op
     chief = is_chief(strategy)
     info = describe(config.data)
     # The dataset's own augmentation defaults (e.g. no stain jitter on CT), then --augment overrides.
@@ -97,7 +103,8 @@ def train(config: TrainConfig) -> dict:
         tracker = start_tracking(requested=chief and tracking_requested(config.mlflow), params=params,
                                  experiment=config.mlflow_experiment or config.model_name, run_name=out.name)
         try:
-            metrics = run_steps(config, info, out=out, strategy=strategy, chief=chief, callbacks=tracker.callbacks())
+            metrics = run_steps(config, info, out=out, strategy=strategy, chief=chief, callbacks=tracker.callbacks(),
+                                checked=checked)
         except BaseException:
             tracker.fail()
             raise
@@ -105,11 +112,12 @@ def train(config: TrainConfig) -> dict:
     return metrics
 
 
-def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, callbacks: list) -> dict:
-    """Steps 1-7 (see the module docstring) in ``out``."""
+def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, callbacks: list,
+              checked: CheckedVersion) -> dict:
+    """Steps 1-7 (see the module docstring) in ``out``; ``checked``: the code version taken at the start."""
 
     keras.utils.set_random_seed(config.seed)
-    code = code_version()  # at the start: the code that actually trained the model
+    code = checked.code_version  # taken at the start: the code that actually trained the model
     samples, manifest = prepare_split(config, out=out, chief=chief)  # step 1
     class_ids = sorted({s.label for s in samples})
     size = (config.input_size, config.input_size)
@@ -136,10 +144,12 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
         return {"training": training}
 
     # Steps 5-6: calibrate and fit abstention on validation, then measure everything on test once.
+    stain = parse_block("stain", provenance.get("stain"))   # None: the model takes the pixels as they are
     model, metrics, extras = calibrate_and_evaluate(model, arrays, class_ids=class_ids, info=info, out=out,
                                                     data_root=config.data,
                                                     test_groups=[s.group for s in split["test"]],
-                                                    temperature=provenance.pop("temperature", None))
+                                                    temperature=provenance.pop("temperature", None),
+                                                    prepare=functools.partial(tiles_as_model_input, spec=stain))
     metrics["training"] = training
     extras["data_layout"] = layout_of(config.data).to_dict()
     if config.from_run:  # a transfer run (training/transfer/pipeline.py) brings its fitted feature-space check
@@ -148,7 +158,8 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
         extras["scale"] = build_scale_spec(tiles_by_class(split["train"], root=config.data),
                                            field_of_view_px=info.field_of_view_px, seed=config.seed)
     export_model_folder(model, out, config=config, class_ids=class_ids, info=info, metrics=metrics,
-                        history=history, manifest=manifest, code=code, extras={**extras, **provenance})
+                        history=history, manifest=manifest, code=code, extras={**extras, **provenance},
+                        dirty_tree_allowed=checked.dirty_tree_allowed)
     return metrics
 
 
@@ -256,6 +267,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                         help="log params, epochs, test metrics and the model folder to MLflow "
                              "(also on when MLFLOW_TRACKING_URI is set; default store ./mlruns)")
     parser.add_argument("--mlflow-experiment", help="MLflow experiment name (default: the model name)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="export even when training/ or src/ has uncommitted changes (else refused); "
+                             "recorded as code_version '...+dirty' and training_run.dirty_tree_allowed")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 1 bar, 2 line/epoch")
     args = vars(parser.parse_args(argv))
     args["augmentation"] = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.pop("augment"))}

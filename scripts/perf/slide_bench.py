@@ -33,9 +33,10 @@ import numpy as np
 import psutil
 
 from imageclf.core.imaging import to_model_input
-from imageclf.core.rule import CHUNK
+from imageclf.core.pipeline import CHUNK
 from imageclf.slides.reader import SlideReader
-from imageclf.slides.results import SlideModel, SlideResult
+from imageclf.slides.results import SlideResult
+from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_slide
 from tests.support.slides import lung_mosaic, lung_tiles, random_layout, write_slide
 

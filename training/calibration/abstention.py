@@ -16,7 +16,7 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,7 @@ def calibrate_and_fit_abstention(
     reliability_plot: str | Path | None = None,
     batch_size: int = 64,
     temperature: float | None = None,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Temperature-scale ``model`` on validation data, then fit the abstention rule on it.
 
@@ -244,14 +245,17 @@ def calibrate_and_fit_abstention(
     ``abstain`` (the rule as a dict for config.json). ``colour_images`` (e.g. every 5th
     training tile) widens the colour check's view of stain variety; see :func:`fit_abstention`.
     ``temperature``: one already fitted on validation data (a transfer run fits its own on clean
-    plus shifted validation tiles); then only the abstention rule is fitted here.
+    plus shifted validation tiles); then only the abstention rule is fitted here. ``prepare``: what the
+    model's contract does to pixels before the network (stain normalisation); the colour check still
+    judges the pixels as sent.
 
     Example:
         >>> calibrated, info = calibrate_and_fit_abstention(model, val_x, val_y, colour_images=train_x[::5],
         ...                                                 reliability_plot="hub_model/reliability.png")
     """
 
-    logits = np.asarray(logits_model(model).predict(val_images, batch_size=batch_size, verbose=0), np.float64)
+    inputs = val_images if prepare is None else prepare(val_images)
+    logits = np.asarray(logits_model(model).predict(inputs, batch_size=batch_size, verbose=0), np.float64)
     temperature = fit_temperature(logits, val_labels) if temperature is None else float(temperature)
     before, after = softmax(logits), softmax(logits, temperature)
     if reliability_plot:

@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 
 from imageclf.core.imaging import decode_image
-from imageclf.model.config import SCHEMA_VERSION, NucleusReference, ScaleSpec, read_config, write_config
+from imageclf.core.scale import NucleusReference, ScaleSpec
+from imageclf.model.config import SCHEMA_VERSION, read_config, write_config
 from imageclf.core.scale import ESTIMATOR, SIGMAS, STEPS_PER_OCTAVE, energy_curve, estimate_relative_size
 from training.data.samples import read_manifest
 

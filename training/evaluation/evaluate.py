@@ -10,12 +10,12 @@ import argparse
 import json
 from pathlib import Path
 
-import keras
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
 from imageclf.model.config import read_config
+from imageclf.model.predictor import Predictor
 from training.data.samples import load_split, read_manifest
 
 
@@ -108,8 +108,8 @@ def evaluate_folder(model_dir: str | Path, *, data: str | Path, manifest: str | 
     config = read_config(model_dir)
     samples = [s for s in read_manifest(manifest) if s.split == split]
     images, labels = load_split(data, samples, class_ids=config.labels, size=tuple(config.input_size))
-    model = keras.saving.load_model(model_dir / config.model_file, compile=False, safe_mode=True)
-    probabilities = model.predict(images, batch_size=64, verbose=0)
+    # Through the model's contract (its stain step included), on the canonical Keras model.
+    probabilities = Predictor(model_dir, runtime="keras").classify_fields(list(images)).probabilities
     return classification_metrics(labels, probabilities, class_ids=config.labels,
                                   benign_classes=tuple(config.benign_classes))
 

@@ -13,7 +13,7 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,14 @@ from training.models.architectures import logits_model
 
 
 def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, out: str | Path, data_root: str | Path,
-                           test_groups: list[str] | None = None, temperature: float | None = None):
+                           test_groups: list[str] | None = None, temperature: float | None = None,
+                           prepare: Callable[[np.ndarray], np.ndarray] | None = None):
     """Return the calibrated model, the test metrics, and the config entries for export.
 
     ``arrays`` maps "train"/"val"/"test" to (uint8 images, integer labels); ``test_groups``
     (one group id per test image) adds a 95% interval for the accuracy, resampling groups.
+    ``prepare``: the model contract's step before the network (stain normalisation of each tile,
+    ``imageclf.core.stain.tiles_as_model_input``); every model call goes through it, the colour check not.
     """
 
     out = Path(out)
@@ -43,10 +46,11 @@ def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, o
     # Every 5th training tile widens the colour check's view of stain variety.
     calibrated, calibration = calibrate_and_fit_abstention(
         model, val_images, val_labels, colour_images=arrays["train"][0][::5], stain_check=info.colour_check,
-        reliability_plot=out / "reliability.png", temperature=temperature)
+        reliability_plot=out / "reliability.png", temperature=temperature, prepare=prepare)
     rule = AbstainRule.from_dict(calibration["abstain"])
 
-    logits = np.asarray(logits_model(model).predict(test_images, batch_size=64, verbose=0), np.float64)
+    prepare = prepare or (lambda images: images)
+    logits = np.asarray(logits_model(model).predict(prepare(test_images), batch_size=64, verbose=0), np.float64)
     probabilities = softmax(logits, calibration["temperature"])
     metrics = classification_metrics(test_labels, probabilities, class_ids=class_ids,
                                      benign_classes=info.benign_classes)
@@ -64,7 +68,7 @@ def calibrate_and_evaluate(model, arrays: dict, *, class_ids: list[str], info, o
               if p.is_dir() and p.resolve() != Path(data_root).resolve()}
     # With the labels, the test report also gives the accuracy on the tiles the model answers.
     metrics["abstention"] = evaluate_abstention(calibrated, rule, test_images, test_probabilities=probabilities,
-                                                test_labels=test_labels, other_datasets=others)
+                                                test_labels=test_labels, other_datasets=others, prepare=prepare)
     extras = {"abstain": calibration["abstain"], "calibration": {"temperature": calibration["temperature"],
                                                                  "applied": "inside model.keras (layer 'temperature')"}}
     return calibrated, metrics, extras
@@ -81,6 +85,7 @@ def evaluate_abstention(
     seed: int = 0,
     other_datasets: Mapping[str, str | Path] | None = None,
     batch_size: int = 64,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Abstention on the test split and on generated far-OOD kinds (run through ``model``).
 
@@ -101,8 +106,9 @@ def evaluate_abstention(
     for kind, root in (other_datasets or {}).items():
         sets |= shared_dataset_images(root, n_per_kind, kind=kind, size=size, seed=seed)
 
-    def probabilities(images: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+    def probabilities(images: np.ndarray) -> np.ndarray:   # the colour check sees ``images``, the network prepared ones
+        inputs = images if prepare is None else prepare(images)
+        return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
 
     if test_probabilities is None:
         test_probabilities = probabilities(test_images)

@@ -61,11 +61,10 @@ def judge(subject: Subject, images: np.ndarray, *, batch_size: int = 32) -> tupl
     """(probabilities, abstained mask, abstention shares by reason) for uint8 fields, through the
     serving code's own per-field decision (colour check, feature check, confidence floor)."""
 
-    results = [r for i in range(0, len(images), batch_size)
-               for r in subject.predictor.predict_batch(list(images[i:i + batch_size]))]
-    probabilities = np.array([list(r["probabilities"].values()) for r in results])
-    abstained = np.array([r["abstained"] for r in results])
-    why = np.array([r["abstain_code"] or "" for r in results])   # grouped by code, never by sentence
+    table = subject.predictor.classify_fields(list(images), batch=batch_size)   # the one field loop
+    probabilities = table.probabilities
+    abstained = ~table.answered
+    why = np.array([code or "" for code in table.codes()])   # grouped by code, never by sentence
     reasons = {"colour": float(np.mean(why == Reason.COLOUR.value)),
                "feature_ood": float(np.mean(why == Reason.FEATURE.value)),
                "confidence": float(np.mean(why == Reason.CONFIDENCE.value))}

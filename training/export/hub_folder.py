@@ -24,8 +24,12 @@ from training.runtime.provenance import code_version
 
 
 def export_model_folder(model, out, *, config, class_ids, info, metrics, history, manifest, code=None,
-                        extras=None) -> Path:
-    """Write every file of the model repo into ``out`` and return its path."""
+                        extras=None, dirty_tree_allowed: bool = False) -> Path:
+    """Write every file of the model repo into ``out`` and return its path.
+
+    ``dirty_tree_allowed``: the export was allowed from uncommitted code (``--allow-dirty``); said in
+    ``training_run`` beside the ``+dirty`` code version.
+    """
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -38,7 +42,7 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
     if manifest.resolve() != (out / "split_manifest.csv").resolve():
         shutil.copyfile(manifest, out / "split_manifest.csv")  # which tiles trained / tested it
     run = {k: v for k, v in asdict(config).items()
-           if k not in ("out", "cache_dir", "verbose", "mlflow", "mlflow_experiment")}  # not provenance
+           if k not in ("out", "cache_dir", "verbose", "mlflow", "mlflow_experiment", "allow_dirty")}  # not provenance
     run["augmentation"] = Augmentation(**config.augmentation).to_dict()  # the settings in force, not overrides
     run["data"] = Path(config.data).name
     extras = dict(extras or {})  # calibration, the abstention rule, the scale block, feature OOD
@@ -58,7 +62,9 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
         code_version=code or code_version(),
         keras_version=keras.__version__,
         # A reused run keeps its own training settings; the dataset is always the one exported from.
-        training_run={**extras.pop("training_run", run), "data": run["data"]},
+        # The flag is recorded only when it let uncommitted code through: clean exports read as before.
+        training_run={**extras.pop("training_run", run), "data": run["data"],
+                      **({"dirty_tree_allowed": True} if dirty_tree_allowed else {})},
         data_layout=extras.pop("data_layout", None),
         abstain=extras.pop("abstain", None),
         calibration=extras.pop("calibration", None),

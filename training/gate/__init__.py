@@ -3,7 +3,7 @@
 Research code for one measurement, not part of serving. Four kinds of abstention rule ("arms") on the
 bundled model's pooled ``features`` layer are compared through one stress table:
 
-- ``stain``: per-image Macenko stain normalisation to LC25000's reference, before the frozen backbone;
+- (stain normalisation is the served code's, ``imageclf.core.stain``);
 - ``arms``: the feature check refitted on lab-shifted features, a logistic tissue gate (lung vs
   same-lab colon, other organs, far-OOD), re-centring on an image's own fields, and their thresholds;
 - ``features``: the fields of every set (the stress suite's own), cut, normalised and passed once

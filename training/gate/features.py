@@ -4,9 +4,11 @@ One npz per set under ``.cache/tissue_gate/`` (git-ignored): ``features`` (N, 10
 ``features`` layer), ``probabilities`` (N, 3, the served softmax, temperature included), ``colour_ok``
 (the served colour check on the pixels as cut), and per field ``image`` (the source image or
 near-duplicate group: the bootstrap unit), ``label`` (class name, '' when not lung), ``set`` and
-``group``. A ``@macenko`` twin holds the same fields after per-image Macenko normalisation
-(``training.gate.stain``), with ``colour_ok`` still on the raw pixels (the normalisation is part of
-the model, the colour check judges what the user sent) and ``colour_ok_normalised`` beside it.
+``group``. A ``@macenko`` twin holds the same fields after per-image Macenko normalisation by the
+served code (``imageclf.core.stain``, one estimate per image, the reference of
+``training.calibration.stain_reference``), with ``colour_ok`` still on the raw pixels (the
+normalisation is part of the model, the colour check judges what the user sent),
+``colour_ok_normalised`` beside it and ``stain_status`` (whether each field's image was normalised).
 
 The sets are the stress suite's own (``training.data.image_sets``: the same scale estimate, the same
 cuts, the same seeds), plus a subsample of train tiles, their lab-shifted copies (policy ``all`` of
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -35,7 +38,8 @@ from training.calibration.scale_reference import train_scale_reference
 from training.data import image_sets, lab_shift
 from training.data.far_ood import make_far_ood_set
 from training.data.samples import read_manifest
-from training.gate import stain
+from imageclf.core import stain
+from training.calibration.stain_reference import fit_stain_spec
 
 SEEDS = (0, 1, 2)
 SIZE = (224, 224)
@@ -52,15 +56,13 @@ def run_batches(net: keras.Model, x: np.ndarray, batch: int = 32) -> list[np.nda
 class Cache:
     """The model (two outputs from one pass), the colour check and the cache folder."""
 
-    def __init__(self, model: Path, out: Path, reference_tiles: int = 100):
+    def __init__(self, model: Path, out: Path):
         self.predictor = Predictor(model, runtime="keras")
         keras_model = self.predictor.model
         self.forward = keras.Model(keras_model.inputs,
                                   [keras_model.outputs[0], keras_model.get_layer("features").output])
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
-        self._reference_tiles = reference_tiles
-        self._stain: stain.StainReference | None = None
 
     def run(self, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, features) of uint8 fields, in batches."""
@@ -71,13 +73,7 @@ class Cache:
         abstain = self.predictor.spec.refusal.abstain
         return np.array([refusal.colour_ok(im, abstain) for im in images], bool)
 
-    def stain_reference(self, train_images: np.ndarray) -> stain.StainReference:
-        if self._stain is None:
-            pick = np.random.default_rng(0).choice(len(train_images), self._reference_tiles, replace=False)
-            self._stain = stain.fit_reference(train_images[np.sort(pick)])
-        return self._stain
-
-    def save(self, name: str, images: np.ndarray, meta: dict[str, np.ndarray], *, macenko: stain.StainReference | None = None):
+    def save(self, name: str, images: np.ndarray, meta: dict[str, np.ndarray], *, macenko: stain.StainSpec | None = None):
         """Write ``<name>.npz`` (or ``<name>@macenko.npz``), skipping one that exists."""
         target = self.out / (f"{name}@macenko.npz" if macenko is not None else f"{name}.npz")
         if target.is_file():
@@ -87,11 +83,14 @@ class Cache:
         extra = {}
         if macenko is not None:
             ids = np.asarray(meta["image"])
-            normalised = np.empty_like(images)
+            normalised, status = np.empty_like(images), np.empty(len(images), object)
             for image_id in dict.fromkeys(ids.tolist()):
                 rows = np.flatnonzero(ids == image_id)
-                normalised[rows] = stain.normalise_image_fields(images[rows], macenko)
+                estimate = stain.estimate_stains(images[rows], macenko)
+                normalised[rows] = stain.normalise(images[rows], estimate, macenko)
+                status[rows] = estimate.status
             extra["colour_ok_normalised"] = self.colour_ok(normalised)
+            extra["stain_status"] = status.astype(str)
             images = normalised
         probs, feats = self.run(images)
         tmp = target.with_suffix(".tmp.npz")
@@ -178,12 +177,13 @@ def whole_image_fields(root: Path, predictor: Predictor):
     """The fields the served rule cuts from each external image (scale ``auto``), in plan order."""
     images, ids, sets = [], [], []
     for name, path in image_sets.external_sources(root):
-        field_plan = rule.plan(predictor.request(path, "auto"), predictor.spec)
-        if field_plan.pixels is None or not len(field_plan.pixels):
+        fields = rule.plan(predictor.request(path, "auto"), predictor.spec).fields
+        if fields is None or not len(fields):
             continue
-        images.append(field_plan.pixels)
-        ids += [str(path.relative_to(root))] * len(field_plan.pixels)
-        sets += [name] * len(field_plan.pixels)
+        pixels = fields.source.read(0, len(fields))     # as cut, before the stain step
+        images.append(pixels)
+        ids += [str(path.relative_to(root))] * len(pixels)
+        sets += [name] * len(pixels)
     images = np.concatenate(images)
     meta = _meta(len(images), image=ids, label=[""] * len(ids), set_name="")
     meta["set"] = np.asarray(sets)
@@ -207,8 +207,8 @@ def build(*, model: Path, data: Path, manifest: Path, external: Path, colon: Pat
     cache = Cache(model, out)
     reference = train_scale_reference(data, manifest)
     train, train_meta = split_tiles(data, manifest, "train", TRAIN_PER_CLASS, seed=0)
-    macenko = cache.stain_reference(train)
-    np.savez(out / "stain-reference.npz", matrix=macenko.matrix, max_concentrations=macenko.max_concentrations)
+    macenko = fit_stain_spec(data, manifest)
+    (out / "stain.json").write_text(json.dumps(macenko.to_dict(), indent=2) + "\n")
     ext, ext_meta, palettes = external_fields(external, reference)
     photos = image_sets.photo_set(data, manifest, n=60)
     photo_meta = _meta(len(photos.images), image=[f"photo{i}" for i in range(len(photos.images))],
@@ -230,25 +230,26 @@ def build(*, model: Path, data: Path, manifest: Path, external: Path, colon: Pat
     cache.save("train", train, train_meta)
     far = make_far_ood_set(8, size=SIZE, seed=0)
     far_images = np.concatenate(list(far.values()))
-    cache.save("farood", far_images, _meta(len(far_images), image=[f"{k}:{i}" for k, v in far.items() for i in range(len(v))],
-                                           label=[""] * len(far_images), set_name="far-ood"))
-    train_pools = train_meta["label"]
-    colon_pools = np.array([f"{g.split(':')[0]}:{f}" for g, f in zip(colon_meta["group"], colon_fold(colon_meta["group"]))])
-    for seed in SEEDS[:1]:
-        cache.save(f"train-shifted-s{seed}", *shifted(train, train_meta, train_pools, seed))
-        cache.save(f"colon-shifted-s{seed}", *shifted(colon_images, colon_meta, colon_pools, seed))
+    far_meta = _meta(len(far_images), image=[f"{k}:{i}" for k, v in far.items() for i in range(len(v))],
+                     label=[""] * len(far_images), set_name="far-ood")
+    cache.save("farood", far_images, far_meta)
+    # The normalised twins of the evaluated sets come before the extra shifted seeds: the stain arms
+    # (docs/tissue-gate.md) need them, only the refit arms need more seeds.
     for name, images, meta in (("val", val, val_meta), ("external", ext, ext_meta), ("photos", photos.images, photo_meta),
                                ("whole", whole, whole_meta), ("colon", colon_images, colon_meta),
-                               ("train", train, train_meta)):
+                               ("train", train, train_meta), ("farood", far_images, far_meta)):
         cache.save(name, images, meta, macenko=macenko)
-    for seed in SEEDS[1:]:
-        cache.save(f"train-shifted-s{seed}", *shifted(train, train_meta, train_pools, seed))
-        cache.save(f"colon-shifted-s{seed}", *shifted(colon_images, colon_meta, colon_pools, seed))
     test, test_meta = split_tiles(data, manifest, "test", None, seed=0)
     cache.save("test", test, test_meta, macenko=macenko)
     del test
     stress, stress_meta = stress_fields(data, manifest, palettes)
     cache.save("stress", stress, stress_meta, macenko=macenko)
+    del stress
+    train_pools = train_meta["label"]
+    colon_pools = np.array([f"{g.split(':')[0]}:{f}" for g, f in zip(colon_meta["group"], colon_fold(colon_meta["group"]))])
+    for seed in SEEDS:
+        cache.save(f"train-shifted-s{seed}", *shifted(train, train_meta, train_pools, seed))
+        cache.save(f"colon-shifted-s{seed}", *shifted(colon_images, colon_meta, colon_pools, seed))
 
 
 def source_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ from training.gate import table
 from training.gate.arms import MahalanobisCheck, reasons
 from training.gate.features import SEEDS
 
-EVAL = ("test", "stress", "external", "photos", "whole", "colon")
+EVAL = ("test", "stress", "external", "photos", "whole", "colon", "farood")
 
 
 class Context:
@@ -36,7 +36,7 @@ class Context:
 
     def __init__(self, cache: Path, model: Path, external: Path):
         self.data = {p.stem: dict(np.load(p, allow_pickle=False)) for p in sorted(cache.glob("*.npz"))
-                     if not p.stem.endswith(".tmp") and p.stem != "stain-reference"}
+                     if not p.stem.endswith(".tmp")}
         self.predictor = Predictor(model, runtime="keras")
         self.spec = self.predictor.spec
         self.min_confidence = float(self.spec.refusal.abstain.min_confidence)

@@ -45,6 +45,8 @@ def reuse_run(folder: str | Path, *, out: Path):
     source = json.loads((folder / "config.json").read_text())
 
     provenance = {"code_version": source.get("code_version") or code_version(), "training_run": source["training_run"]}
+    if source.get("stain"):   # the run's features were of normalised tiles: the stain step is part of this model
+        provenance["stain"] = source["stain"]
     if recorded.get("temperature_fitted_on"):  # the run fitted its own temperature on validation data: keep it
         provenance["temperature"] = float(recorded["temperature"])
     return model, history, training, provenance

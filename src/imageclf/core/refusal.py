@@ -34,8 +34,8 @@ import numpy as np
 from imageclf.core.colour import ColourCheck, colour_features, colour_outside
 
 if TYPE_CHECKING:  # types only
-    from imageclf.core.scale import ScaleDecision
-    from imageclf.model.config import ScaleSpec
+    from imageclf.core.scale import ScaleDecision, ScaleSpec
+    from imageclf.core.stain import StainEstimate, StainSpec
 
 VERSION = 1
 METHODS = ("colour+softmax", "colour", "softmax", "none")
@@ -62,6 +62,8 @@ class Reason(Enum):
                                         "(cells would be shown {shown:.1f}x their training size)")
     AREA_TOO_LARGE = ("area_too_large", "the image covers too large an area for one field at the model's scale "
                                         "(cells would be shown {shown:.1f}x their training size)")
+    STAIN = ("stain", "Its stains could not be estimated (too little tissue, or one stain only), so it could not "
+                      "be brought to the model's reference stains.")
     NO_TISSUE = ("no_tissue", "No tissue found: every field looks like background (blank or black).")
     FIELDS_REFUSED = ("fields_refused", "{refused} of {fields} tissue fields were not recognised{most_often}.")
     FIELDS_DISAGREE = ("fields_disagree", "The {answered} tissue fields disagree: no class reaches the model's "
@@ -230,6 +232,14 @@ def judge_scale(decision: ScaleDecision, spec: ScaleSpec | None) -> Refusal | No
     if decision.relative_size > high:
         return Refusal(Reason.MAGNIFICATION_TOO_HIGH, {"ratio": decision.relative_size})
     return None
+
+
+def judge_stain(estimate: StainEstimate | None, spec: StainSpec | None) -> Refusal | None:
+    """Refuse an image or slide whose stains could not be estimated, when its model says so
+    (``on_failure = "refuse"``); by default (``"keep"``) its fields keep their colours instead."""
+    if estimate is None or spec is None or estimate.ok or spec.on_failure != "refuse":
+        return None
+    return Refusal(Reason.STAIN)
 
 
 def judge_field_size(shown_as: float, rule: RefusalRule) -> Refusal | None:

@@ -1,16 +1,16 @@
-"""The one rule every path follows, as three stages: plan the fields, run the engine, conclude.
+"""An image's plan and conclusion around the one field loop: plan the fields, run them, conclude.
 
-1. :func:`plan` (request -> :class:`FieldPlan`): decide the scale once (``imageclf.core.scale``:
+1. :func:`plan` (request -> :class:`ImagePlan`): decide the scale once (``imageclf.core.scale``:
    how large the image's nuclei are compared with training, or what the caller says). The image
    is resampled to the training scale; if it then spans at most ``TILING_FACTOR`` model inputs
    it is one field (resized whole to the input: the slightly-off scale costs less than cutting a
    tile-sized image into slivers); otherwise it is cut into input-sized fields, background
-   skipped, at most ``spec.max_fields`` kept. A scale the refusal rule rejects ends here.
-2. The caller runs an engine (``imageclf.core.engine.FieldEngine``) on ``plan.pixels``, in as
-   many batches as it likes (a progress bar counts them); nothing calls back.
-3. :func:`conclude` (plan + outputs -> :class:`imageclf.core.verdict.ImageAnalysis`): each
-   field judged and the answers merged (mean of the answered fields), every refusal decided by
-   ``imageclf.core.refusal``.
+   skipped, at most ``spec.max_fields`` kept. The image's stains are estimated once, from those
+   fields (``imageclf.core.stain``), for a model with a stain block. A scale the refusal rule
+   rejects ends here.
+2. ``imageclf.core.pipeline.run`` on ``image_plan.fields``: the one field loop a slide runs too.
+3. :func:`conclude` (plan + field table -> :class:`imageclf.core.verdict.ImageAnalysis`): the
+   verdict by ``imageclf.core.pipeline.merge``, the field grid filled in.
 
 :func:`analyze` is the three in a row. The UI, ``/predict``, ``/predict_batch``,
 ``/predict_tiles``, the MCP tools and ``scripts/predict_client.py`` all answer through it
@@ -25,53 +25,44 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from imageclf.core import refusal
+from imageclf.core import pipeline, refusal
 from imageclf.core.colour import tissue_mask
-from imageclf.core.engine import FieldEngine, FieldOutputs
+from imageclf.core.engine import FieldEngine
+from imageclf.core.field_table import FieldTable
 from imageclf.core.fields import TILING_FACTOR, TileAnalysis, cut_fields, field_pixels
 from imageclf.core.imaging import to_model_input
 from imageclf.core.refusal import Refusal
 from imageclf.core.request import Request
 from imageclf.core.scale import ScaleDecision, decide_scale
 from imageclf.core.spec import ClassifierSpec
-from imageclf.core.verdict import ImageAnalysis
+from imageclf.core.stain import StainEstimate, estimate_stains
+from imageclf.core.verdict import ImageAnalysis, Verdict
 
-# Fields per forward pass. The engine alone is a little faster at 32 (scripts/perf/batch_sizes.py),
-# but a whole slide is faster end to end at 64: reading the next fields overlaps a longer pass
-# (41.3 against 38.1 fields/s, scripts/perf/slide_bench.py; docs/operations.md).
-CHUNK = 64
-
-__all__ = ["CHUNK", "FieldPlan", "analyze", "conclude", "plan"]
+__all__ = ["ImagePlan", "analyze", "conclude", "plan"]
 
 
 @dataclass(frozen=True, eq=False)
-class FieldPlan:
-    """What the model will be asked: the scale decided, the fields cut, or a refusal already made."""
+class ImagePlan:
+    """What the model will be asked about one image: the scale decided, the grid cut and the fields to
+    run (``fields``, for the loop), or a refusal already made (then ``fields`` is None)."""
 
     scale: ScaleDecision
     view: np.ndarray | None = None           # the image at the model's scale (None: refused before)
-    fields: TileAnalysis | None = None
-    picked: tuple[int, ...] = ()             # indices into fields.tiles of the fields to classify
-    pixels: np.ndarray | None = None         # their pixels: N x H x W x 3 uint8
+    grid: TileAnalysis | None = None
+    picked: tuple[int, ...] = ()             # indices into grid.tiles of the fields to classify
+    fields: pipeline.FieldPlan | None = None
     one_field: bool = False
     refusal: Refusal | None = None           # decided before any model call
     scale_refusal: Refusal | None = None
-
-    def batches(self, size: int = CHUNK) -> Iterator[np.ndarray]:
-        """The picked fields' pixels, ``size`` at a time (nothing for a refused plan)."""
-        if self.pixels is None:
-            return
-        for start in range(0, len(self.pixels), size):
-            yield self.pixels[start:start + size]
+    stain: StainEstimate | None = None
 
 
-def plan(request: Request, spec: ClassifierSpec) -> FieldPlan:
+def plan(request: Request, spec: ClassifierSpec) -> ImagePlan:
     """Stage 1: the scale, then the fields (or the refusal that makes fields pointless)."""
     rgb, size, rule = request.pixels, tuple(spec.input_size), spec.refusal
     if spec.input_unit != "tile":   # a CT slice or skin photo: always the whole image
@@ -82,14 +73,14 @@ def plan(request: Request, spec: ClassifierSpec) -> FieldPlan:
     if scale_refusal is not None:
         # Not stained tissue at all says more than "no nuclei found": the colour check comes first.
         colour = refusal.colour_refusal(to_model_input(rgb, size=size), rule)
-        return FieldPlan(decision, refusal=colour or scale_refusal, scale_refusal=scale_refusal)
+        return ImagePlan(decision, refusal=colour or scale_refusal, scale_refusal=scale_refusal)
     height, width = rgb.shape[:2]
     scaled = (max(1, round(height * decision.factor)), max(1, round(width * decision.factor)))
     if max(scaled[0] / size[0], scaled[1] / size[1]) <= TILING_FACTOR:
         shown_as = max(size[0] / height, size[1] / width) / decision.factor  # >1: cells shown larger
         size_refusal = None if decision.mode == "native" else refusal.judge_field_size(shown_as, rule)
         if size_refusal is not None:
-            return FieldPlan(decision, refusal=size_refusal)
+            return ImagePlan(decision, refusal=size_refusal)
         return _fields(to_model_input(rgb, size=size), decision, spec, one=True)
     interpolation = cv2.INTER_AREA if decision.factor < 1 else cv2.INTER_CUBIC
     view = rgb if scaled == (height, width) else cv2.resize(rgb, scaled[::-1], interpolation=interpolation)
@@ -100,44 +91,48 @@ def plan(request: Request, spec: ClassifierSpec) -> FieldPlan:
     return _fields(view, decision, spec, one=False)
 
 
-def conclude(field_plan: FieldPlan, outputs: FieldOutputs | None, spec: ClassifierSpec) -> ImageAnalysis:
-    """Stage 3: judge each classified field, merge, and decide the image's verdict."""
-    common = dict(class_ids=tuple(spec.class_ids), names=tuple(spec.names), scale_refusal=field_plan.scale_refusal)
-    if field_plan.fields is None:
-        return ImageAnalysis(field_plan.scale, None, None, probabilities=None, refusal=field_plan.refusal, **common)
-    if outputs is None or len(outputs) != len(field_plan.picked):
-        raise ValueError(f"The engine answered {0 if outputs is None else len(outputs)} fields; "
-                         f"{len(field_plan.picked)} were asked.")
-    reasons = refusal.judge_fields(field_plan.pixels, outputs.probabilities, outputs.feature_scores, spec.refusal)
-    tiles = list(field_plan.fields.tiles)
-    for index, probabilities, reason in zip(field_plan.picked, outputs.probabilities, reasons, strict=True):
+def conclude(image_plan: ImagePlan, table: FieldTable | None, spec: ClassifierSpec) -> ImageAnalysis:
+    """Stage 3: the verdict from the field table (``pipeline.merge``), and the grid filled in."""
+    common = dict(scale_refusal=image_plan.scale_refusal, stain=image_plan.stain)
+    if image_plan.fields is None or image_plan.grid is None:
+        verdict = Verdict(tuple(spec.class_ids), tuple(spec.names), None, image_plan.refusal)
+        return ImageAnalysis(image_plan.scale, image_plan.grid, image_plan.view, verdict, **common)
+    if table is None or len(table) != len(image_plan.picked):
+        raise ValueError(f"The engine answered {0 if table is None else len(table)} fields; "
+                         f"{len(image_plan.picked)} were asked.")
+    tiles = list(image_plan.grid.tiles)
+    for index, probabilities, reason in zip(image_plan.picked, table.probabilities, table.reasons, strict=True):
         tiles[index] = dataclasses.replace(tiles[index], status="classified", reason=reason,
                                            class_index=int(np.argmax(probabilities)),
                                            probabilities=tuple(float(p) for p in probabilities))
-    fields = dataclasses.replace(field_plan.fields, tiles=tuple(tiles))
-    answered = [row for row, reason in zip(outputs.probabilities, reasons, strict=True) if reason is None]
-    mean = np.mean(answered, axis=0) if answered else None
-    verdict = refusal.judge_image(reasons, mean, one_field=field_plan.one_field, rule=spec.refusal)
-    if field_plan.one_field and verdict is not None and reasons:   # the field's own numbers, kept (not shown)
-        mean = np.asarray(outputs.probabilities[0], np.float64)
-    elif verdict is not None and verdict.reason is not refusal.Reason.FIELDS_DISAGREE:
-        mean = None
-    return ImageAnalysis(field_plan.scale, fields, field_plan.view, probabilities=mean, refusal=verdict, **common)
+    grid = dataclasses.replace(image_plan.grid, tiles=tuple(tiles))
+    verdict = pipeline.merge(table, spec, one_field=image_plan.one_field)
+    return ImageAnalysis(image_plan.scale, grid, image_plan.view, verdict, **common)
 
 
-def analyze(request: Request, spec: ClassifierSpec, engine: FieldEngine, *, chunk: int = CHUNK) -> ImageAnalysis:
-    """Answer for one whole image (any size): :func:`plan`, the engine on each batch, :func:`conclude`."""
-    field_plan = plan(request, spec)
-    if field_plan.fields is None:
-        return conclude(field_plan, None, spec)
-    outputs = [engine.run(batch) for batch in field_plan.batches(chunk)]
-    return conclude(field_plan, FieldOutputs.concat(outputs, classes=len(spec.class_ids)), spec)
+def analyze(request: Request, spec: ClassifierSpec, engine: FieldEngine, *, batch: int = pipeline.CHUNK,
+            progress: pipeline.Progress | None = None) -> ImageAnalysis:
+    """Answer for one whole image (any size): :func:`plan`, the field loop, :func:`conclude`."""
+    image_plan = plan(request, spec)
+    if image_plan.fields is None:
+        return conclude(image_plan, None, spec)
+    return conclude(image_plan, pipeline.run(image_plan.fields, engine, spec, batch=batch, progress=progress), spec)
 
 
-def _fields(view: np.ndarray, decision: ScaleDecision, spec: ClassifierSpec, *, one: bool) -> FieldPlan:
+def _fields(view: np.ndarray, decision: ScaleDecision, spec: ClassifierSpec, *, one: bool) -> ImagePlan:
     rule = spec.refusal
-    fields, picked = cut_fields(view, size=tuple(spec.input_size), class_ids=spec.class_ids,
-                                background=rule.abstain.colour, min_tissue=0.0 if one else rule.min_tissue,
-                                max_fields=spec.max_fields)
-    return FieldPlan(decision, view=view, fields=fields, picked=tuple(picked),
-                     pixels=field_pixels(view, fields, picked), one_field=one)
+    grid, picked = cut_fields(view, size=tuple(spec.input_size), class_ids=spec.class_ids,
+                              background=rule.abstain.colour, min_tissue=0.0 if one else rule.min_tissue,
+                              max_fields=spec.max_fields)
+    pixels = field_pixels(view, grid, picked)
+    height, width = grid.tile_size
+    tiles = [grid.tiles[i] for i in picked]
+    boxes = np.array([[t.x, t.y, width, height] for t in tiles], np.int64).reshape(-1, 4)
+    estimate = None if spec.stain is None or not len(pixels) else estimate_stains(pixels, spec.stain)
+    stain_refusal = refusal.judge_stain(estimate, spec.stain)
+    if stain_refusal is not None:
+        return ImagePlan(decision, view=view, grid=grid, refusal=stain_refusal, stain=estimate)
+    fields = pipeline.FieldPlan(pipeline.ArrayFields(pixels), boxes, np.array([t.tissue for t in tiles]),
+                                stain=estimate)
+    return ImagePlan(decision, view=view, grid=grid, picked=tuple(picked), fields=fields, one_field=one,
+                     stain=estimate)

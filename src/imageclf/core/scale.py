@@ -33,7 +33,6 @@ import numpy as np
 if TYPE_CHECKING:  # types only
     from imageclf.core.refusal import Refusal
     from imageclf.core.request import ScaleRequest
-    from imageclf.model.config import NucleusReference, ScaleSpec
 
 ESTIMATOR = "scale-space-v1"
 STEPS_PER_OCTAVE = 4
@@ -48,8 +47,54 @@ MAX_CROPS = 4
 MIN_SIGNAL = 1e-4          # mean squared nuclear response below this: no stained structure to measure
 MAX_SHIFT_OCTAVES = 3.5    # nuclei up to 2**3.5 = 11x larger than in training can be recognised
 
-__all__ = ["ScaleDecision", "energy_curve", "estimate_relative_size", "decide_scale", "haematoxylin",
+__all__ = ["NucleusReference", "ScaleSpec", "ScaleDecision", "energy_curve", "estimate_relative_size", "decide_scale", "haematoxylin",
            "ESTIMATOR", "SIGMAS"]
+
+
+@dataclass(frozen=True)
+class NucleusReference:
+    """What nuclei look like at the model's input scale, measured on training tiles.
+
+    ``curves``: one mean scale-space energy curve (``src/imageclf/core/scale.py``) per zoom-out factor in
+    ``zoom_factors`` (1 = the training tiles themselves); an image's relative scale is found by
+    matching its curve against these. ``diameter_px``: nucleus diameter in model-input pixels
+    estimated by the same code (median, 10th and 90th percentile over training tiles).
+    """
+
+    sigmas: tuple[float, ...]
+    zoom_factors: tuple[float, ...]
+    curves: tuple[tuple[float, ...], ...]
+    diameter_px: tuple[float, float, float]
+    tiles: int
+    estimator: str = "scale-space-v1"
+
+    def __post_init__(self) -> None:
+        if len(self.curves) != len(self.zoom_factors) or any(len(c) != len(self.sigmas) for c in self.curves):
+            raise ValueError("scale.reference: need one curve of len(sigmas) values per zoom factor.")
+        if not self.zoom_factors or self.zoom_factors[0] != 1.0:
+            raise ValueError("scale.reference.zoom_factors must start at 1.0 (the training tiles).")
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """The physical scale one model input stands for.
+
+    ``field_of_view_px``: source pixels one input side covers (LC25000: a 768 px photograph
+    shrunk to 224). ``microns_per_pixel``: of the model input, when the source says (else
+    ``None`` and ``microns_per_pixel_note`` says why). ``relative_size_range``: nucleus size in
+    the upload over the training size, outside which the model abstains.
+    """
+
+    field_of_view_px: int | None
+    microns_per_pixel: float | None
+    microns_per_pixel_note: str | None
+    reference: NucleusReference | None
+    relative_size_range: tuple[float, float] = (0.2, 10.0)
+
+    @property
+    def physical(self) -> bool:
+        """True when the model declares its microns per pixel (slides and stated scales need it)."""
+        return self.microns_per_pixel is not None
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,2 @@
-"""The model from the Hugging Face Hub, pinned to a commit, with a checksum of every cached file."""
+"""The model's origin: where it comes from (``source``: a Hub repo pinned to a commit, or a local
+folder), getting a Hub revision's files (``download``), and checking each cached file (``cache``)."""

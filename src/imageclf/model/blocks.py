@@ -1,5 +1,5 @@
 """config.json's optional blocks as typed objects: ``abstain``, ``calibration``, ``feature_ood``,
-``runtime``.
+``runtime``, ``stain`` (the last a core type, ``imageclf.core.stain.StainSpec``, parsed here).
 
 Parsed once, when the config is read (``imageclf.model.config``); everything after reads fields,
 never dict keys. A block that is present but unreadable stops the load with a
@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from imageclf.core.refusal import AbstainRule
+from imageclf.core.stain import StainSpec
 from imageclf.errors import ModelError
 
 __all__ = ["BLOCKS", "RUNTIME_FILES", "Calibration", "ConfigError", "FeatureOODSpec", "RuntimeSpec", "parse_block"]
@@ -127,12 +128,25 @@ def runtime(data: dict[str, Any]) -> RuntimeSpec:
         raise ConfigError(f"config.json 'runtime' cannot be used: {err}") from None
 
 
-BLOCKS = {"abstain": abstain_rule, "calibration": calibration, "feature_ood": feature_ood, "runtime": runtime}
+def stain(data: dict[str, Any]) -> StainSpec:
+    """Stain normalisation is part of the model: a block that cannot be read stops the load."""
+    _only_known_fields("stain", data, StainSpec)
+    try:
+        values = dict(data)
+        values["matrix"] = tuple(tuple(float(v) for v in row) for row in data["matrix"])
+        values["max_concentrations"] = tuple(float(v) for v in data["max_concentrations"])
+        return StainSpec(**values)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"config.json 'stain' cannot be used: {err}") from None
+
+
+BLOCKS = {"abstain": abstain_rule, "calibration": calibration, "feature_ood": feature_ood, "runtime": runtime,
+          "stain": stain}
 
 
 def parse_block(name: str, value: Any) -> Any:
     """The typed object for block ``name`` from its parsed JSON (``None`` and typed values pass)."""
-    if value is None or isinstance(value, (AbstainRule, Calibration, FeatureOODSpec, RuntimeSpec)):
+    if value is None or isinstance(value, (AbstainRule, Calibration, FeatureOODSpec, RuntimeSpec, StainSpec)):
         return value
     if not isinstance(value, dict):
         raise ConfigError(f"config.json '{name}' must be an object, got {value!r}.")

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from imageclf.core.refusal import AbstainRule
+from imageclf.core.scale import NucleusReference, ScaleSpec
+from imageclf.core.stain import StainSpec
 from imageclf.model.blocks import BLOCKS, Calibration, ConfigError, FeatureOODSpec, RuntimeSpec, parse_block
 
 SCHEMA_VERSION = 2
@@ -31,49 +33,8 @@ DISCLAIMER = (
     "to diagnose, treat or triage patients."
 )
 
-__all__ = ["SCHEMA_VERSION", "Calibration", "ConfigError", "FeatureOODSpec", "ModelConfig", "NucleusReference", "ScaleSpec", "read_json",
+__all__ = ["SCHEMA_VERSION", "Calibration", "ConfigError", "FeatureOODSpec", "ModelConfig", "read_json",
            "read_config", "write_config"]
-
-
-@dataclass(frozen=True)
-class NucleusReference:
-    """What nuclei look like at the model's input scale, measured on training tiles.
-
-    ``curves``: one mean scale-space energy curve (``src/imageclf/core/scale.py``) per zoom-out factor in
-    ``zoom_factors`` (1 = the training tiles themselves); an image's relative scale is found by
-    matching its curve against these. ``diameter_px``: nucleus diameter in model-input pixels
-    estimated by the same code (median, 10th and 90th percentile over training tiles).
-    """
-
-    sigmas: tuple[float, ...]
-    zoom_factors: tuple[float, ...]
-    curves: tuple[tuple[float, ...], ...]
-    diameter_px: tuple[float, float, float]
-    tiles: int
-    estimator: str = "scale-space-v1"
-
-    def __post_init__(self) -> None:
-        if len(self.curves) != len(self.zoom_factors) or any(len(c) != len(self.sigmas) for c in self.curves):
-            raise ConfigError("scale.reference: need one curve of len(sigmas) values per zoom factor.")
-        if not self.zoom_factors or self.zoom_factors[0] != 1.0:
-            raise ConfigError("scale.reference.zoom_factors must start at 1.0 (the training tiles).")
-
-
-@dataclass(frozen=True)
-class ScaleSpec:
-    """The physical scale one model input stands for.
-
-    ``field_of_view_px``: source pixels one input side covers (LC25000: a 768 px photograph
-    shrunk to 224). ``microns_per_pixel``: of the model input, when the source says (else
-    ``None`` and ``microns_per_pixel_note`` says why). ``relative_size_range``: nucleus size in
-    the upload over the training size, outside which the model abstains.
-    """
-
-    field_of_view_px: int | None
-    microns_per_pixel: float | None
-    microns_per_pixel_note: str | None
-    reference: NucleusReference | None
-    relative_size_range: tuple[float, float] = (0.2, 10.0)
 
 
 @dataclass(frozen=True)
@@ -106,6 +67,7 @@ class ModelConfig:
     feature_ood: FeatureOODSpec | None = None  # feature-space distance rule (imageclf.model.feature_check)
     scale: ScaleSpec | None = None
     runtime: RuntimeSpec | None = None         # the optimised CPU runtime's file (imageclf.model.openvino_engine)
+    stain: StainSpec | None = None             # stain normalisation in front of the engine (imageclf.core.stain)
 
     def __post_init__(self) -> None:
         if self.schema_version not in (LEGACY_VERSION, SCHEMA_VERSION):

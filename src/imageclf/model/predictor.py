@@ -6,16 +6,17 @@ makes two things the serving rule needs, and the rule never calls back into this
 ``engine`` (``imageclf.model.openvino_engine.OpenVinoEngine`` when config.json pins an optimised
 runtime whose files are present and match, else ``imageclf.model.keras_engine.KerasEngine``, with
 one log line saying why). :meth:`Predictor.analyze` is the rule
-(``imageclf.core.rule.analyze``) on one image, for Python callers; :meth:`Predictor.predict`
-classifies one image as a single field, resized to the input (what evaluation measures).
+(``imageclf.core.rule.analyze``) on one image, for Python callers;
+:meth:`Predictor.classify_fields` runs tiles as one field each, resized to the input (what
+evaluation measures), through the same field loop (``imageclf.core.pipeline``).
 
 Example:
     >>> predictor = Predictor("hub_model")
     >>> predictor.analyze("lungaca1.jpeg", scale="auto").label
     'lung_aca'
-    >>> result = predictor.predict("tile.jpeg")      # path, bytes or RGB array, as one field
-    >>> result["label"], result["abstained"], result["abstain_code"]
-    ('lung_aca', False, None)
+    >>> table = predictor.classify_fields(["tile.jpeg"])      # paths, bytes or RGB arrays, one field each
+    >>> table.top, table.codes()
+    (array([0]), [None])
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from imageclf import settings as settings_module
-from imageclf.core import refusal, rule
+from imageclf.core import pipeline, rule
+from imageclf.core.field_table import FieldTable
 from imageclf.core.imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
 from imageclf.core.refusal import AbstainRule, RefusalRule
-from imageclf.core.request import DEFAULT_SCALE, Request, ScaleRequest, parse_scale
+from imageclf.core.request import DEFAULT_SCALE, Request, ScaleRequest, make_request
 from imageclf.core.spec import ClassifierSpec
 from imageclf.core.verdict import ImageAnalysis
 from imageclf.errors import ModelError, first_line
@@ -100,7 +102,7 @@ class Predictor:
                 log.warning("Serving with Keras, not the optimised runtime: %s.", err)
         self.spec = ClassifierSpec(
             class_ids=tuple(self.class_ids), names=tuple(self.names), input_size=self.input_size,
-            input_unit=config.input_unit, scale=config.scale, max_fields=settings.max_fields,
+            input_unit=config.input_unit, scale=config.scale, stain=config.stain, max_fields=settings.max_fields,
             refusal=RefusalRule(abstain=config.abstain or AbstainRule(),
                                 feature_threshold=None if self.feature_check is None else self.feature_check.threshold))
         self._check_model()
@@ -117,14 +119,9 @@ class Predictor:
     def domain(self) -> str | None:
         return self.model_config.domain or None
 
-    @property
-    def abstain_rule(self) -> AbstainRule:
-        return self.spec.refusal.abstain
-
     def request(self, image: ImageInput, scale: str | ScaleRequest | None = DEFAULT_SCALE) -> Request:
         """One typed request from a path, bytes or array and a scale option (parsed here, once)."""
-        rgb = to_rgb_uint8(image) if isinstance(image, np.ndarray) else decode_image(image)
-        return Request(rgb, scale if isinstance(scale, ScaleRequest) else parse_scale(scale, self.spec.scale))
+        return make_request(_rgb(image), scale, self.spec.scale)
 
     def analyze(self, image: ImageInput, *, scale: str | ScaleRequest | None = DEFAULT_SCALE) -> ImageAnalysis:
         """Answer for a whole image of any size by the shared rule (``imageclf.core.rule``).
@@ -141,55 +138,21 @@ class Predictor:
         Raises:
             ImageError: the input is not a usable image.
         """
-        if isinstance(image, np.ndarray):
-            rgb = to_rgb_uint8(image)
-        elif isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
-            rgb = decode_image(image)
-        else:
-            raise ImageError(f"Expected an image path, bytes or array, got {type(image).__name__}.")
-        return to_model_input(rgb, size=self.input_size)
+        return to_model_input(_rgb(image), size=self.input_size)
 
-    def predict(self, image: ImageInput) -> dict[str, Any]:
-        """Classify one image as a single field (resized to the input, no scale step).
+    def classify_fields(self, images: Sequence[ImageInput], *, batch: int = pipeline.CHUNK) -> FieldTable:
+        """Each image as ONE field (resized to the input, no scale step, its own stain estimate), through
+        the field loop: probabilities and each field's refusal reason, in order. Images are decoded and
+        resized one batch at a time, so a long list costs the memory of one batch of model inputs.
 
-        Returns a dict with ``label`` (class id), ``name`` (human name), ``confidence``
-        (top probability), ``probabilities`` ({class id: p}), ``confidences`` ({name: p},
-        the shape ``gr.Label`` wants), ``abstained``, ``abstain_reason`` (why, in plain
-        words, else ``None``), ``abstain_code`` (``refusal.Reason`` value) and ``feature_score``.
+        Raises:
+            ImageError: an input is not a usable image.
         """
-        return self.predict_batch([image])[0]
-
-    def predict_batch(self, images: Sequence[ImageInput], *, chunk: int = rule.CHUNK) -> list[dict[str, Any]]:
-        """Classify several images, ``chunk`` per model call; same result dicts as :meth:`predict`.
-
-        Images are decoded and resized one chunk at a time, so a long list costs the memory of one
-        chunk of model inputs, not of the whole list.
-        """
-        if chunk < 1:
-            raise ValueError(f"chunk must be at least 1, got {chunk}.")
-        rows: list[dict[str, Any]] = []
-        for start in range(0, len(images), chunk):
-            batch = np.stack([self.prepare(image) for image in images[start:start + chunk]])
-            outputs = self.engine.run(batch)
-            reasons = refusal.judge_fields(batch, outputs.probabilities, outputs.feature_scores, self.spec.refusal)
-            scores = [None] * len(batch) if outputs.feature_scores is None else [float(x) for x in outputs.feature_scores]
-            rows += [self._row(probs, reason, score)
-                     for probs, reason, score in zip(outputs.probabilities, reasons, scores, strict=True)]
-        return rows
-
-    def _row(self, probs: np.ndarray, reason: refusal.Reason | None, feature_score: float | None) -> dict[str, Any]:
-        top = int(np.argmax(probs))
-        return {
-            "label": self.class_ids[top],
-            "name": self.names[top],
-            "confidence": float(probs[top]),
-            "probabilities": {cid: float(p) for cid, p in zip(self.class_ids, probs, strict=True)},
-            "confidences": {name: float(p) for name, p in zip(self.names, probs, strict=True)},
-            "abstained": reason is not None,
-            "abstain_reason": None if reason is None else reason.sentence(),
-            "abstain_code": None if reason is None else reason.value,
-            "feature_score": feature_score,
-        }
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}.")
+        plan = pipeline.FieldPlan(_PreparedFields(self, images), np.zeros((len(images), 4), np.int64),
+                                  np.ones(len(images)), stain_each=True)
+        return pipeline.run(plan, self.engine, self.spec, batch=batch)
 
     def _check_model(self) -> None:
         # A wrong input size or class count would silently give garbage; fail at start instead.
@@ -213,6 +176,28 @@ class Predictor:
                 self.engine.run(np.zeros((1, *self.input_size, 3), dtype=np.uint8))
             except FeatureOODError as err:
                 raise ModelFolderError(f"config.json 'feature_ood': {err}") from None
+
+
+class _PreparedFields:
+    """A list of images as fields, decoded and resized when the loop reads them."""
+
+    def __init__(self, predictor: Predictor, images: Sequence[ImageInput]) -> None:
+        self.predictor, self.images = predictor, images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.stack([self.predictor.prepare(image) for image in self.images[start:stop]])
+
+
+def _rgb(image: ImageInput) -> np.ndarray:
+    """A path, encoded bytes or an array as full-resolution RGB uint8 (the one array-or-file check)."""
+    if isinstance(image, np.ndarray):
+        return to_rgb_uint8(image)
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return decode_image(image)
+    raise ImageError(f"Expected an image path, bytes or array, got {type(image).__name__}.")
 
 
 def _load_model(path: Path) -> keras.Model:

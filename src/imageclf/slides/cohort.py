@@ -38,12 +38,13 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from tqdm import tqdm
 
 from imageclf.core.imaging import IMAGE_SUFFIXES
+from imageclf.core.pipeline import Progress
+from imageclf.core.request import ScaleRequest
 from imageclf.errors import ModelError, first_line
 from imageclf.model.predictor import Predictor
 from imageclf.settings import SETTINGS
-from imageclf.slides.fields import Progress
 from imageclf.slides.reader import input_kind
-from imageclf.slides.results import SlideModel
+from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_image, score_slide
 from imageclf.slides.writers import outputs_complete, write_failure, write_outputs
 
@@ -59,10 +60,11 @@ __all__ = ["ModelPlugin", "RunOptions", "SlideJob", "cached_model", "default_wor
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What every task of a run shares: the model folder (and its revision), ``--mpp``, a forced level."""
+    """What every task of a run shares: the model folder (and its revision), the stated scale (``--mpp``,
+    parsed by ``imageclf.core.request.parse_scale``; ``None``: each file's own), a forced level."""
 
     model_folder: Path
-    mpp: float | None = None
+    scale: ScaleRequest | None = None
     level: int | None = None
     revision: str | None = None
 
@@ -114,9 +116,9 @@ def process(job: SlideJob, model: SlideModel, options: RunOptions, *, progress: 
         if not job.source.is_file():
             raise FileNotFoundError(f"File not found: {job.source}.")
         if input_kind(job.source, max_image_pixels=SETTINGS.max_image_pixels) == "image":
-            result = score_image(job.source, model, mpp=options.mpp)
+            result = score_image(job.source, model, scale=options.scale)
         else:
-            result = score_slide(job.source, model, mpp=options.mpp, level=options.level, progress=progress)
+            result = score_slide(job.source, model, scale=options.scale, level=options.level, progress=progress)
         write_outputs(result, job.dest)
     except (ModelError, FileNotFoundError) as err:
         sentence = first_line(err)

@@ -1,43 +1,37 @@
-"""A slide's fields: the grid at the model's scale, the tissue fields, read lazily and scored in batches.
+"""A slide's fields: the grid at the model's scale, the tissue fields, and their pixels read lazily.
 
 The grid is the core's (``imageclf.core.fields.tile_grid``: input-sized fields, the last row and
 column aligned to the edge) laid over the slide at the model's scale and mapped to level-0 pixels.
 Fields whose tissue share (from the thumbnail mask) is below the refusal rule's ``min_tissue`` are
-skipped. Each kept field is read from the chosen level (one region per field, so memory stays
-bounded) and resampled to the model's input by ``imageclf.core.imaging.to_model_input``. While
-the engine runs one batch, a thread reads the next one and another judges the previous one by
-``imageclf.core.refusal.judge_fields``, on the exact pixels the model saw.
+skipped. :class:`SlideFields` is the field source the one field loop (``imageclf.core.pipeline.run``)
+reads: each field read from the chosen level (one region per field, so memory stays bounded) and
+resampled to the model's input by ``imageclf.core.imaging.to_model_input``.
 
 Example:
-    >>> plan = plan_fields(reader, slide_mpp=0.25, model=model, level=0, tissue=tissue)
-    >>> plan.grid, plan.field_level_px, len(plan.x)
+    >>> grid = plan_grid(reader, slide_mpp=0.25, model=model, level=0, tissue=tissue)
+    >>> grid.grid, grid.field_level_px, len(grid.x)
     ((8, 11), (331, 331), 41)
-    >>> table, timings = score_fields(reader, plan, model, progress=None, batch=64)
+    >>> SlideFields(reader, grid, (224, 224)).read(0, 8).shape
+    (8, 224, 224, 3)
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from imageclf.core import refusal
 from imageclf.core.fields import tile_grid
 from imageclf.core.imaging import to_model_input
 from imageclf.slides.reader import SlideError, SlideReader
-from imageclf.slides.results import FieldTable, SlideModel
+from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.tissue import TissueMap
 
-Progress = Callable[[int, int], None]   # (fields done, fields to score)
-
-__all__ = ["FieldPlan", "Progress", "check_size", "plan_fields", "read_field", "score_fields"]
+__all__ = ["SlideFields", "SlideGrid", "check_size", "plan_grid"]
 
 
 @dataclass(frozen=True, eq=False)
-class FieldPlan:
+class SlideGrid:
     """Where the fields are: the level read, the field sides, the grid, and the tissue fields'
     level-0 top-left corners (``x``, ``y``) with their tissue shares."""
 
@@ -59,8 +53,8 @@ class FieldPlan:
                 "grid_fields": self.grid[0] * self.grid[1], "tissue_fields": int(len(self.x))}
 
 
-def plan_fields(reader: SlideReader, *, slide_mpp: float, model: SlideModel, level: int,
-                tissue: TissueMap) -> FieldPlan:
+def plan_grid(reader: SlideReader, *, slide_mpp: float, model: SlideModel, level: int,
+              tissue: TissueMap) -> SlideGrid:
     """The field grid over the slide at the model's scale, and the fields with enough tissue.
 
     Raises:
@@ -82,7 +76,7 @@ def plan_fields(reader: SlideReader, *, slide_mpp: float, model: SlideModel, lev
     # Corners on the read level's pixel grid: OpenSlide would otherwise shift a region by a fraction of
     # a pixel there, blurring it.
     snap = lambda values: np.round(np.round(values / downsample) * downsample).astype(np.int64)  # noqa: E731
-    return FieldPlan(level=level, level_mpp=level_mpp, relative_size=model.mpp / level_mpp,
+    return SlideGrid(level=level, level_mpp=level_mpp, relative_size=model.mpp / level_mpp,
                      field_level0_px=(side_x, side_y),
                      field_level_px=(max(1, round(side_x / downsample)), max(1, round(side_y / downsample))),
                      grid=(len(ys), len(xs)), x=snap(grid_x[keep]), y=snap(grid_y[keep]), tissue=shares[keep])
@@ -98,56 +92,28 @@ def check_size(reader: SlideReader, slide_mpp: float, model: SlideModel) -> None
                          f"({width_in} px at {model.mpp:.3g} um/px = {width_in * model.mpp / 1000:.3f} mm).")
 
 
-def score_fields(reader: SlideReader, plan: FieldPlan, model: SlideModel, *, progress: Progress | None,
-                 batch: int) -> tuple[FieldTable, dict[str, float]]:
-    """Every planned field through the engine and the field-level refusal rule, batch by batch."""
-    total = len(plan.x)
-    probabilities, judged, engine_s, wait_s = [], [], 0.0, 0.0
-    started = time.perf_counter()
-    if progress:
-        progress(0, total)
-    # The refusal rule judges batch N (on the pixels the model saw) while the engine runs batch N + 1.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slide-judge") as judge:
-        for done, pixels, waited in _prefetched(reader, plan, model.spec.input_size, batch):
-            wait_s += waited
-            tick = time.perf_counter()
-            outputs = model.engine.run(pixels)
-            engine_s += time.perf_counter() - tick
-            judged.append(judge.submit(refusal.judge_fields, pixels, outputs.probabilities, outputs.feature_scores,
-                                       model.spec.refusal))
-            probabilities.append(outputs.probabilities)
-            if progress:
-                progress(done, total)
-        reasons = [reason for future in judged for reason in future.result()]
-    side_x, side_y = (round(s) for s in plan.field_level0_px)
-    boxes = np.stack([plan.x, plan.y, np.full(total, side_x), np.full(total, side_y)], axis=1).astype(np.int64)
-    classes = len(model.spec.class_ids)
-    table = FieldTable(boxes.reshape(-1, 4), plan.tissue,
-                       np.concatenate(probabilities) if probabilities else np.zeros((0, classes)), tuple(reasons))
-    elapsed = time.perf_counter() - started
-    return table, {"fields_s": elapsed, "engine_s": engine_s, "read_wait_s": wait_s,
-                   "fields_per_s": total / elapsed if elapsed > 0 else 0.0}
+@dataclass(frozen=True, eq=False)
+class SlideFields:
+    """The tissue fields of one slide as a field source: pixels read from the pyramid when asked for."""
 
+    reader: SlideReader
+    grid: SlideGrid
+    size: tuple[int, int]
 
-def read_field(reader: SlideReader, plan: FieldPlan, x: int, y: int, size: tuple[int, int]) -> np.ndarray:
-    """One field at the model's input size: read at the plan's level, resampled by the core's resizer."""
-    width, height = plan.field_level_px
-    return to_model_input(reader.read(int(x), int(y), plan.level, width, height), size=size)
+    def __len__(self) -> int:
+        return len(self.grid.x)
 
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.read_rows(range(start, stop))
 
-def _prefetched(reader: SlideReader, plan: FieldPlan, size: tuple[int, int],
-                batch: int) -> Iterator[tuple[int, np.ndarray, float]]:
-    """(fields done, pixels, seconds waited) per batch; the next batch is read while this one is scored."""
-    def read(start: int) -> np.ndarray:
-        return np.stack([read_field(reader, plan, x, y, size)
-                         for x, y in zip(plan.x[start:start + batch], plan.y[start:start + batch], strict=True)])
+    def read_rows(self, rows: Any) -> np.ndarray:
+        """Fields at the given row numbers, each at the model's input size (read at the grid's level)."""
+        width, height = self.grid.field_level_px
+        return np.stack([to_model_input(self.reader.read(int(self.grid.x[i]), int(self.grid.y[i]), self.grid.level,
+                                                         width, height), size=self.size) for i in rows])
 
-    starts = list(range(0, len(plan.x), batch))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slide-read") as pool:
-        pending = pool.submit(read, starts[0]) if starts else None
-        for index, start in enumerate(starts):
-            tick = time.perf_counter()
-            pixels = pending.result()
-            waited = time.perf_counter() - tick
-            pending = pool.submit(read, starts[index + 1]) if index + 1 < len(starts) else None
-            yield min(start + batch, len(plan.x)), pixels, waited
+    def boxes(self) -> np.ndarray:
+        """Level-0 boxes (N x 4: x, y, width, height) of the fields."""
+        side_x, side_y = (round(s) for s in self.grid.field_level0_px)
+        n = len(self)
+        return np.stack([self.grid.x, self.grid.y, np.full(n, side_x), np.full(n, side_y)], axis=1).astype(np.int64)

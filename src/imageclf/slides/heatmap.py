@@ -36,7 +36,7 @@ def render_heatmap(result: SlideResult, *, max_side: int = MAX_SIDE) -> np.ndarr
                                                      interpolation=cv2.INTER_AREA)
     per_level0 = scale / result.thumbnail_downsample           # map pixels per level-0 pixel
     layer, alpha = base.astype(np.float32), np.zeros(base.shape[:2] + (1,), np.float32)
-    fields, refused = result.fields, result.verdict is not None
+    fields, refused = result.fields, result.verdict.abstained
     for box, top, reason in zip(fields.boxes, fields.top, fields.reasons, strict=True):
         x, y, w, h = (float(v) * per_level0 for v in box)
         x0, y0, x1, y1 = int(x), int(y), max(int(x) + 1, int(x + w)), max(int(y) + 1, int(y + h))
@@ -55,7 +55,7 @@ def _legend(result: SlideResult, width: int, per_level0: float) -> np.ndarray:
     answered, top = fields.answered, fields.top
     weights = fields.tissue * fields.boxes[:, 2] * fields.boxes[:, 3] if len(fields) else np.zeros(0)
     total = float(weights.sum()) or 1.0
-    refused = result.verdict is not None
+    refused = result.verdict.abstained
     entries = [] if refused else [
         (class_colour(i), f"{name} {weights[answered & (top == i)].sum() / total:.0%}")
         for i, name in enumerate(spec.names)]
@@ -80,12 +80,11 @@ def _legend(result: SlideResult, width: int, per_level0: float) -> np.ndarray:
 
 def _verdict_line(result: SlideResult) -> str:
     name = result.path.name
-    if result.verdict is not None:
-        return f"{name}: not recognised ({result.verdict.code}). {result.verdict.sentence}"
-    probabilities = result.probabilities
-    top = int(np.argmax(probabilities))
+    verdict = result.verdict
+    if verdict.abstained:
+        return f"{name}: not recognised ({verdict.abstain_code}). {verdict.abstain_reason}"
     answered = int(result.fields.answered.sum())
-    return f"{name}: {result.model.spec.names[top]} {probabilities[top]:.0%} (mean over {answered} fields)"
+    return f"{name}: {verdict.name} {verdict.confidence:.0%} (mean over {answered} fields)"
 
 
 def _wrap(text: str, width: int, size: float) -> list[str]:

@@ -31,6 +31,9 @@ MAX_PIXELS = 40_000_000_000       # 200,000 x 200,000 px: larger than any real s
 MAX_SIDE = 400_000                # one side longer than this is a broken header, not a slide
 BACKGROUND = (255, 255, 255)      # transparent (unscanned) areas become white glass
 
+# TIFF ResolutionUnit values OpenSlide reports, in microns ("none" says nothing physical).
+_MICRONS_PER_UNIT = {"centimeter": 10_000.0, "inch": 25_400.0}
+
 __all__ = ["SlideError", "SlideReader", "input_kind", "is_slide", "CHUNK_SIDE", "MAX_PIXELS", "MAX_SIDE"]
 
 
@@ -116,17 +119,29 @@ class SlideReader:
         return str(self._slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown"))
 
     @property
-    def metadata_mpp(self) -> float | None:
-        """Microns per level-0 pixel from ``openslide.mpp-x``/``-y`` (their mean), or ``None``."""
+    def metadata_mpp(self) -> tuple[float, str] | None:
+        """(microns per level-0 pixel, where it was read) from ``openslide.mpp-x``/``-y`` (their mean), else
+        from the TIFF resolution tags (``tiff.XResolution``/``YResolution`` with ``tiff.ResolutionUnit``
+        centimeter or inch, as WSInfer falls back to them); ``None`` when neither says."""
+        mpp = self._mean_of(openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y, lambda v: v)
+        if mpp is not None:
+            return mpp, "openslide.mpp-x/y"
+        microns = _MICRONS_PER_UNIT.get(str(self._slide.properties.get("tiff.ResolutionUnit", "")).lower())
+        if microns is None:
+            return None
+        mpp = self._mean_of("tiff.XResolution", "tiff.YResolution", lambda pixels_per_unit: microns / pixels_per_unit)
+        return None if mpp is None else (mpp, "TIFF resolution tags")
+
+    def _mean_of(self, key_x: str, key_y: str, convert) -> float | None:
         values = []
-        for key in (openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y):
+        for key in (key_x, key_y):
             try:
                 value = float(self._slide.properties[key])
             except (KeyError, ValueError):
                 return None
             if not math.isfinite(value) or value <= 0:
                 return None
-            values.append(value)
+            values.append(convert(value))
         return sum(values) / len(values)
 
     @property

@@ -1,64 +1,73 @@
-"""Score one slide: fields at the model's physical scale -> the field engine -> the refusal rule.
+"""Score one slide: plan its fields at the model's physical scale, then the one field loop.
 
-The same engine (``imageclf.core.engine.FieldEngine``) and refusal rule (``imageclf.core.refusal``)
-as every other client: each field is judged by ``judge_fields`` on the exact pixels the model saw
-(:mod:`imageclf.slides.fields`), the slide by ``judge_image`` (no tissue, too many fields refused,
-fields that disagree) and its scale by ``judge_scale`` (no nuclei to measure, a magnification far
-from the model's). Only the reading differs from an upload: the slide's microns per pixel come
-from ``--mpp``, its metadata or its nuclei (:mod:`imageclf.slides.physical`), and fields are read
-from the pyramid level nearest above the model's scale.
+Only the planning differs from an upload: the slide's microns per pixel come from the stated scale,
+its metadata (OpenSlide's mpp, else the TIFF resolution tags) or its nuclei
+(:mod:`imageclf.slides.physical`); fields are laid on the tissue mask and read lazily from the
+pyramid level nearest above the model's scale (:mod:`imageclf.slides.fields`); the slide's stains
+are estimated once, from a sample of its tissue fields. Then the same loop as every image
+(``imageclf.core.pipeline.run``: stain step, engine, ``refusal.judge_fields`` per batch) and the
+same merge (``pipeline.merge``: no tissue, too many fields refused, fields that disagree); the scale
+is judged by ``refusal.judge_scale`` (no nuclei to measure, a magnification far from the model's).
 
 A plain image (PNG, JPEG, a TIFF that is not a pyramid) goes the ordinary image path instead
 (``imageclf.core.rule.analyze``): :func:`score_image`.
 
 Example:
-    >>> model = SlideModel.from_folder("hub_model")                       # imageclf.slides.results
+    >>> model = SlideModel.from_folder("hub_model")                       # imageclf.slides.slide_model
     >>> result = score_slide("CMU-1-Small-Region.svs", model, progress=lambda done, total: None)
-    >>> result.scale.source, len(result.fields), result.verdict.code
+    >>> result.scale.source, len(result.fields), result.verdict.abstain_code
     ('metadata', 109, 'fields_refused')
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from pathlib import Path
 
-from imageclf.core import refusal
+import numpy as np
+
+from imageclf.core import pipeline, refusal
+from imageclf.core.field_table import FieldTable
 from imageclf.core.imaging import decode_image
-from imageclf.core.refusal import Reason
-from imageclf.core.request import Request, ScaleRequest
-from imageclf.core.rule import CHUNK, analyze
+from imageclf.core.pipeline import CHUNK, Progress
+from imageclf.core.refusal import Refusal
+from imageclf.core.request import ScaleRequest, make_request
+from imageclf.core.rule import analyze
 from imageclf.core.scale import ESTIMATOR, ScaleDecision
-from imageclf.model.config import ScaleSpec
-from imageclf.slides.fields import Progress, check_size, plan_fields, score_fields
+from imageclf.core.stain import StainEstimate, estimate_stains
+from imageclf.core.verdict import Verdict
+from imageclf.slides.fields import SlideFields, check_size, plan_grid
 from imageclf.slides.physical import (ESTIMATE_CROPS, ESTIMATE_SIDE, SlideScale, check_mpp, choose_level,
                                       estimate_slide_mpp)
 from imageclf.slides.reader import SlideError, SlideReader
-from imageclf.slides.results import FieldTable, ImageResult, SlideModel, SlideResult
+from imageclf.slides.results import ImageResult, SlideResult
+from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.tissue import MASK_UM_PER_PX, find_tissue
 
 THUMBNAIL_SIDE = 4096          # longest side of the thumbnail the tissue mask is computed on
 MAP_SIDE = 2048                # longest side of the heatmap's thumbnail
 ASSUMED_MPP = 0.25             # only to size the thumbnail of a slide whose scale is not known yet
+STAIN_FIELDS = 32              # tissue fields (spread over the slide) its one stain estimate is made from
 
 __all__ = ["score_image", "score_slide"]
 
 
-def score_slide(path: str | os.PathLike, model: SlideModel, *, mpp: float | None = None, level: int | None = None,
-                progress: Progress | None = None, batch: int = CHUNK) -> SlideResult:
-    """Score every tissue field of one slide. ``mpp`` overrides the metadata; ``level`` forces the
-    pyramid level read (default: the level nearest above the model's scale).
+def score_slide(path: str | os.PathLike, model: SlideModel, *, scale: ScaleRequest | None = None,
+                level: int | None = None, progress: Progress | None = None, batch: int = CHUNK) -> SlideResult:
+    """Score every tissue field of one slide. ``scale``: a stated microns per pixel overrides the
+    metadata (``auto`` or ``None``: the metadata, else the nuclei); ``level`` forces the pyramid level
+    read (default: the level nearest above the model's scale).
 
     Raises:
-        SlideError: not a slide, damaged, absurd dimensions or scale, smaller than one field.
+        SlideError: not a slide, damaged, absurd dimensions or scale, smaller than one field, or a scale
+            that is neither ``auto`` nor microns per pixel.
     """
     spec, check, start = model.spec, model.spec.refusal.abstain.colour, time.perf_counter()
-    mpp = None if mpp is None else check_mpp(mpp, "--mpp")
+    mpp = _stated_mpp(scale)
     timings: dict[str, float] = {}
     with SlideReader(path) as reader:
         width, height = reader.dimensions
-        metadata, note = reader.metadata_mpp, ""
+        metadata, metadata_source, note = *(reader.metadata_mpp or (None, None)), ""
         if metadata is not None:
             try:
                 check_mpp(metadata, "The slide's metadata mpp")
@@ -77,69 +86,91 @@ def score_slide(path: str | os.PathLike, model: SlideModel, *, mpp: float | None
         timings["tissue_s"] = time.perf_counter() - start
         windows = tissue.richest(ESTIMATE_SIDE, ESTIMATE_CROPS)
         estimate = estimate_slide_mpp(reader, windows, spec, model.mpp, check) if windows else None
-        scale = _slide_scale(mpp, metadata, estimate, note, len(windows))
-        if known is None and scale.mpp is not None:   # the mask's morphology and area, in microns now
-            tissue = find_tissue(tissue_thumbnail, downsample=downsample, mpp=scale.mpp, check=check)
+        slide_scale = _slide_scale(mpp, metadata, metadata_source, estimate, note, len(windows))
+        if known is None and slide_scale.mpp is not None:   # the mask's morphology and area, in microns now
+            tissue = find_tissue(tissue_thumbnail, downsample=downsample, mpp=slide_scale.mpp, check=check)
         timings["scale_s"] = time.perf_counter() - start - timings["tissue_s"]
-        result = dict(path=Path(path), slide=reader.describe(), scale=scale, model=model, tissue=tissue,
+        result = dict(path=Path(path), slide=reader.describe(), scale=slide_scale, model=model, tissue=tissue,
                       thumbnail=thumbnail, thumbnail_downsample=thumbnail_downsample)
         empty = FieldTable.empty(len(spec.class_ids))
         if not tissue.mask.any():
-            verdict = refusal.judge_image([], None, one_field=False, rule=spec.refusal)
-            return SlideResult(fields=empty, verdict=verdict, probabilities=None, timings=_total(timings, start),
-                               **result)
-        if scale.mpp is None:
-            unmeasured = ScaleDecision("auto", 1.0, f"auto: nucleus size ({ESTIMATOR})", measured=False)
-            return SlideResult(fields=empty, verdict=refusal.judge_scale(unmeasured, spec.scale), probabilities=None,
+            return SlideResult(fields=empty, verdict=pipeline.merge(empty, spec, one_field=False),
                                timings=_total(timings, start), **result)
-        chosen = (choose_level(reader.level_downsamples, slide_mpp=scale.mpp, model_mpp=model.mpp)
+        if slide_scale.mpp is None:
+            unmeasured = ScaleDecision("auto", 1.0, f"auto: nucleus size ({ESTIMATOR})", measured=False)
+            return SlideResult(fields=empty, verdict=_refused(refusal.judge_scale(unmeasured, spec.scale), model),
+                               timings=_total(timings, start), **result)
+        chosen = (choose_level(reader.level_downsamples, slide_mpp=slide_scale.mpp, model_mpp=model.mpp)
                   if level is None else _valid_level(level, reader))
-        plan = plan_fields(reader, slide_mpp=scale.mpp, model=model, level=chosen, tissue=tissue)
-        decision = ScaleDecision("microns_per_pixel", plan.relative_size,
-                                 f"slide: {plan.level_mpp:.4g} um/px at level {chosen}")
+        grid = plan_grid(reader, slide_mpp=slide_scale.mpp, model=model, level=chosen, tissue=tissue)
+        decision = ScaleDecision("microns_per_pixel", grid.relative_size,
+                                 f"slide: {grid.level_mpp:.4g} um/px at level {chosen}")
         scale_refusal = refusal.judge_scale(decision, spec.scale)
         if scale_refusal is not None:
-            return SlideResult(fields=empty, verdict=scale_refusal, probabilities=None, reading=plan.to_dict(),
+            return SlideResult(fields=empty, verdict=_refused(scale_refusal, model), reading=grid.to_dict(),
                                timings=_total(timings, start), **result)
-        fields, reading = score_fields(reader, plan, model, progress=progress, batch=batch)
-    timings.update(reading)
-    answered = fields.probabilities[fields.answered]
-    mean = answered.mean(axis=0) if len(answered) else None
-    verdict = refusal.judge_image(list(fields.reasons), mean, one_field=False, rule=spec.refusal)
-    if verdict is not None:     # as for an image: no class probabilities for a slide without an answer
-        mean = None if verdict.reason is not Reason.FIELDS_DISAGREE else mean
-    return SlideResult(fields=fields, verdict=verdict, probabilities=mean, reading=plan.to_dict(),
-                       timings=_total(timings, start), **result)
+        fields = SlideFields(reader, grid, tuple(spec.input_size))
+        tick = time.perf_counter()
+        stains = _slide_stains(fields, model)
+        timings["stain_estimate_s"] = time.perf_counter() - tick
+        stain_refusal = refusal.judge_stain(stains, spec.stain)
+        if stain_refusal is not None:
+            return SlideResult(fields=empty, verdict=_refused(stain_refusal, model), reading=grid.to_dict(),
+                               timings=_total(timings, start), stain=stains, **result)
+        plan = pipeline.FieldPlan(fields, fields.boxes(), grid.tissue, stain=stains)
+        table = pipeline.run(plan, model.engine, spec, batch=batch, progress=progress)
+    timings.update(table.timings)
+    return SlideResult(fields=table, verdict=pipeline.merge(table, spec, one_field=False), reading=grid.to_dict(),
+                       timings=_total(timings, start), stain=stains, **result)
 
 
-def score_image(path: str | os.PathLike, model: SlideModel, *, mpp: float | None = None) -> ImageResult:
-    """A plain image through the ordinary rule: ``auto`` scale, or ``mpp`` against the model's mpp."""
+def score_image(path: str | os.PathLike, model: SlideModel, *, scale: ScaleRequest | None = None) -> ImageResult:
+    """A plain image through the ordinary rule: ``auto`` scale, or a stated microns per pixel against the
+    model's own (its config.json)."""
     start = time.perf_counter()
     rgb, spec = decode_image(path), model.spec
-    mpp = None if mpp is None else check_mpp(mpp, "--mpp")
-    if mpp is None:
-        analysis = analyze(Request(rgb), spec, model.engine)
-    else:   # the same rule, told the model's microns per pixel (from its config or model_scale.json)
-        scale_spec = spec.scale or ScaleSpec(None, None, None, None)
-        told = dataclasses.replace(spec, scale=dataclasses.replace(scale_spec, microns_per_pixel=model.mpp))
-        analysis = analyze(Request(rgb, ScaleRequest("microns_per_pixel", mpp)), told, model.engine)
+    mpp = _stated_mpp(scale)
+    analysis = analyze(make_request(rgb, scale or ScaleRequest("auto"), spec.scale), spec, model.engine)
     decision = analysis.scale
     if mpp is not None:
-        scale = SlideScale(mpp, "override", "--mpp")
+        image_scale = SlideScale(mpp, "override", "stated scale")
     elif decision.mode == "auto" and decision.measured:
-        scale = SlideScale(model.mpp / decision.relative_size, "estimate", decision.method,
-                           model.mpp / decision.relative_size)
+        image_scale = SlideScale(model.mpp / decision.relative_size, "estimate", decision.method,
+                                 model.mpp / decision.relative_size)
     else:
-        scale = SlideScale(None, "unknown", decision.method)
-    return ImageResult(Path(path), analysis, model, scale, {"total_s": time.perf_counter() - start})
+        image_scale = SlideScale(None, "unknown", decision.method)
+    return ImageResult(Path(path), analysis, model, image_scale, {"total_s": time.perf_counter() - start})
 
 
-def _slide_scale(override: float | None, metadata: float | None, estimate: float | None, note: str,
-                 crops: int) -> SlideScale:
+def _stated_mpp(scale: ScaleRequest | None) -> float | None:
+    """The stated microns per pixel (checked against the plausible range), ``None`` for ``auto``."""
+    if scale is None or scale.mode == "auto":
+        return None
+    if scale.mode != "microns_per_pixel" or scale.microns_per_pixel is None:
+        raise SlideError(f"A slide is read at the model's physical scale: state its microns per pixel "
+                         f"(e.g. 0.25 or 40x) or auto, not {scale.mode!r}.")
+    return check_mpp(scale.microns_per_pixel, "The stated scale")
+
+
+def _slide_stains(fields: SlideFields, model: SlideModel) -> StainEstimate | None:
+    """The slide's one stain estimate, from ``STAIN_FIELDS`` tissue fields spread over it (richest
+    tissue first would favour one region's staining; an even spread sees the whole slide)."""
+    if model.spec.stain is None or not len(fields):
+        return None
+    rows = np.unique(np.linspace(0, len(fields) - 1, num=min(STAIN_FIELDS, len(fields))).round().astype(int))
+    return estimate_stains(fields.read_rows(rows), model.spec.stain)
+
+
+def _refused(reason: Refusal | None, model: SlideModel) -> Verdict:
+    return Verdict(tuple(model.spec.class_ids), tuple(model.spec.names), None, reason)
+
+
+def _slide_scale(override: float | None, metadata: float | None, metadata_source: str | None,
+                 estimate: float | None, note: str, crops: int) -> SlideScale:
     if override is not None:
-        return SlideScale(override, "override", "--mpp" + note, estimate)
+        return SlideScale(override, "override", "stated scale" + note, estimate)
     if metadata is not None:
-        return SlideScale(metadata, "metadata", "openslide.mpp-x/y", estimate)
+        return SlideScale(metadata, "metadata", str(metadata_source), estimate)
     if estimate is not None:
         return SlideScale(estimate, "estimate", f"nucleus size ({ESTIMATOR}) on {crops} level-0 tissue crops of "
                                                 f"{ESTIMATE_SIDE} px" + note, estimate)

@@ -36,7 +36,7 @@ SLIDE_FILES = ("fields.csv", "fields.geojson", "heatmap.png", "tissue.png")
 IMAGE_FILES = ("analysis.json",)
 NOT_RECOGNISED = "Not recognised"
 
-__all__ = ["FORMAT", "SUMMARY", "ERROR", "atomic_write", "outputs_complete", "summary", "verdict_json",
+__all__ = ["FORMAT", "SUMMARY", "ERROR", "atomic_write", "outputs_complete", "summary",
            "write_failure", "write_outputs", "fields_csv", "fields_geojson"]
 
 
@@ -94,21 +94,6 @@ def write_failure(dest: Path, source: Path, sentence: str) -> None:
     atomic_write(dest / ERROR, json.dumps({"format": FORMAT, "slide": str(source), "error": sentence}, indent=2) + "\n")
 
 
-def verdict_json(result: SlideResult) -> dict[str, Any]:
-    """The slide's verdict, keyed like ``ImageAnalysis.to_json`` (no class named when refused)."""
-    probabilities = result.probabilities
-    answered = result.verdict is None and probabilities is not None
-    top = int(np.argmax(probabilities)) if answered else None
-    spec = result.model.spec
-    return {"label": None if top is None else spec.class_ids[top], "name": None if top is None else spec.names[top],
-            "confidence": None if top is None else float(probabilities[top]),
-            "probabilities": ({cid: float(p) for cid, p in zip(spec.class_ids, probabilities, strict=True)}
-                              if answered else None),
-            "abstained": result.verdict is not None,
-            "abstain_code": None if result.verdict is None else result.verdict.code,
-            "abstain_reason": None if result.verdict is None else result.verdict.sentence}
-
-
 def summary(result: SlideResult | ImageResult, *, outputs: list[str]) -> dict[str, Any]:
     """summary.json: the file, its scale and source, tissue, fields, shares, verdict, model, timings."""
     common = {"format": FORMAT, "source": source_stamp(result.path), "model": result.model.to_dict(),
@@ -118,8 +103,8 @@ def summary(result: SlideResult | ImageResult, *, outputs: list[str]) -> dict[st
         return {"kind": "image", "slide": {"file": result.path.name, "path": str(result.path.resolve()),
                                            "bytes": result.path.stat().st_size},
                 "scale": {**result.scale.to_dict(), "decision": answer["scale"]},
-                "verdict": {k: answer[k] for k in ("label", "name", "confidence", "probabilities", "abstained",
-                                                    "abstain_code", "abstain_reason")},
+                "verdict": result.analysis.verdict.to_json(),
+                "stain_normalisation": answer.get("stain_normalisation"),
                 "fields": answer["fields"], **common}
     fields, spec = result.fields, result.model.spec
     reasons = Counter(r.value for r in fields.reasons if r is not None)
@@ -138,21 +123,24 @@ def summary(result: SlideResult | ImageResult, *, outputs: list[str]) -> dict[st
                    "tissue": reading.get("tissue_fields", 0), "classified": len(fields),
                    "answered": int(fields.answered.sum()), "abstained": int(sum(reasons.values())),
                    "reasons": dict(sorted(reasons.items()))},
-        "tissue_share": _tissue_share(result), "verdict": verdict_json(result), **common,
+        "tissue_share": _tissue_share(result), "verdict": result.verdict.to_json(),
+        "stain_normalisation": None if result.stain is None else result.stain.to_dict(), **common,
     }
 
 
 def fields_csv(result: SlideResult) -> str:
-    """One row per scored field: level-0 box, tissue share, probabilities, label, abstained, reason."""
+    """One row per scored field: level-0 box, tissue share, probabilities, label (class id), name (class
+    name), abstained, reason (the refusal code)."""
     spec, fields = result.model.spec, result.fields
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["x", "y", "width", "height", "tissue", *(f"p_{cid}" for cid in spec.class_ids), "label",
-                     "abstained", "reason"])
+                     "name", "abstained", "reason"])
     for box, share, probs, top, reason in zip(fields.boxes, fields.tissue, fields.probabilities, fields.top,
                                               fields.reasons, strict=True):
         writer.writerow([*(int(v) for v in box), f"{share:.4f}", *(f"{p:.6f}" for p in probs),
-                         "" if reason is not None else spec.class_ids[int(top)], int(reason is not None),
+                         "" if reason is not None else spec.class_ids[int(top)],
+                         "" if reason is not None else spec.names[int(top)], int(reason is not None),
                          "" if reason is None else reason.value])
     return out.getvalue()
 
@@ -172,7 +160,7 @@ def fields_geojson(result: SlideResult) -> dict[str, Any]:
             "classification": {"name": name, "color": list(colour)},
             "measurements": {**{f"p({n})": round(float(p), 6) for n, p in zip(spec.names, probs, strict=True)},
                              "tissue share": round(float(share), 4)},
-            "abstained": reason is not None}
+            "abstained": reason is not None, "label": None if reason is not None else spec.class_ids[int(top)]}
         if reason is not None:
             properties.update(name=reason.value, metadata={"abstain_code": reason.value})
         features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
@@ -184,7 +172,7 @@ def _tissue_share(result: SlideResult) -> dict[str, float] | None:
     """Share of the scored tissue area per class and not recognised (None when the slide is refused:
     no class is named for a slide without an answer)."""
     fields = result.fields
-    if result.verdict is not None or not len(fields):
+    if result.verdict.abstained or not len(fields):
         return None
     weights = fields.tissue * fields.boxes[:, 2] * fields.boxes[:, 3]
     total = float(weights.sum()) or 1.0
