@@ -4,16 +4,21 @@ For each input, ``OUT/<slide stem>/`` gets fields.csv, fields.geojson (QuPath de
 heatmap.png, tissue.png and summary.json (a plain PNG/JPEG/TIFF image: analysis.json and
 summary.json); ``OUT/run.jsonl`` records every slide of every run. Slides whose outputs are
 complete are skipped, so rerunning the same command finishes an interrupted run. A slide that
-cannot be scored gets ``error.json`` with the reason, and the others are still scored.
+cannot be scored gets ``error.json`` with the reason, and the others are still scored. summary.json
+and every run.jsonl line carry the run metadata (code version, package versions, the model's revision
+and sha256).
 
-Runs on a local Dask cluster of ``--workers`` processes (default: one per four cores), on an
-existing cluster with ``--scheduler ADDRESS``, or in this process with ``--workers 0``.
+Runs on a local Dask cluster of ``--workers`` processes (default: one per four cores; the per-slide
+work is ``imageclf.slides.cohort.process``, spread by ``imageclf.slides.dask_run``), on an existing
+cluster with ``--scheduler ADDRESS``, or in this process with ``--workers 0``. ``--mpp`` is parsed by
+the one scale parser (``imageclf.core.request.parse_scale``): ``0.25``, ``0.25 um/px`` or ``40x``.
 
 Example:
     .venv/bin/python -m scripts.score_slides ../shared/data/wsi/CMU-1-Small-Region.svs --out slides-out
     .venv/bin/python -m scripts.score_slides slides/ --out slides-out --workers 4
     .venv/bin/python -m scripts.score_slides slides/ --out slides-out --scheduler tcp://10.0.0.5:8786
     .venv/bin/python -m scripts.score_slides scan.tif --out slides-out --mpp 0.25 --workers 0
+    .venv/bin/python -m scripts.score_slides scan.tif --out slides-out --mpp 40x --workers 0
 
 Exit status: 0 when every input was scored or skipped, 1 when any failed, 2 for a bad option.
 """
@@ -23,12 +28,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from imageclf.errors import ModelError, first_line
-from imageclf.settings import SETTINGS
-from imageclf.model.config import read_config
-from imageclf.slides.cohort import RunOptions, default_workers, plan_jobs, run_dask, run_serial
 from imageclf.core.request import MPP_RANGE, parse_scale
+from imageclf.errors import ModelError, first_line
 from imageclf.model.config import read_config
+from imageclf.settings import SETTINGS
+from imageclf.slides.cohort import RunOptions, plan_jobs, run_serial
+from imageclf.slides.dask_run import default_workers, run_dask
 from imageclf.slides.slide_model import check_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scripts.score_slides", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="slide files or folders of slides")
     parser.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per slide)")
-    parser.add_argument("--mpp", default=None, help=f"microns per level-0 pixel for every input, overriding the "
-                                                    f"metadata ({MPP_RANGE[0]:g}-{MPP_RANGE[1]:g})")
+    parser.add_argument("--mpp", default=None, help=f"the scale of every input, overriding the metadata: microns "
+                                                    f"per level-0 pixel ({MPP_RANGE[0]:g}-{MPP_RANGE[1]:g}; '0.25' "
+                                                    f"or '0.25 um/px') or a magnification ('40x')")
     parser.add_argument("--model", type=Path, default=SETTINGS.model_dir or ROOT / "hub_model",
                         help="model folder (default: MODEL_DIR, else hub_model/)")
     parser.add_argument("--level", type=int, default=None,

@@ -70,7 +70,8 @@ def healthz() -> dict[str, Any]:
 # delete_cache: every 5 min, remove cached files older than 10 min (UI uploads, outputs).
 with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
     gr.Markdown(f"# {PREDICTOR.model_name}")
-    gr.Markdown((f"For **{PREDICTOR.domain}** only; other images get meaningless answers.  \n"
+    gr.Markdown((f"For **{PREDICTOR.domain}** only. The model assumes that is what it is shown: it refuses "
+                 "images unlike its training tiles, but other organs only in part (measured rates under About).  \n"
                  if PREDICTOR.domain else "") + f"Model **{PREDICTOR.model_name}** from {panels.source_line(SOURCE)}.")
     with gr.Row(equal_height=False):
         with gr.Column():

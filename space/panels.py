@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from imageclf.core.field_map import ABSTAIN_COLOUR, class_colour, render_tile_map
+from imageclf.field_map import ABSTAIN_COLOUR, class_colour, render_tile_map
 from imageclf.core.refusal import Reason
 from imageclf.core.verdict import ImageAnalysis
 from imageclf.hub.source import ModelSource
@@ -46,7 +46,7 @@ def verdict(analysis: ImageAnalysis | None, *, domain: str | None, calibrated: b
     if analysis.abstained:
         what = domain or "an image this model was trained for"
         return (f"**Not recognised as {what}:** {analysis.abstain_reason} Treat this as no answer."
-                f"  \n{scale_line(analysis)}")
+                f"  \n{scale_line(analysis)}{stain_line(analysis)}")
     ranked = sorted(analysis.confidences.items(), key=lambda item: item[1], reverse=True)
     (name, p), rest = ranked[0], ranked[1:2]
     kind = "calibrated" if calibrated else "model probability, not calibrated"
@@ -55,7 +55,19 @@ def verdict(analysis: ImageAnalysis | None, *, domain: str | None, calibrated: b
     text = f"**{name} — {percent(p)} ({kind}{where})**"
     if rest:
         text += f"  \nNext: {rest[0][0]} — {percent(rest[0][1])}."
-    return text + f"  \n{scale_line(analysis)}"
+    return text + f"  \n{scale_line(analysis)}{stain_line(analysis)}"
+
+
+def stain_line(analysis: ImageAnalysis) -> str:
+    """For a model that normalises stains: whether this image's were (the page shows the pixels as sent)."""
+    estimate = analysis.stain
+    if estimate is None:
+        return ""
+    if estimate.ok:
+        return ("  \nStains: normalised to the model's reference (Macenko, estimated from this image's tissue) "
+                "before the model; shown here as sent.")
+    why = "too little tissue" if estimate.status == "too_little_tissue" else "one stain only"
+    return f"  \nStains: kept as sent ({why} to estimate them)."
 
 
 def gradcam_legend_html() -> str:
@@ -110,7 +122,7 @@ def field_summary_html(analysis: ImageAnalysis) -> str:
     rows = [] if analysis.abstained else [
         (class_colour(i), analysis.names[i], fields.counts.get(cid, 0), fields.fractions[cid])
         for i, cid in enumerate(analysis.class_ids)]
-    refused = Counter(tile.reason for tile in fields.tiles if tile.status == "classified" and tile.abstained)
+    refused = Counter(tile.reason for tile in fields.cells if tile.status == "classified" and tile.abstained)
     for reason, count in sorted(refused.items(), key=lambda item: -item[1]):   # grouped by code, not by sentence
         rows.append((ABSTAIN_COLOUR, f"Not recognised: {CHECK_NAMES.get(reason, reason.value)}", count,
                      count / fields.classified))
@@ -120,12 +132,12 @@ def field_summary_html(analysis: ImageAnalysis) -> str:
         f"<tr><td><span style='display:inline-block;width:1em;height:1em;background:rgb{colour}'>"
         f"</span> {html.escape(name)}</td><td>{count}</td><td>{frac:.1%}</td></tr>"
         for colour, name, count, frac in rows)
-    background = len(fields.tiles) - fields.tissue_tiles
+    background = len(fields.cells) - fields.tissue_tiles
     th, tw = fields.tile_size
-    note = (f"{len(fields.tiles)} fields of {tw} x {th} px at the model's scale ({fields.grid[0]} rows x "
+    note = (f"{len(fields.cells)} fields of {tw} x {th} px at the model's scale ({fields.grid[0]} rows x "
             f"{fields.grid[1]} columns); {background} background fields skipped; {fields.classified} classified.")
     if fields.capped:
-        note += f" Capped at {fields.max_tiles} fields: white outlines mark tissue fields not classified."
+        note += f" Capped at {fields.max_fields} fields: white outlines mark tissue fields not classified."
     return (f"<table><thead><tr><th>class</th><th>fields</th><th>share</th></tr></thead><tbody>{body}"
             f"</tbody></table><p>{html.escape(note)}</p>")
 
@@ -202,6 +214,10 @@ def about_markdown(predictor: Predictor, source: ModelSource) -> str:
         mpp = (f"{config.scale.microns_per_pixel:g} um/px" if config.scale.microns_per_pixel
                else f"microns per pixel unknown ({config.scale.microns_per_pixel_note})")
         lines.append(f"**Scale:** one input covers {fov or 'an unstated number of'} source px; {mpp}  ")
+    if config.stain is not None:
+        lines.append(f"**Stains:** every field is mapped to reference stains ({config.stain.method}, version "
+                     f"{config.stain.version}; {config.stain.fitted_on or 'fitted on the training tiles'}) before the "
+                     "model; the colour check, Grad-CAM and this page see the pixels as sent.  ")
     lines.append(f"**Runtime:** {predictor.runtime}" + (" (Grad-CAM runs on Keras)  " if predictor.runtime != "keras" else "  "))
     rows = metric_rows(predictor.metrics)
     if rows:

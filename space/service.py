@@ -28,7 +28,8 @@ import panels
 from batching import BatchingEngine
 from imageclf.core import rule
 from imageclf.core.imaging import ImageError, decode_image
-from imageclf.core.request import DEFAULT_SCALE, Request, ScaleError, ScaleRequest, make_request, parse_scale
+from imageclf.core.request import DEFAULT_SCALE, Request, ScaleError, make_request, parse_scale
+from imageclf.core.scale import ScaleRequest
 from imageclf.core.verdict import ImageAnalysis
 from imageclf.hub.source import ModelSource
 from imageclf.model.explain import GradCam, GradCamError, overlay
@@ -68,7 +69,7 @@ class Service:
 
     def predict(self, image: dict[str, Any] | None,
                 scale: str = DEFAULT_SCALE) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Classify one H&E image of any size: brought to the model's magnification first, then one field or the average over its tissue fields.
+        """Classify one H&E image of any size: brought to the model's magnification and reference stains first, then one field or the average over its tissue fields. The model assumes the image is of the tissue it was trained on: it refuses images unlike its training images (abstained, with a reason), but images of other organs only in part (measured rates in the model card), so send only that tissue.
 
         Concurrent calls are batched into shared forward passes.
 
@@ -83,7 +84,7 @@ class Service:
         return panels.label_value(analysis), panels.result_json(analysis, self.source)
 
     def predict_batch(self, files: list[str] | None, scale: str = DEFAULT_SCALE) -> list[dict[str, Any]]:
-        """Classify several image files in one call, each by the same rule as predict.
+        """Classify several image files in one call, each by the same rule as predict (the model's tissue assumed; other organs are refused only in part).
 
         An unreadable file gets an error message in its row; the other files are still classified.
 
@@ -151,7 +152,7 @@ class Service:
 
     def predict_tiles(self, image: dict[str, Any] | None, scale: str = DEFAULT_SCALE,
                       progress: gr.Progress = gr.Progress()) -> tuple[np.ndarray, dict[str, Any]]:
-        """Classify an image by the same rule as predict and return its field map.
+        """Classify an image by the same rule as predict (the model's tissue assumed; other organs are refused only in part) and return its field map.
 
         The image is brought to the model's magnification, cut into model-sized fields, background
         skipped, each tissue field classified; the verdict is the same as predict's.

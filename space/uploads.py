@@ -11,19 +11,26 @@ fail, leaving its temporary copy behind for good. Only files inside the upload f
 touched, and with a ``registry`` (Gradio's ``demo.upload_file_set``) only real uploads, so the
 copies Gradio keeps of example images stay.
 
+A library that must open a path itself (OpenSlide reads a slide lazily, far too large to hold in
+memory) uses ``UploadJanitor.claim`` instead: the path for the length of a ``with`` block, then the
+file deleted under the same rules. Concurrent claims of one file share it; the last one deletes it.
+
 Example (in a Gradio handler that receives the raw payload, ``preprocess=False``):
     >>> UPLOADS = UploadJanitor(SETTINGS.upload_dir)   # GRADIO_TEMP_DIR, as Gradio reads it
     >>> UPLOADS.registry = demo.upload_file_set  # once the Blocks exist
     >>> data = UPLOADS.take(payload["path"])     # the bytes; the file is gone
     >>> rgb = decode_image(data)
+    >>> with UPLOADS.claim(slide_path) as path:  # a path OpenSlide opens; deleted after the block
+    ...     result = score_slide(path, model)
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Container
+from collections import Counter, OrderedDict
+from collections.abc import Container, Iterator
 from pathlib import Path
 
 from imageclf.core.imaging import ImageError, check_file_size
@@ -51,6 +58,7 @@ class UploadJanitor:
         self.keep_s, self.keep_bytes, self.folder_grace_s = keep_s, keep_bytes, folder_grace_s
         self._recent: OrderedDict[Path, tuple[float, bytes]] = OrderedDict()
         self._emptied: dict[Path, float] = {}  # upload folder -> when it may be removed
+        self._claims: Counter[Path] = Counter()  # claimed upload -> requests still using it
         self._lock = threading.Lock()
 
     def take(self, path: str | os.PathLike) -> bytes | str:
@@ -76,14 +84,51 @@ class UploadJanitor:
                     check_file_size(real.stat().st_size)
                     data = real.read_bytes()
                 finally:
-                    real.unlink(missing_ok=True)
-                    if real.parent != self.folder:
-                        self._emptied[real.parent] = time.monotonic() + self.folder_grace_s
+                    self._delete(real)
                 self._remember(real, data)
                 return data
             if real in self._recent:
                 return self._recent[real][1]
         raise ImageError(GONE)
+
+    @contextlib.contextmanager
+    def claim(self, path: str | os.PathLike) -> Iterator[Path]:
+        """The upload's path while the block runs, its file deleted when the block ends (also on an
+        error); any other path (outside the folder, or not a recorded upload) is yielded and kept.
+
+        Example:
+            >>> with janitor.claim("/tmp/gradio/ab12.../scan.svs") as path:
+            ...     score_slide(path, model)                   # the file is deleted after this line
+
+        Raises:
+            ImageError: the upload was already deleted (by an earlier request of the same bytes).
+        """
+        raw = os.fspath(path)
+        real = Path(raw).resolve()
+        with self._lock:
+            self._expire(time.monotonic())
+            ours = self.folder in real.parents and (self.registry is None or raw in self.registry)
+            if ours and not real.is_file():
+                raise ImageError(GONE)
+            if ours:
+                self._claims[real] += 1
+        if not ours:
+            yield Path(raw)
+            return
+        try:
+            yield Path(raw)
+        finally:
+            with self._lock:  # a concurrent request of the same bytes may still be reading it
+                self._claims[real] -= 1
+                if self._claims[real] <= 0:
+                    del self._claims[real]
+                    self._delete(real)
+
+    def _delete(self, real: Path) -> None:
+        """Delete an upload; its emptied ``<hash>`` folder goes ``folder_grace_s`` later (caller holds the lock)."""
+        real.unlink(missing_ok=True)
+        if real.parent != self.folder:
+            self._emptied[real.parent] = time.monotonic() + self.folder_grace_s
 
     def _remember(self, path: Path, data: bytes) -> None:
         self._recent.pop(path, None)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from imageclf.core.refusal import Reason
-from imageclf.model.blocks import FeatureOODSpec
+from imageclf.model.config_blocks import FeatureOODSpec
 from imageclf.model.feature_check import FeatureCheck, FeatureOODError, load_params, score
 from imageclf.model.predictor import ModelFolderError, Predictor
 from tests.support.tiny_model import write_tiny_model_folder

@@ -1,5 +1,5 @@
 """``imageclf.core.fields`` and the rule's stages: the field grid, background skipping, the cap,
-counts/fractions after :func:`rule.conclude`, and the field map (``imageclf.core.field_map``)."""
+counts/fractions after :func:`rule.conclude`, and the field map (``imageclf.field_map``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,10 +8,11 @@ import pytest
 from imageclf.core import pipeline, rule
 from imageclf.core.colour import ColourCheck, tissue_mask
 from imageclf.core.engine import FieldEngine, FieldOutputs
-from imageclf.core.field_map import ABSTAIN_COLOUR, class_colour, render_tile_map
+from imageclf.field_map import ABSTAIN_COLOUR, class_colour, render_tile_map
 from imageclf.core.fields import TilingError, cut_fields, tile_grid
 from imageclf.core.refusal import MIN_TISSUE, AbstainRule, Reason, RefusalRule
-from imageclf.core.request import Request, ScaleRequest
+from imageclf.core.request import Request
+from imageclf.core.scale import ScaleRequest
 from imageclf.core.spec import ClassifierSpec
 
 T = 16
@@ -94,14 +95,14 @@ def test_counts_fractions_background_and_refusal_by_code():
     analysis = rule.conclude(plan, pipeline.run(plan.fields, engine, spec, batch=2, progress=counted), spec)
     assert batches == [(0, 5), (2, 5), (4, 5), (5, 5)]
     fields = analysis.fields
-    assert fields.grid == (3, 4) and len(fields.tiles) == 12
+    assert fields.grid == (3, 4) and len(fields.cells) == 12
     assert fields.tissue_tiles == fields.classified == 5 and not fields.capped
     assert fields.counts == {"red": 1, "green": 2, "blue": 1}
     assert fields.abstained == 1
-    assert [t.reason for t in fields.tiles if t.abstained] == [Reason.CONFIDENCE]
+    assert [t.reason for t in fields.cells if t.abstained] == [Reason.CONFIDENCE]
     assert fields.fractions == pytest.approx({"red": 0.2, "green": 0.4, "blue": 0.2})
     assert sum(fields.fractions.values()) + fields.abstained_fraction == pytest.approx(1.0)
-    status = {(t.row, t.col): t.status for t in fields.tiles}
+    status = {(t.row, t.col): t.status for t in fields.cells}
     assert status[(2, 0)] == "background" and status[(2, 1)] == "classified" and status[(0, 3)] == "background"
     summary = fields.to_dict()
     assert summary["tiles_total"] == 12 and summary["classified_tiles"] == 5 and summary["abstained"] == 1
@@ -150,7 +151,7 @@ def test_cap_spreads_the_classified_fields_over_the_image():
     img = np.full((10 * T, 10 * T, 3), RED, np.uint8)
     fields = _analyze(img, _spec(max_fields=7), ColourEngine()).fields
     assert fields.capped and fields.classified == 7 and fields.tissue_tiles == 100
-    picked = [(t.row, t.col) for t in fields.tiles if t.status == "classified"]
+    picked = [(t.row, t.col) for t in fields.cells if t.status == "classified"]
     assert picked[0] == (0, 0) and picked[-1] == (9, 9)  # first and last field: spread, not the top rows
     assert len({row for row, _ in picked}) >= 6
     assert fields.fractions["red"] == 1.0

@@ -4,16 +4,16 @@ from __future__ import annotations
 import numpy as np
 
 import panels
-from imageclf.core.fields import Tile, TileAnalysis
+from imageclf.core.fields import FieldCell, FieldGrid
 from imageclf.core.refusal import Reason, Refusal
 from imageclf.core.scale import ScaleDecision
 from imageclf.core.verdict import ImageAnalysis, Verdict
 
 
 def _analysis(reasons: list[Reason | None], *, refusal: Refusal | None = None) -> ImageAnalysis:
-    tiles = tuple(Tile(0, i, 0, 16 * i, 1.0, "classified", class_index=0, probabilities=(1.0, 0.0), reason=r)
-                  for i, r in enumerate(reasons)) + (Tile(1, 0, 16, 0, 0.0),)
-    fields = TileAnalysis(tile_size=(16, 16), grid=(2, len(reasons)), tiles=tiles, class_ids=("a", "b"))
+    tiles = tuple(FieldCell(0, i, 0, 16 * i, 1.0, "classified", class_index=0, probabilities=(1.0, 0.0), reason=r)
+                  for i, r in enumerate(reasons)) + (FieldCell(1, 0, 16, 0, 0.0),)
+    fields = FieldGrid(tile_size=(16, 16), grid=(2, len(reasons)), cells=tiles, class_ids=("a", "b"))
     return ImageAnalysis(ScaleDecision("native", 1.0, "native"), fields, np.zeros((32, 16 * len(reasons), 3), np.uint8),
                          Verdict(("a", "b"), ("A", "B"), np.array([1.0, 0.0]), refusal))
 

@@ -19,7 +19,7 @@ import pytest
 from imageclf.core import refusal
 from imageclf.core.engine import FieldOutputs
 from imageclf.hashing import file_sha256
-from imageclf.model.blocks import RUNTIME_FILES, ConfigError, parse_block
+from imageclf.model.config_blocks import RUNTIME_FILES, ConfigError, parse_block
 from imageclf.model.keras_engine import KerasEngine
 from imageclf.model.openvino_engine import OpenVinoEngine
 from imageclf.model.predictor import Predictor

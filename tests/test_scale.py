@@ -9,8 +9,8 @@ import pytest
 
 from imageclf.model.config import read_config
 from imageclf.core.refusal import Reason, judge_scale
-from imageclf.core.request import ScaleRequest, ScaleError, parse_scale
-from imageclf.core.scale import ScaleSpec
+from imageclf.core.request import ScaleError, parse_scale
+from imageclf.core.scale import ScaleRequest, ScaleSpec
 from imageclf.core.scale import decide_scale, estimate_relative_size
 from tests.conftest import HUB_MODEL, ROOT
 from training.calibration.scale_reference import build_scale_spec, split_tiles, zoom_out_check
@@ -68,7 +68,7 @@ def test_no_stain_no_estimate(synthetic_spec):
     decision = decide_scale(blank, synthetic_spec, parse_scale("auto"))
     refusal = judge_scale(decision, synthetic_spec)
     assert not decision.measured and refusal.reason is Reason.SCALE_UNKNOWN
-    assert "could not be estimated" in refusal.phrase and decision.to_dict(refusal)["ok"] is False
+    assert "could not be estimated" in refusal.phrase and decision.to_dict(refused=refusal.phrase)["ok"] is False
 
 
 def test_out_of_range_scale_is_refused_with_a_reason(synthetic_spec):

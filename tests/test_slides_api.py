@@ -6,8 +6,9 @@ import json
 import pytest
 from gradio_client import Client, handle_file
 
+from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, write_slide
 from tests.conftest import HUB_MODEL, require_dataset
-from tests.support.slides import lung_mosaic, lung_tiles, tiny_slide_model_folder, write_slide
+from tests.support.slides import tiny_slide_model_folder
 from tests.support.tiny_model import run_space
 
 
@@ -27,9 +28,13 @@ def test_a_model_without_a_physical_scale_still_serves_and_says_why_slides_are_r
 @pytest.mark.slow
 def test_predict_slide_answers_with_heatmap_summary_csv_and_geojson(lung_slide, tmp_path):
     folder = tiny_slide_model_folder(tmp_path / "hub_model", HUB_MODEL)
-    with run_space(folder) as url:
+    uploads = tmp_path / "gradio"
+    with run_space(folder, env={"GRADIO_TEMP_DIR": str(uploads)}) as url:
         heatmap, summary, csv_path, geojson_path = Client(url, verbose=False).predict(
             handle_file(str(lung_slide)), "", api_name="/predict_slide")
+        # The upload janitor deleted the slide once scored: Gradio's own upload path, as it recorded it.
+        assert (uploads / "slide-results").is_dir() and not list(uploads.rglob("*.svs")), sorted(uploads.rglob("*"))
+    assert summary["model"]["sha256"] and summary["code_version"] and "folder" not in summary["model"]
     assert summary["scale"]["source"] == "metadata" and summary["fields"]["classified"] > 0
     assert summary["verdict"]["abstained"] is (summary["verdict"]["abstain_code"] is not None)
     with open(geojson_path) as handle:

@@ -11,11 +11,13 @@ import threading
 import pytest
 from distributed import Client
 
-from imageclf.slides.cohort import PROGRESS_TOPIC, RUN_LOG, RunOptions, local_cluster, plan_jobs, run_dask, run_serial
+from imageclf.slides.cohort import RUN_LOG, RunOptions, plan_jobs, run_serial
+from imageclf.slides.dask_run import PROGRESS_TOPIC, local_cluster, run_dask
 from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.writers import SUMMARY
+from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, write_slide
 from tests.conftest import HUB_MODEL, require_dataset
-from tests.support.slides import lung_mosaic, lung_tiles, tiny_slide_model_folder, write_slide
+from tests.support.slides import tiny_slide_model_folder
 
 pytestmark = pytest.mark.slow
 OUTPUTS = ("fields.csv", "fields.geojson", "heatmap.png", "tissue.png", SUMMARY)

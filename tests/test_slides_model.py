@@ -9,8 +9,8 @@ import pytest
 from imageclf.model.predictor import Predictor
 from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_slide
+from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, write_slide
 from tests.conftest import HUB_MODEL, missing, require_dataset
-from tests.support.slides import lung_mosaic, lung_tiles, write_slide
 
 pytestmark = pytest.mark.slow
 

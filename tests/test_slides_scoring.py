@@ -3,6 +3,7 @@ reruns that skip complete slides, and a sentence for every bad input while the o
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import io
 import json
 import os
@@ -11,15 +12,17 @@ import cv2
 import numpy as np
 import pytest
 
-from imageclf.core.request import ScaleRequest
+from imageclf.core.scale import ScaleRequest
+from imageclf.hashing import file_sha256
 from imageclf.model.predictor import Predictor
+from imageclf.provenance import code_version
 from imageclf.slides.cohort import RUN_LOG, RunOptions, plan_jobs, run_serial
 from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_slide
 from scripts import score_slides
+from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, write_slide
 from tests.conftest import HUB_MODEL, require_dataset
-from tests.support.slides import (TINY_MPP, flat_mosaic, lung_mosaic, lung_tiles, tiny_slide_model_folder,
-                                  write_huge_slide, write_slide)
+from tests.support.slides import TINY_MPP, flat_mosaic, tiny_slide_model_folder, write_huge_slide
 
 LAYOUT = ["LL.", ".LL"]
 
@@ -82,6 +85,29 @@ def test_a_slide_gets_five_outputs_in_level0_coordinates(lung_svs, model, tiny_f
     tissue = cv2.imread(str(dest / "tissue.png"), cv2.IMREAD_GRAYSCALE)
     assert heatmap.shape[1] <= 2048 and heatmap.shape[0] > heatmap.shape[1] * 2 / 3   # map plus legend below
     assert set(np.unique(tissue)) <= {0, 255} and tissue.mean() > 0
+
+
+def test_summary_and_run_log_carry_the_run_metadata(lung_svs, tiles, model, tiny_folder, tmp_path):
+    """Code version, package versions, the model's revision and the sha256 of its weights, in every
+    summary.json (slides and images) and every run.jsonl line: a result can be traced to what made it."""
+    png = tmp_path / "tile.png"
+    cv2.imwrite(str(png), cv2.cvtColor(tiles[0], cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    jobs = plan_jobs([lung_svs, png], out)
+    run_serial(jobs, RunOptions(model_folder=tiny_folder), model=model, progress=False)
+    run_serial(jobs, RunOptions(model_folder=tiny_folder), model=model, progress=False)      # both skipped
+    sha, version = file_sha256(tiny_folder / "model.keras"), code_version()
+    lines = [json.loads(line) for line in (out / RUN_LOG).read_text().splitlines()]
+    summaries = [json.loads((out / name / "summary.json").read_text()) for name in ("lung", "tile")]
+    assert [line["status"] for line in lines] == ["scored", "scored", "skipped", "skipped"]
+    for record in [*summaries, *lines]:
+        assert record["model"]["sha256"] == sha and record["model"]["revision"] == model.revision == f"local sha256:{sha[:12]}"
+        assert record["model"]["name"] == "tiny-test-model" and record["model"]["repo"] is None
+        assert record["model"]["folder"] == str(tiny_folder.resolve())
+        assert record["code_version"] == version != "" and record["packages"]["numpy"] == importlib.metadata.version("numpy")
+    assert [s["kind"] for s in summaries] == ["slide", "image"]
+    assert all("stain_normalisation" in s for s in summaries)                   # None: the tiny model has no stain block
+    assert len(json.dumps(lines[0])) < 1500                                     # run.jsonl lines stay small
 
 
 def test_a_rerun_skips_complete_slides_and_redoes_changed_ones(lung_svs, model, tiny_folder, tmp_path):

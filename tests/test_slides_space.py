@@ -1,18 +1,24 @@
 """The Space's slide tab (``space/slide_tab.py``) on the tiny test model: heatmap, summary and downloads
-for an uploaded slide, the upload deleted afterwards, and a ``gr.Error`` sentence for bad input."""
+for an uploaded slide, scored by the command line's ``cohort.process``, the upload deleted afterwards by
+the Space's upload janitor, and a ``gr.Error`` sentence for bad input."""
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import cv2
 import gradio as gr
 import pytest
 
 import slide_tab
+from imageclf.hashing import file_sha256
 from imageclf.model.predictor import Predictor
 from imageclf.settings import Settings
+from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, write_slide
 from tests.conftest import HUB_MODEL, require_dataset
-from tests.support.slides import lung_mosaic, lung_tiles, tiny_slide_model_folder, write_slide
+from tests.support.slides import tiny_slide_model_folder
+from uploads import UploadJanitor
 
 
 class Recorder:
@@ -26,32 +32,67 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def bound_model(tmp_path_factory):
-    folder = tiny_slide_model_folder(tmp_path_factory.mktemp("tiny") / "hub_model", HUB_MODEL)
-    return slide_tab.use_model(Predictor(folder))
+def tiny_folder(tmp_path_factory):
+    return tiny_slide_model_folder(tmp_path_factory.mktemp("tiny") / "hub_model", HUB_MODEL)
+
+
+@pytest.fixture(scope="module")
+def bound_model(tiny_folder):
+    return slide_tab.use_model(Predictor(tiny_folder))
 
 
 @pytest.fixture
 def uploads(tmp_path, monkeypatch):
+    """The upload folder, with the Space's one janitor (``service.UPLOADS``) watching it."""
     monkeypatch.setattr(slide_tab, "SETTINGS", Settings(upload_dir=tmp_path / "gradio"))
+    monkeypatch.setattr(slide_tab, "UPLOADS", UploadJanitor(tmp_path / "gradio", folder_grace_s=0))
     return tmp_path / "gradio"
 
 
-def test_an_uploaded_slide_gets_its_heatmap_summary_and_downloads(bound_model, uploads):
+def upload_slide(uploads, name="lung.svs"):
     tiles = lung_tiles(require_dataset("external-he") / "lung-tcga")
-    upload = uploads / "0123abcd" / "lung.svs"
+    upload = uploads / "0123abcd" / name
     upload.parent.mkdir(parents=True)
-    write_slide(upload, lung_mosaic(tiles, ["LL.", ".LL"]), mpp=0.25)
+    return write_slide(upload, lung_mosaic(tiles, ["LL.", ".LL"]), mpp=0.25)
+
+
+def test_an_uploaded_slide_gets_its_heatmap_summary_and_downloads(bound_model, tiny_folder, uploads):
+    upload = upload_slide(uploads)
     progress = Recorder()
     heatmap, summary, csv_path, geojson_path = slide_tab.predict_slide(str(upload), "", progress)
     assert heatmap.ndim == 3 and heatmap.shape[2] == 3 and heatmap.shape[1] <= 2048
     assert summary["kind"] == "slide" and summary["scale"]["source"] == "metadata"
     assert summary["model"]["name"] == bound_model.name and summary["fields"]["classified"] > 0
+    assert summary["model"]["sha256"] == file_sha256(tiny_folder / "model.keras")     # the run metadata
+    assert summary["model"]["revision"] == bound_model.revision and summary["code_version"]
+    assert "path" not in summary["slide"] and "folder" not in summary["model"]      # no server paths
     with open(csv_path, newline="") as handle:
         assert len(list(csv.DictReader(handle))) == summary["fields"]["classified"]
     assert json.loads(open(geojson_path).read())["type"] == "FeatureCollection"
+    written = cv2.cvtColor(cv2.imread(str(Path(csv_path).parent / "heatmap.png")), cv2.COLOR_BGR2RGB)
+    assert (written == heatmap).all()                           # drawn once: the one shown is the one written
     assert progress.calls[-1][0] == 1.0 and "tissue fields" in progress.calls[-1][1]
     assert not upload.exists()                                   # the slide does not outlive its request
+    on_disk = json.loads((Path(csv_path).parent / "summary.json").read_text())
+    assert {k: v for k, v in on_disk.items() if k not in ("slide", "model")} == {
+        k: v for k, v in summary.items() if k not in ("slide", "model")}
+
+
+def test_an_upload_that_cannot_be_scored_is_deleted_and_leaves_no_results(bound_model, uploads):
+    upload = uploads / "4567cdef" / "notes.svs"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"II*\x00" + bytes(64))
+    with pytest.raises(gr.Error, match="OpenSlide cannot read") as caught:
+        slide_tab.predict_slide(str(upload), "", Recorder())
+    assert "\n" not in caught.value.message and not upload.exists()
+    assert not list((uploads / slide_tab.RESULTS).iterdir())     # no folder holding only error.json
+
+
+def test_an_upload_is_deleted_even_when_the_scale_is_refused(bound_model, uploads):
+    upload = upload_slide(uploads)
+    with pytest.raises(gr.Error, match="outside the plausible range"):
+        slide_tab.predict_slide(str(upload), "1000", Recorder())
+    assert not upload.exists()
 
 
 @pytest.mark.parametrize("mpp, content, words", [

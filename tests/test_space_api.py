@@ -18,7 +18,8 @@ from gradio_client.exceptions import AppError
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from imageclf.core import field_map, fields as tiling
+from imageclf import field_map
+from imageclf.core import fields as tiling
 from imageclf.core.colour import tissue_mask
 from imageclf.core.refusal import Reason
 from imageclf.model.explain import GradCam, colourise

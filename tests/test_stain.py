@@ -8,7 +8,7 @@ import pytest
 
 from imageclf.core import stain
 from imageclf.core.stain import StainSpec
-from imageclf.model.blocks import ConfigError, parse_block
+from imageclf.model.config_blocks import ConfigError, parse_block
 
 H = np.array([0.65, 0.70, 0.29])
 E = np.array([0.07, 0.99, 0.11])

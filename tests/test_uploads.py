@@ -115,6 +115,46 @@ def test_with_a_registry_only_recorded_uploads_are_taken(janitor):
     assert janitor.take(example) == example and os.path.isfile(example)  # Gradio's example copy stays
 
 
+def test_claim_yields_the_path_then_deletes_the_file_and_later_its_folder(tmp_path):
+    janitor = UploadJanitor(tmp_path / "gradio", folder_grace_s=0.3)
+    path = _upload(janitor, "scan.svs")
+    with janitor.claim(path) as claimed:
+        assert str(claimed) == path and Path(claimed).read_bytes() == b"pixels"   # a library opens it here
+    assert not os.path.exists(path) and os.path.isdir(os.path.dirname(path))
+    time.sleep(0.4)
+    janitor.take(_upload(janitor, "other.png", "cd34"))  # any later request tidies up, as after take
+    assert not os.path.exists(os.path.dirname(path))
+
+
+def test_claim_deletes_the_file_when_the_block_fails(janitor):
+    path = _upload(janitor, "scan.svs")
+    with pytest.raises(RuntimeError), janitor.claim(path):
+        raise RuntimeError("scoring failed")
+    assert not os.path.exists(path)
+
+
+def test_concurrent_claims_share_the_file_and_the_last_one_deletes_it(janitor):
+    path = _upload(janitor, "scan.svs")
+    with janitor.claim(path):
+        with janitor.claim(path):          # a second request of the same bytes, the same file
+            pass
+        assert os.path.isfile(path)        # the first request is still reading it
+    assert not os.path.exists(path)
+    with pytest.raises(ImageError, match="no longer on the server"), janitor.claim(path):
+        pass
+
+
+def test_claim_leaves_other_files_alone(janitor, tmp_path):
+    outside = tmp_path / "example.svs"
+    outside.write_bytes(b"x")
+    unrecorded = _upload(janitor, "example.svs", "ef56")
+    janitor.registry = {str(janitor.folder / "ab12" / "tile.png")}
+    for path in (str(outside), unrecorded):
+        with janitor.claim(path) as claimed:
+            assert str(claimed) == path
+        assert os.path.isfile(path)
+
+
 def test_upload_folder_follows_gradio_temp_dir(monkeypatch, tmp_path):
     assert Settings.from_env({"GRADIO_TEMP_DIR": str(tmp_path / "uploads")}).upload_dir == tmp_path / "uploads"
     monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)

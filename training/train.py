@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from imageclf.core.stain import tiles_as_model_input
-from imageclf.model.blocks import parse_block
+from imageclf.model.config_blocks import parse_block
 from training.calibration.scale_reference import build_scale_spec, tiles_by_class
 from training.data.batches import make_dataset
 from training.data.catalog import DEFAULT_DATA, describe

@@ -1,1 +1,2 @@
-"""Performance of a running Space: speed benchmark, load and soak tests, and a local Space process."""
+"""Performance of a running Space and of whole slides: speed benchmark, load and soak tests, a local Space
+process, the slide benchmark and the synthetic slides it (and the tests) build."""

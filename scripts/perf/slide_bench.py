@@ -38,7 +38,7 @@ from imageclf.slides.reader import SlideReader
 from imageclf.slides.results import SlideResult
 from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_slide
-from tests.support.slides import lung_mosaic, lung_tiles, random_layout, write_slide
+from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, random_layout, write_slide
 
 ROOT = Path(__file__).resolve().parents[2]
 TILES = ROOT.parent / "shared" / "data" / "external-he" / "lung-tcga"

@@ -18,7 +18,7 @@ import numpy as np
 
 from imageclf.core import stain
 from imageclf.core.imaging import load_model_input
-from imageclf.model.blocks import parse_block
+from imageclf.model.config_blocks import parse_block
 from training.data.samples import read_manifest
 
 PER_CLASS = 100

@@ -114,7 +114,9 @@ def markdown(report: dict, spec) -> str:
         f"measured on training tiles; `src/imageclf/core/scale.py`) and compared with the training tiles' "
         f"(median nucleus diameter {median:.1f} px at 224 px, 10th-90th percentile {p10:.1f}-{p90:.1f}). One "
         f"224 px input stands for {spec.field_of_view_px} source pixels of an LC25000 photograph; "
-        f"microns per pixel are unknown ({spec.microns_per_pixel_note})",
+        (f"its microns per pixel are {spec.microns_per_pixel:g} (config.json `scale.microns_per_pixel`; "
+         f"{spec.microns_per_pixel_note})" if spec.microns_per_pixel else
+         f"microns per pixel are unknown ({spec.microns_per_pixel_note})"),
         "",
         "| check (python -m training.evaluation.scale_check) | result |",
         "| --- | --- |",

@@ -97,13 +97,13 @@ model = keras.saving.load_model(hf_hub_download(repo_id, "model.keras", revision
                                 compile=False, safe_mode=True)
 labels = json.load(open(hf_hub_download(repo_id, "labels.json", revision=revision)))
 
-{info.unit} = np.zeros(({h}, {w}, 3), np.uint8)     # an RGB uint8 {info.unit}, {h} x {w} px; no other preprocessing
+{info.unit} = np.zeros(({h}, {w}, 3), np.uint8)     # an RGB uint8 {info.unit}, {h} x {w} px{"; stain-normalised first (below)" if config.get("stain") else "; no other preprocessing"}
 probabilities = model.predict({info.unit}[None])[0]
 print({{labels[str(i)]["id"]: float(p) for i, p in enumerate(probabilities)}})
 ```
 
 The model takes raw RGB `uint8` pixels of {h} x {w}; resizing to its working resolution and scaling
-are layers inside the model. {_larger_images(info, h)}
+are layers inside the model. {_larger_images(info, h)}{_stain_text(config)}
 
 ## Intended use
 
@@ -173,8 +173,22 @@ def _larger_images(info, h: int) -> str:
     if info.unit == "tile":
         return (f"Larger images, or images at another magnification, should first be brought to the training "
                 f"scale and cut into {h} px fields: the Space does this (`src/imageclf/core/rule.py`, "
-                "scale estimated from nucleus size).")
+                "scale estimated from nucleus size, or stated in microns per pixel).")
     return f"Other sizes are resized to {h} px (as the training {info.unit}s were)."
+
+
+def _stain_text(config: dict) -> str:
+    """How to feed a model trained on stain-normalised tiles (config.json's ``stain`` block)."""
+    block = config.get("stain")
+    if not block:
+        return ""
+    return (f"\n\n**Stain normalisation is part of this model's contract.** Its head and checks were trained on "
+            f"{block['method'].capitalize()}-normalised tiles: map each image to the reference stains in "
+            "`config.json`'s `stain` block first (`imageclf.core.stain`: `estimate_stains` once per image or slide, "
+            "from its tissue, then `normalise` every field; the Space and the slide command do this). Where the "
+            "stains cannot be estimated (too little tissue, one stain only) the fields keep their colours and "
+            f"the answer says so (`on_failure: {block.get('on_failure', 'keep')}`). "
+            f"Reference: {block.get('fitted_on') or 'the training tiles'}.")
 
 
 def _split_text(config: dict) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from imageclf.hashing import file_sha256
-from imageclf.model.blocks import RUNTIME_FILES, RuntimeSpec
+from imageclf.model.config_blocks import RUNTIME_FILES, RuntimeSpec
 from imageclf.model.config import read_config, write_config
 from imageclf.model.keras_engine import with_features
 from imageclf.settings import quiet_tensorflow

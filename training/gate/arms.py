@@ -3,8 +3,9 @@
 - :class:`MahalanobisCheck`: the served feature check (PCA Mahalanobis, min over classes, on
   unit-length pooled features; ``training.calibration.feature_ood``), fitted on whatever features
   it is given: clean train features, or clean plus lab-shifted ones (arm 2).
-- :class:`LogisticGate`: lung vs not-lung on unit-length features (arm 3). Its score is P(not lung);
-  serving would need only its four arrays (``mean``, ``scale``, ``coef``, ``intercept``).
+- :class:`LogisticGate`: lung vs not-lung on unit-length features (arm 3). Its score is P(not lung),
+  computed by the served gate's own math (``imageclf.model.tissue_gate.gate_scores``); its arrays are
+  the served file (``training/export/tissue_gate_export.py``).
 - :func:`recentre`: each field's unit feature minus its image's mean plus the training mean (arm 4).
 - :func:`threshold_at`: a quantile of clean VALIDATION scores (never test, never external).
 - :func:`reasons`: the served per-field order: colour check, then the arm's check, then the
@@ -24,6 +25,7 @@ from sklearn.linear_model import LogisticRegression
 
 from imageclf.errors import ModelError
 from imageclf.model.feature_check import normalise, score
+from imageclf.model.tissue_gate import TissueGateError, gate_scores
 from training.calibration.feature_ood import fit as fit_mahalanobis
 
 QUANTILE = 0.995        # each check refuses about 0.5% of clean validation tiles (the served convention)
@@ -92,12 +94,16 @@ class LogisticGate:
         model.fit((x - mean) / scale, y)
         return cls(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
 
+    def params(self) -> dict[str, np.ndarray | float]:
+        """The fitted numbers as :func:`~imageclf.model.tissue_gate.gate_scores` reads them (float64 here)."""
+        return {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
+
     def scores(self, features: np.ndarray) -> np.ndarray:
-        x = normalise(features)
-        if x.shape[1] != len(self.mean):
-            raise GateError(f"Features have width {x.shape[1]}, the gate expects {len(self.mean)}.")
-        logits = ((x - self.mean) / self.scale) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+        """P(not lung) per row, by the served math (one copy: what is measured is what is served)."""
+        try:
+            return gate_scores(features, self.params())
+        except TissueGateError as err:
+            raise GateError(str(err)) from None
 
     def with_threshold(self, val_features: np.ndarray, quantile: float = QUANTILE) -> LogisticGate:
         """Threshold at the validation quantile, but never below 0.5 (a gate that calls a field
@@ -108,10 +114,10 @@ class LogisticGate:
         return self.scores(features) > self.threshold
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """What serving would store (float32, no pickles)."""
-        return {"mean": self.mean.astype(np.float32), "scale": self.scale.astype(np.float32),
-                "coef": self.coef.astype(np.float32), "intercept": np.float32(self.intercept),
-                "threshold": np.float32(self.threshold)}
+        """Exactly what the served gate reads (``imageclf.model.tissue_gate.REQUIRED``; float32, no
+        pickles): the fitted numbers and the threshold, which the loader checks against config.json's."""
+        served = {**self.params(), "threshold": self.threshold}
+        return {key: np.asarray(value, np.float32) for key, value in served.items()}
 
 
 def recentre(features: np.ndarray, images: np.ndarray, train_mean: np.ndarray) -> np.ndarray:

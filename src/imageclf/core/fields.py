@@ -27,7 +27,7 @@ from imageclf.errors import ModelError
 
 TILING_FACTOR = 2.0       # after resampling, up to this many inputs wide is still one field
 
-__all__ = ["Tile", "TileAnalysis", "TilingError", "cut_fields", "field_pixels", "tile_grid", "TILING_FACTOR"]
+__all__ = ["FieldCell", "FieldGrid", "TilingError", "cut_fields", "field_pixels", "tile_grid", "TILING_FACTOR"]
 
 
 class TilingError(ModelError, ValueError):
@@ -35,7 +35,7 @@ class TilingError(ModelError, ValueError):
 
 
 @dataclass(frozen=True)
-class Tile:
+class FieldCell:
     """One field: its grid cell, top-left pixel, tissue share and (once classified) its result."""
 
     row: int
@@ -58,33 +58,33 @@ class Tile:
 
 
 @dataclass(frozen=True)
-class TileAnalysis:
+class FieldGrid:
     """The fields of one image and what the model said about them."""
 
     tile_size: tuple[int, int]
     grid: tuple[int, int]              # rows, cols
-    tiles: tuple[Tile, ...]
+    cells: tuple[FieldCell, ...]
     class_ids: tuple[str, ...]
     capped: bool = False
-    max_tiles: int = 64
+    max_fields: int = 64
 
     @property
     def tissue_tiles(self) -> int:
-        return sum(t.status != "background" for t in self.tiles)
+        return sum(t.status != "background" for t in self.cells)
 
     @property
     def classified(self) -> int:
-        return sum(t.status == "classified" for t in self.tiles)
+        return sum(t.status == "classified" for t in self.cells)
 
     @property
     def abstained(self) -> int:
-        return sum(t.status == "classified" and t.abstained for t in self.tiles)
+        return sum(t.status == "classified" and t.abstained for t in self.cells)
 
     @property
     def counts(self) -> dict[str, int]:
         """Answered fields per predicted class id."""
         counts = {cid: 0 for cid in self.class_ids}
-        for t in self.tiles:
+        for t in self.cells:
             if t.status == "classified" and not t.abstained:
                 counts[self.class_ids[t.class_index]] += 1
         return counts
@@ -102,9 +102,9 @@ class TileAnalysis:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-field list)."""
         return {
-            "tile_size": list(self.tile_size), "grid": list(self.grid), "tiles_total": len(self.tiles),
+            "tile_size": list(self.tile_size), "grid": list(self.grid), "tiles_total": len(self.cells),
             "tissue_tiles": self.tissue_tiles, "classified_tiles": self.classified,
-            "capped": self.capped, "max_tiles": self.max_tiles, "counts": self.counts,
+            "capped": self.capped, "max_tiles": self.max_fields, "counts": self.counts,
             "abstained": self.abstained, "fractions": self.fractions,
             "abstained_fraction": self.abstained_fraction,
         }
@@ -132,7 +132,7 @@ def tile_grid(height: int, width: int, *, tile: tuple[int, int]) -> list[tuple[i
 
 
 def cut_fields(view: np.ndarray, *, size: tuple[int, int], class_ids: Sequence[str],
-               background: ColourCheck | None, min_tissue: float, max_fields: int) -> tuple[TileAnalysis, list[int]]:
+               background: ColourCheck | None, min_tissue: float, max_fields: int) -> tuple[FieldGrid, list[int]]:
     """The fields of ``view`` (RGB uint8 at the model's scale) and the indices of those to classify.
 
     ``background``: the colour check whose thresholds define blank glass and black (its
@@ -144,20 +144,20 @@ def cut_fields(view: np.ndarray, *, size: tuple[int, int], class_ids: Sequence[s
     tiles = []
     for row, col, y, x in tile_grid(*view.shape[:2], tile=size):
         share = float(mask[y:y + th, x:x + tw].mean())
-        tiles.append(Tile(row, col, y, x, share, "tissue" if share >= min_tissue else "background"))
+        tiles.append(FieldCell(row, col, y, x, share, "tissue" if share >= min_tissue else "background"))
     tissue = [i for i, t in enumerate(tiles) if t.status == "tissue"]
     picked = _spread(tissue, max_fields)
-    fields = TileAnalysis(tile_size=tuple(size), grid=(tiles[-1].row + 1, tiles[-1].col + 1), tiles=tuple(tiles),
-                          class_ids=tuple(class_ids), capped=len(picked) < len(tissue), max_tiles=max_fields)
+    fields = FieldGrid(tile_size=tuple(size), grid=(tiles[-1].row + 1, tiles[-1].col + 1), cells=tuple(tiles),
+                          class_ids=tuple(class_ids), capped=len(picked) < len(tissue), max_fields=max_fields)
     return fields, picked
 
 
-def field_pixels(view: np.ndarray, fields: TileAnalysis, picked: Sequence[int]) -> np.ndarray:
+def field_pixels(view: np.ndarray, fields: FieldGrid, picked: Sequence[int]) -> np.ndarray:
     """The picked fields' pixels as one contiguous N x H x W x 3 uint8 batch."""
     th, tw = fields.tile_size
     if not picked:
         return np.zeros((0, th, tw, 3), np.uint8)
-    return np.stack([view[t.y:t.y + th, t.x:t.x + tw] for t in (fields.tiles[i] for i in picked)])
+    return np.stack([view[t.y:t.y + th, t.x:t.x + tw] for t in (fields.cells[i] for i in picked)])
 
 
 def _starts(length: int, step: int) -> list[int]:

@@ -111,7 +111,7 @@ def run(plan: FieldPlan, engine: FieldEngine, spec: ClassifierSpec, *, batch: in
             if len(outputs) != len(pixels):   # an engine that drops fields would shift every answer after it
                 raise ValueError(f"The engine answered {len(outputs)} fields; {len(pixels)} were asked.")
             judged.append(judge.submit(refusal.judge_fields, pixels, outputs.probabilities, outputs.feature_scores,
-                                       spec.refusal))
+                                       spec.refusal, outputs.gate_scores))
             probabilities.append(outputs.probabilities)
             scores.append(outputs.feature_scores)
             if progress:

@@ -2,7 +2,8 @@
 
 Field level (:func:`judge_fields`, on the exact pixels the model saw): the colour check first
 (not a stained tissue image: nothing the model says means anything), then the feature check
-(stained, but not the tissue it learned), then the confidence floor.
+(stained, but not the tissue it learned), then the tissue gate when the model has one (tissue it
+judges not to be lung: a same-lab organ the feature check lets through), then the confidence floor.
 
 Image level: the scale (:func:`judge_scale`: no nuclei to measure, or a magnification outside
 what the model learned), one field covering too small or large an area (:func:`judge_field_size`),
@@ -10,13 +11,14 @@ and the merge of the fields (:func:`judge_image`: no tissue, too large a share o
 or fields that disagree below the confidence floor).
 
 The colour palette, bounds and confidence floor are fitted by ``training.calibration.abstention``
-and the feature threshold by ``training.calibration.feature_ood``; this module only applies them.
+the feature threshold by ``training.calibration.feature_ood`` and the gate's by
+``training.gate.arms.LogisticGate``; this module only applies them.
 For data where a stain check makes no sense (CT, X-ray) the rule's method is ``"softmax"``
 (confidence only) or ``"none"`` (never abstain).
 
 Example:
     >>> rule = RefusalRule(abstain=AbstainRule.from_dict(config["abstain"]), feature_threshold=41.2)
-    >>> judge_fields(fields, probabilities, feature_scores, rule)       # one code (or None) per field
+    >>> judge_fields(fields, probabilities, feature_scores, rule, gate_scores)   # one code (or None) per field
     [None, <Reason.COLOUR: 'colour'>]
     >>> Reason.COLOUR.sentence()
     'Its colours are unlike those of the images the model was trained on (colour check).'
@@ -52,6 +54,9 @@ class Reason(Enum):
     COLOUR = ("colour", "Its colours are unlike those of the images the model was trained on (colour check).")
     FEATURE = ("feature", "It does not look like the tissue the model was trained on (feature check): another "
                           "organ, another kind of image or an unusual preparation.")
+    # The one check worded for the lung model: it is fitted lung against one lab's colon (docs/tissue-gate.md).
+    ORGAN = ("organ", "It does not look like lung tissue (tissue gate: lung against same-lab colon); other organs are "
+                      "refused only in part, see the model card.")
     CONFIDENCE = ("confidence", "The model is not confident enough that this is one of its classes.")
     SCALE_UNKNOWN = ("scale_unknown", "the scale could not be estimated: no stained nuclei were found")
     MAGNIFICATION_TOO_LOW = ("magnification_too_low", "the magnification is far below what the model learned "
@@ -162,6 +167,7 @@ class RefusalRule:
 
     abstain: AbstainRule = field(default_factory=AbstainRule)
     feature_threshold: float | None = None   # None: the model has no feature check
+    gate_threshold: float | None = None      # None: no tissue gate; else refuse above this P(not lung)
     abstain_share: float = ABSTAIN_SHARE
     max_mismatch: float = MAX_MISMATCH
 
@@ -198,23 +204,33 @@ def confidence_ok(probabilities: np.ndarray, rule: AbstainRule | None) -> bool:
 
 
 def judge_field(rgb: np.ndarray, probabilities: np.ndarray, feature_score: float | None,
-                rule: RefusalRule) -> Reason | None:
+                rule: RefusalRule, gate_score: float | None = None) -> Reason | None:
     """Why one field (the uint8 pixels exactly as given to the model) gets no answer, or ``None``."""
     if not colour_ok(rgb, rule.abstain):
         return Reason.COLOUR
     if feature_score is not None and rule.feature_threshold is not None and feature_score > rule.feature_threshold:
         return Reason.FEATURE
+    if gate_score is not None and rule.gate_threshold is not None and gate_score > rule.gate_threshold:
+        return Reason.ORGAN
     if not confidence_ok(probabilities, rule.abstain):
         return Reason.CONFIDENCE
     return None
 
 
 def judge_fields(fields: np.ndarray | Sequence[np.ndarray], probabilities: np.ndarray,
-                 feature_scores: np.ndarray | None, rule: RefusalRule) -> list[Reason | None]:
-    """:func:`judge_field` for every field of a batch (N x H x W x 3 uint8, N x C, N or None)."""
-    scores: Sequence[float | None] = [None] * len(fields) if feature_scores is None else [float(s) for s in feature_scores]
-    return [judge_field(rgb, row, score, rule)
-            for rgb, row, score in zip(fields, probabilities, scores, strict=True)]
+                 feature_scores: np.ndarray | None, rule: RefusalRule,
+                 gate_scores: np.ndarray | None = None) -> list[Reason | None]:
+    """:func:`judge_field` for every field of a batch (N x H x W x 3 uint8, N x C, N or None, N or None).
+
+    A rule with a gate threshold but no gate scores is an engine that lost them: an error, not a
+    model served without its gate."""
+    if rule.gate_threshold is not None and gate_scores is None:
+        raise ValueError("The refusal rule has a tissue gate, but the engine gave no gate scores.")
+    def per_field(values: np.ndarray | None) -> Sequence[float | None]:
+        return [None] * len(fields) if values is None else [float(v) for v in values]
+    return [judge_field(rgb, row, score, rule, gate)
+            for rgb, row, score, gate in zip(fields, probabilities, per_field(feature_scores), per_field(gate_scores),
+                                             strict=True)]
 
 
 # Image level ------------------------------------------------------------------------------

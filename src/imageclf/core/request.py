@@ -16,15 +16,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from imageclf.core.imaging import ImageError
+from imageclf.core.scale import ScaleRequest, ScaleSpec
 from imageclf.errors import ModelError
 
-if TYPE_CHECKING:  # types only
-    from imageclf.core.scale import ScaleSpec
 
 DEFAULT_SCALE = "auto"     # the scale option every client sends unless told otherwise
 MICRONS_AT_1X = 10.0       # um/px at "1x": a 40x scan is ~0.25 um/px (the usual convention)
@@ -36,14 +35,6 @@ __all__ = ["DEFAULT_SCALE", "MPP_RANGE", "Request", "ScaleError", "ScaleRequest"
 
 class ScaleError(ModelError, ValueError):
     """A scale option that cannot be used (bad text, or microns per pixel on a model without them)."""
-
-
-@dataclass(frozen=True)
-class ScaleRequest:
-    """What the caller asked for: ``auto``, ``native`` or a physical pixel size."""
-
-    mode: str                              # "auto" | "native" | "microns_per_pixel"
-    microns_per_pixel: float | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -34,7 +34,7 @@ from imageclf.core import pipeline, refusal
 from imageclf.core.colour import tissue_mask
 from imageclf.core.engine import FieldEngine
 from imageclf.core.field_table import FieldTable
-from imageclf.core.fields import TILING_FACTOR, TileAnalysis, cut_fields, field_pixels
+from imageclf.core.fields import TILING_FACTOR, FieldGrid, cut_fields, field_pixels
 from imageclf.core.imaging import to_model_input
 from imageclf.core.refusal import Refusal
 from imageclf.core.request import Request
@@ -53,8 +53,8 @@ class ImagePlan:
 
     scale: ScaleDecision
     view: np.ndarray | None = None           # the image at the model's scale (None: refused before)
-    grid: TileAnalysis | None = None
-    picked: tuple[int, ...] = ()             # indices into grid.tiles of the fields to classify
+    grid: FieldGrid | None = None
+    picked: tuple[int, ...] = ()             # indices into grid.cells of the fields to classify
     fields: pipeline.FieldPlan | None = None
     one_field: bool = False
     refusal: Refusal | None = None           # decided before any model call
@@ -100,12 +100,12 @@ def conclude(image_plan: ImagePlan, table: FieldTable | None, spec: ClassifierSp
     if table is None or len(table) != len(image_plan.picked):
         raise ValueError(f"The engine answered {0 if table is None else len(table)} fields; "
                          f"{len(image_plan.picked)} were asked.")
-    tiles = list(image_plan.grid.tiles)
+    tiles = list(image_plan.grid.cells)
     for index, probabilities, reason in zip(image_plan.picked, table.probabilities, table.reasons, strict=True):
         tiles[index] = dataclasses.replace(tiles[index], status="classified", reason=reason,
                                            class_index=int(np.argmax(probabilities)),
                                            probabilities=tuple(float(p) for p in probabilities))
-    grid = dataclasses.replace(image_plan.grid, tiles=tuple(tiles))
+    grid = dataclasses.replace(image_plan.grid, cells=tuple(tiles))
     verdict = pipeline.merge(table, spec, one_field=image_plan.one_field)
     return ImageAnalysis(image_plan.scale, grid, image_plan.view, verdict, **common)
 
@@ -126,7 +126,7 @@ def _fields(view: np.ndarray, decision: ScaleDecision, spec: ClassifierSpec, *, 
                               max_fields=spec.max_fields)
     pixels = field_pixels(view, grid, picked)
     height, width = grid.tile_size
-    tiles = [grid.tiles[i] for i in picked]
+    tiles = [grid.cells[i] for i in picked]
     boxes = np.array([[t.x, t.y, width, height] for t in tiles], np.int64).reshape(-1, 4)
     estimate = None if spec.stain is None or not len(pixels) else estimate_stains(pixels, spec.stain)
     stain_refusal = refusal.judge_stain(estimate, spec.stain)

@@ -24,15 +24,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 
 
-if TYPE_CHECKING:  # types only
-    from imageclf.core.refusal import Refusal
-    from imageclf.core.request import ScaleRequest
 
 ESTIMATOR = "scale-space-v1"
 STEPS_PER_OCTAVE = 4
@@ -47,7 +44,7 @@ MAX_CROPS = 4
 MIN_SIGNAL = 1e-4          # mean squared nuclear response below this: no stained structure to measure
 MAX_SHIFT_OCTAVES = 3.5    # nuclei up to 2**3.5 = 11x larger than in training can be recognised
 
-__all__ = ["NucleusReference", "ScaleSpec", "ScaleDecision", "energy_curve", "estimate_relative_size", "decide_scale", "haematoxylin",
+__all__ = ["NucleusReference", "ScaleRequest", "ScaleSpec", "ScaleDecision", "energy_curve", "estimate_relative_size", "decide_scale", "haematoxylin",
            "ESTIMATOR", "SIGMAS"]
 
 
@@ -98,6 +95,14 @@ class ScaleSpec:
 
 
 @dataclass(frozen=True)
+class ScaleRequest:
+    """What the caller asked for: ``auto``, ``native`` or a physical pixel size."""
+
+    mode: str                              # "auto" | "native" | "microns_per_pixel"
+    microns_per_pixel: float | None = None
+
+
+@dataclass(frozen=True)
 class ScaleDecision:
     """How one image is brought to the model's scale.
 
@@ -117,12 +122,12 @@ class ScaleDecision:
     def factor(self) -> float:
         return 1.0 / self.relative_size
 
-    def to_dict(self, refusal: Refusal | None = None) -> dict[str, Any]:
-        """JSON-ready; ``refusal``: the scale's refusal, if any (``ok`` and ``reason`` say it)."""
+    def to_dict(self, *, refused: str | None = None) -> dict[str, Any]:
+        """JSON-ready; ``refused``: the phrase of the scale's refusal, if any (``ok`` and ``reason`` say it)."""
         return {"mode": self.mode, "method": self.method, "relative_size": round(self.relative_size, 4),
                 "factor": round(self.factor, 4), "nucleus_diameter_px": None if self.nucleus_diameter_px is None
-                else round(self.nucleus_diameter_px, 2), "ok": refusal is None,
-                "reason": None if refusal is None else refusal.phrase}
+                else round(self.nucleus_diameter_px, 2), "ok": refused is None,
+                "reason": refused}
 
 
 def haematoxylin(rgb: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from imageclf.core.fields import TileAnalysis
+from imageclf.core.fields import FieldGrid
 from imageclf.core.refusal import Refusal
 from imageclf.core.scale import ScaleDecision
 from imageclf.core.stain import StainEstimate
@@ -91,7 +91,7 @@ class ImageAnalysis:
     check says more); ``stain``: the image's stain estimate (``None``: the model normalises nothing)."""
 
     scale: ScaleDecision
-    fields: TileAnalysis | None              # None when the image was refused before any field was cut
+    fields: FieldGrid | None              # None when the image was refused before any field was cut
     view: np.ndarray | None                  # the image the fields were cut from (for the map)
     verdict: Verdict
     scale_refusal: Refusal | None = None
@@ -113,7 +113,7 @@ class ImageAnalysis:
 
     @property
     def one_field(self) -> bool:
-        return self.fields is not None and len(self.fields.tiles) == 1
+        return self.fields is not None and len(self.fields.cells) == 1
 
     @property
     def model_input(self) -> np.ndarray | None:
@@ -124,7 +124,8 @@ class ImageAnalysis:
     def to_json(self) -> dict[str, Any]:
         """The result every client gets: the verdict, the scale, the fields (and the stain step, for a
         model that normalises)."""
-        data = {**self.verdict.to_json(), "scale": self.scale.to_dict(self.scale_refusal), "fields": self.fields_json()}
+        data = {**self.verdict.to_json(), "scale": self.scale.to_dict(
+            refused=None if self.scale_refusal is None else self.scale_refusal.phrase), "fields": self.fields_json()}
         if self.stain is not None:
             data["stain_normalisation"] = self.stain.to_dict()
         return data

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from imageclf.errors import ModelError
 from imageclf.hub.download import HubDownloadError, download_revision
-from imageclf.model.blocks import RUNTIME_FILES
+from imageclf.model.config_blocks import RUNTIME_FILES
 from imageclf.settings import SETTINGS, Settings
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")

@@ -22,7 +22,8 @@ from typing import Any
 from imageclf.core.refusal import AbstainRule
 from imageclf.core.scale import NucleusReference, ScaleSpec
 from imageclf.core.stain import StainSpec
-from imageclf.model.blocks import BLOCKS, Calibration, ConfigError, FeatureOODSpec, RuntimeSpec, parse_block
+from imageclf.model.config_blocks import (BLOCKS, Calibration, ConfigError, FeatureOODSpec, RuntimeSpec, TissueGateSpec,
+                                          parse_block)
 
 SCHEMA_VERSION = 2
 LEGACY_VERSION = 1   # configs written before the schema had a version (no "scale" block)
@@ -33,7 +34,7 @@ DISCLAIMER = (
     "to diagnose, treat or triage patients."
 )
 
-__all__ = ["SCHEMA_VERSION", "Calibration", "ConfigError", "FeatureOODSpec", "ModelConfig", "read_json",
+__all__ = ["SCHEMA_VERSION", "Calibration", "ConfigError", "FeatureOODSpec", "ModelConfig", "TissueGateSpec", "read_json",
            "read_config", "write_config"]
 
 
@@ -68,6 +69,7 @@ class ModelConfig:
     scale: ScaleSpec | None = None
     runtime: RuntimeSpec | None = None         # the optimised CPU runtime's file (imageclf.model.openvino_engine)
     stain: StainSpec | None = None             # stain normalisation in front of the engine (imageclf.core.stain)
+    tissue_gate: TissueGateSpec | None = None  # lung vs not-lung on the pooled features (imageclf.model.tissue_gate)
 
     def __post_init__(self) -> None:
         if self.schema_version not in (LEGACY_VERSION, SCHEMA_VERSION):

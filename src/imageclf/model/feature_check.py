@@ -32,7 +32,7 @@ from threadpoolctl import ThreadpoolController
 from imageclf.errors import ModelError
 
 if TYPE_CHECKING:  # types only
-    from imageclf.model.blocks import FeatureOODSpec
+    from imageclf.model.config_blocks import FeatureOODSpec
 
 METHOD = "pca-mahalanobis-min-class-v1"
 REQUIRED = ("mean", "components", "class_means", "precision", "threshold")

@@ -1,14 +1,15 @@
-"""The OpenVINO field engine: the same two outputs as Keras, from the optimised file in the folder.
+"""The OpenVINO field engine: the same outputs as Keras, from the optimised file in the folder.
 
 ``training/export/runtime_export.py`` writes ``model_openvino.xml`` + ``.bin`` from ``model.keras``
-(a graph with two outputs, probabilities and the pooled features the feature check reads, so one
-pass gives both) and pins both files by sha256 in config.json's ``runtime`` block. This module
+(a graph with two outputs, probabilities and the pooled features the feature check and the tissue
+gate read, so one pass gives all) and pins both files by sha256 in config.json's ``runtime`` block. This module
 loads them only when they match that block: a missing, altered or unloadable file raises
 :class:`RuntimeFileError`, and the predictor then serves with Keras and says so in one log line.
 Grad-CAM never uses this engine (it needs gradients; ``imageclf.model.explain`` runs on Keras).
 
 Example:
-    >>> engine = OpenVinoEngine.from_folder("hub_model", read_config("hub_model").runtime, feature_check)
+    >>> engine = OpenVinoEngine.from_folder("hub_model", read_config("hub_model").runtime, feature_check,
+    ...                                     tissue_gate=None)
     >>> engine.run(np.zeros((4, 224, 224, 3), np.uint8)).probabilities.shape
     (4, 3)
 """
@@ -23,8 +24,9 @@ import numpy as np
 from imageclf.core.engine import FieldOutputs
 from imageclf.errors import ModelError
 from imageclf.hashing import file_sha256
-from imageclf.model.blocks import RuntimeSpec
+from imageclf.model.config_blocks import RuntimeSpec
 from imageclf.model.feature_check import FeatureCheck
+from imageclf.model.tissue_gate import TissueGate
 
 __all__ = ["OpenVinoEngine", "RuntimeFileError"]
 
@@ -36,7 +38,8 @@ class RuntimeFileError(ModelError, RuntimeError):
 class OpenVinoEngine:
     """Runs the exported OpenVINO graph (RGB uint8 in; probabilities and features out) on the CPU."""
 
-    def __init__(self, xml_path: str | os.PathLike, feature_check: FeatureCheck | None, *, precision: str) -> None:
+    def __init__(self, xml_path: str | os.PathLike, feature_check: FeatureCheck | None, *, precision: str,
+                 tissue_gate: TissueGate | None = None) -> None:
         try:
             import openvino as ov  # deferred: an optional runtime; Keras serves when it is absent
         except ImportError:
@@ -55,14 +58,15 @@ class OpenVinoEngine:
             raise RuntimeFileError(f"{Path(xml_path).name} has {len(self._compiled.outputs)} outputs, not 2 "
                                    "(probabilities, features)")
         self.feature_check = feature_check
+        self.tissue_gate = tissue_gate
         # What the CPU plugin actually computes in (bf16 or f32 for float layers): "auto" resolved.
         self.arithmetic = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()   # one infer request; the Space runs two events at a time
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, spec: RuntimeSpec, feature_check: FeatureCheck | None
-                    ) -> OpenVinoEngine:
+    def from_folder(cls, folder: str | os.PathLike, spec: RuntimeSpec, feature_check: FeatureCheck | None, *,
+                    tissue_gate: TissueGate | None = None) -> OpenVinoEngine:
         """The engine for a model folder's ``runtime`` block, after checking both files' sha256."""
         folder = Path(folder)
         if spec.format != "openvino":
@@ -73,13 +77,12 @@ class OpenVinoEngine:
                 raise RuntimeFileError(f"{name} is missing")
             if file_sha256(path) != expected:
                 raise RuntimeFileError(f"{name} does not match the sha256 in config.json")
-        return cls(folder / spec.model_file, feature_check, precision=spec.precision)
+        return cls(folder / spec.model_file, feature_check, precision=spec.precision, tissue_gate=tissue_gate)
 
     def run(self, fields: np.ndarray) -> FieldOutputs:
-        """Probabilities (N x C float64) and feature scores (N float64, or None) for N fields."""
+        """Probabilities (N x C float64) and each check's scores (N float64, or None) for N fields."""
         probabilities, features = self.forward(fields)
-        scores = None if self.feature_check is None else np.asarray(self.feature_check.scores(features), dtype=np.float64)
-        return FieldOutputs(probabilities, scores)
+        return FieldOutputs.from_pass(probabilities, features, self.feature_check, self.tissue_gate)
 
     def forward(self, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The graph's two outputs for N fields: probabilities (float64) and pooled features."""

@@ -5,7 +5,8 @@ makes two things the serving rule needs, and the rule never calls back into this
 ``spec`` (``imageclf.core.spec.ClassifierSpec``: classes, input, scale block, refusal rule) and
 ``engine`` (``imageclf.model.openvino_engine.OpenVinoEngine`` when config.json pins an optimised
 runtime whose files are present and match, else ``imageclf.model.keras_engine.KerasEngine``, with
-one log line saying why). :meth:`Predictor.analyze` is the rule
+one log line saying why), scoring the feature check and the optional tissue gate
+(``imageclf.model.tissue_gate``) from the same pass. :meth:`Predictor.analyze` is the rule
 (``imageclf.core.rule.analyze``) on one image, for Python callers;
 :meth:`Predictor.classify_fields` runs tiles as one field each, resized to the input (what
 evaluation measures), through the same field loop (``imageclf.core.pipeline``).
@@ -33,7 +34,8 @@ from imageclf.core import pipeline, rule
 from imageclf.core.field_table import FieldTable
 from imageclf.core.imaging import ImageError, decode_image, to_model_input, to_rgb_uint8
 from imageclf.core.refusal import AbstainRule, RefusalRule
-from imageclf.core.request import DEFAULT_SCALE, Request, ScaleRequest, make_request
+from imageclf.core.request import DEFAULT_SCALE, Request, make_request
+from imageclf.core.scale import ScaleRequest
 from imageclf.core.spec import ClassifierSpec
 from imageclf.core.verdict import ImageAnalysis
 from imageclf.errors import ModelError, first_line
@@ -42,6 +44,7 @@ from imageclf.model.feature_check import FeatureCheck, FeatureOODError
 from imageclf.model.keras_engine import KerasEngine
 from imageclf.model.openvino_engine import OpenVinoEngine, RuntimeFileError
 from imageclf.model.safety import UnsafeModelError, unsafe_parts
+from imageclf.model.tissue_gate import TissueGate, TissueGateError
 from imageclf.settings import Settings, quiet_tensorflow
 
 quiet_tensorflow()   # before Keras imports TensorFlow
@@ -86,17 +89,19 @@ class Predictor:
             raise ModelFolderError(f"{model_path} not found.")
         self.model = _load_model(model_path)
         self.feature_check: FeatureCheck | None = None
+        self.tissue_gate = _load_tissue_gate(config, self.folder, self.model)
         try:
             if config.feature_ood is not None:
                 self.feature_check = FeatureCheck.from_config(config.feature_ood, folder=self.folder)
-            self.engine: KerasEngine | OpenVinoEngine = KerasEngine(self.model, self.feature_check)
+            self.engine: KerasEngine | OpenVinoEngine = KerasEngine(self.model, self.feature_check, self.tissue_gate)
         except (FeatureOODError, KeyError, ValueError) as err:
             raise ModelFolderError(f"config.json 'feature_ood' cannot be used: {first_line(err)}") from None
         settings = settings or settings_module.SETTINGS
         self.runtime = "keras"
         if (runtime or settings.model_runtime) != "keras" and config.runtime is not None:
             try:
-                self.engine = OpenVinoEngine.from_folder(self.folder, config.runtime, self.feature_check)
+                self.engine = OpenVinoEngine.from_folder(self.folder, config.runtime, self.feature_check,
+                                                         tissue_gate=self.tissue_gate)
                 self.runtime = f"{config.runtime.format} {config.runtime.precision} ({self.engine.arithmetic})"
             except RuntimeFileError as err:
                 log.warning("Serving with Keras, not the optimised runtime: %s.", err)
@@ -104,7 +109,8 @@ class Predictor:
             class_ids=tuple(self.class_ids), names=tuple(self.names), input_size=self.input_size,
             input_unit=config.input_unit, scale=config.scale, stain=config.stain, max_fields=settings.max_fields,
             refusal=RefusalRule(abstain=config.abstain or AbstainRule(),
-                                feature_threshold=None if self.feature_check is None else self.feature_check.threshold))
+                                feature_threshold=None if self.feature_check is None else self.feature_check.threshold,
+                                gate_threshold=None if self.tissue_gate is None else self.tissue_gate.threshold))
         self._check_model()
 
     @property
@@ -171,11 +177,13 @@ class Predictor:
             )
         if not np.isclose(probe.sum(), 1.0, atol=1e-3) or (probe < 0).any():
             raise ModelFolderError("Model outputs are not softmax probabilities (they do not sum to 1).")
-        if self.feature_check is not None:  # warm up the two-output pass too; check the feature width
-            try:
+        if self.feature_check is not None or self.tissue_gate is not None:
+            try:   # warm up the two-output pass too; check the feature width
                 self.engine.run(np.zeros((1, *self.input_size, 3), dtype=np.uint8))
             except FeatureOODError as err:
                 raise ModelFolderError(f"config.json 'feature_ood': {err}") from None
+            except TissueGateError as err:
+                raise ModelFolderError(f"config.json 'tissue_gate': {err}") from None
 
 
 class _PreparedFields:
@@ -216,6 +224,23 @@ def _load_model(path: Path) -> keras.Model:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # a damaged archive or an unknown class: one line, not a traceback
         raise ModelFolderError(f"{path} could not be loaded: {first_line(err)}") from err
+
+
+def _load_tissue_gate(config: ModelConfig, folder: Path, model: keras.Model) -> TissueGate | None:
+    """config.json's tissue gate, or ``None`` without one. A block that cannot be served stops the
+    load: a model folder that promises a refusal must not start without it. The gate must read the
+    feature check's layer, since both are scored from the one features output of a pass."""
+    block = config.tissue_gate
+    if block is None:
+        return None
+    try:
+        if config.feature_ood is not None and block.feature_layer != config.feature_ood.feature_layer:
+            raise TissueGateError(f"it reads layer {block.feature_layer!r}, the feature check "
+                                  f"{config.feature_ood.feature_layer!r} (one pass gives one feature layer)")
+        model.get_layer(block.feature_layer)   # ValueError: the model has no such layer
+        return TissueGate.from_config(block, folder=folder)
+    except ValueError as err:   # TissueGateError is one
+        raise ModelFolderError(f"config.json 'tissue_gate' cannot be used: {first_line(err)}") from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -1,20 +1,24 @@
-"""Score a cohort: one slide per task, in this process or on a Dask cluster, nothing lost and nothing twice.
+"""Score a cohort's inputs, each into its own folder: the jobs, one job scored, and the serial run.
 
-Each slide's outputs go to ``OUT/<slide stem>/`` (:mod:`imageclf.slides.writers`: atomic files,
-summary.json last). A slide whose outputs are complete for the same source file is skipped, so a
-rerun after a crash finishes only what is missing; a slide that fails gets ``error.json`` with its
-sentence and the others are still scored (a rerun tries it again).
+Each input's outputs go to ``OUT/<slide stem>/`` (:mod:`imageclf.slides.writers`: atomic files,
+summary.json last). An input whose outputs are complete for the same source file is skipped, so a
+rerun after a crash finishes only what is missing; one that fails gets ``error.json`` with its
+sentence and the others are still scored (a rerun tries it again). Each finished input of every run
+is a line of ``OUT/run.jsonl``.
 
-Dask (``dask.distributed``): a ``LocalCluster`` of N worker processes by default, or an existing
-scheduler's address. The model is loaded once per worker process by a worker plugin
-(:class:`ModelPlugin`, set up again on a worker the nanny restarts); a task submitted elsewhere
-falls back to a per-process cache. A worker killed mid-slide loses only that slide's unfinished
-task, which the scheduler runs again on another worker; as its outputs were never complete, the
-slide is still scored exactly once. Each finished slide is recorded in ``OUT/run.jsonl``.
+:func:`process` is the one "score into a folder" function: the serial run (:func:`run_serial`, the
+command line's ``--workers 0``), every Dask task (:mod:`imageclf.slides.dask_run`) and the Space's
+Slide tab call it for each input. It returns a :class:`JobOutcome`: the small run.jsonl record, and
+for a scored input the summary.json it wrote and the heatmap it drew, so a caller that shows them
+reads nothing back from disk.
+
+Every summary.json and run.jsonl line carries the run metadata (:func:`run_provenance`: code version,
+package versions, the model's name, revision or commit, and sha256), computed once per process and
+model: the sha256 reads the whole weights file.
 
 Example:
     >>> jobs = plan_jobs(["slides/"], Path("out"))
-    >>> records = run_dask(jobs, RunOptions(model_folder=Path("hub_model")), workers=2)
+    >>> records = run_serial(jobs, RunOptions(model_folder=Path("hub_model")))
     >>> [r["status"] for r in records]
     ['scored', 'skipped', 'failed']
 """
@@ -27,46 +31,47 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, LocalCluster, as_completed, get_worker
-from distributed.diagnostics.plugin import WorkerPlugin
+import numpy as np
 from tqdm import tqdm
 
 from imageclf.core.imaging import IMAGE_SUFFIXES
 from imageclf.core.pipeline import Progress
-from imageclf.core.request import ScaleRequest
+from imageclf.core.scale import ScaleRequest
 from imageclf.errors import ModelError, first_line
+from imageclf.model.config import read_config
 from imageclf.model.predictor import Predictor
+from imageclf.provenance import run_metadata
 from imageclf.settings import SETTINGS
+from imageclf.slides.heatmap import render_heatmap
 from imageclf.slides.reader import input_kind
-from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_image, score_slide
+from imageclf.slides.slide_model import SlideModel, local_revision
 from imageclf.slides.writers import outputs_complete, write_failure, write_outputs
 
 SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif"})
 RUN_LOG = "run.jsonl"
-PLUGIN_NAME = "imageclf-slide-model"
-PROGRESS_TOPIC = "imageclf-slide-progress"
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelPlugin", "RunOptions", "SlideJob", "cached_model", "default_workers", "plan_jobs", "process",
-           "local_cluster", "run_dask", "run_serial", "score_task", "complete", "RUN_LOG", "SLIDE_SUFFIXES"]
+__all__ = ["JobOutcome", "RunOptions", "SlideJob", "cached_model", "complete", "log_record", "plan_jobs", "process",
+           "run_provenance", "run_serial", "skipped_record", "RUN_LOG", "SLIDE_SUFFIXES"]
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What every task of a run shares: the model folder (and its revision), the stated scale (``--mpp``,
-    parsed by ``imageclf.core.request.parse_scale``; ``None``: each file's own), a forced level."""
+    """What every task of a run shares: the model folder, its revision (a Hub commit; ``None``: the local
+    ``sha256:`` name) and Hub repo (``None``: a local folder), the stated scale (``--mpp``, parsed by
+    ``imageclf.core.request.parse_scale``; ``None``: each file's own), a forced level."""
 
     model_folder: Path
     scale: ScaleRequest | None = None
     level: int | None = None
     revision: str | None = None
+    repo: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,16 @@ class SlideJob:
 
     source: Path
     dest: Path
+
+
+@dataclass(frozen=True, eq=False)
+class JobOutcome:
+    """What scoring one input left: its run.jsonl ``record`` (small: it crosses the Dask network), and for
+    an input scored here the ``summary`` written as summary.json and the ``heatmap`` drawn (slides only)."""
+
+    record: dict[str, Any]
+    summary: dict[str, Any] | None = None
+    heatmap: np.ndarray | None = None
 
 
 def plan_jobs(inputs: Iterable[str | os.PathLike], out: Path) -> list[SlideJob]:
@@ -100,154 +115,86 @@ def cached_model(folder: str, revision: str | None = None) -> SlideModel:
     return SlideModel.from_predictor(Predictor(folder), revision=revision)
 
 
+def run_provenance(options: RunOptions) -> dict[str, Any]:
+    """The run metadata of ``options``' model (``imageclf.provenance.run_metadata``: code version, package
+    versions, the model's name, repo, revision and sha256), computed once per process and model."""
+    return _provenance(str(Path(options.model_folder).resolve()), options.revision, options.repo)
+
+
 def complete(job: SlideJob) -> bool:
     """True when the job's outputs are complete for its source file as it is now."""
     return job.source.is_file() and outputs_complete(job.dest, job.source)
 
 
 def process(job: SlideJob, model: SlideModel, options: RunOptions, *, progress: Progress | None = None,
-            where: str = "local") -> dict[str, Any]:
-    """Score one input into its folder (skipped when complete); a record of what happened."""
+            where: str = "local") -> JobOutcome:
+    """Score one input into its folder (skipped when complete; ``error.json`` when it cannot be scored)."""
     start = time.perf_counter()
     record: dict[str, Any] = {"slide": str(job.source), "out": job.dest.name, "worker": where}
     if complete(job):
-        return {**record, "status": "skipped", "seconds": 0.0}
+        return JobOutcome(skipped_record(job, where))
     try:
         if not job.source.is_file():
             raise FileNotFoundError(f"File not found: {job.source}.")
+        heatmap = None
         if input_kind(job.source, max_image_pixels=SETTINGS.max_image_pixels) == "image":
             result = score_image(job.source, model, scale=options.scale)
         else:
             result = score_slide(job.source, model, scale=options.scale, level=options.level, progress=progress)
-        write_outputs(result, job.dest)
+            heatmap = render_heatmap(result)    # drawn once: written as heatmap.png and shown by the Space
+        summary = write_outputs(result, job.dest, heatmap=heatmap, provenance=run_provenance(options))
     except (ModelError, FileNotFoundError) as err:
         sentence = first_line(err)
         write_failure(job.dest, job.source, sentence)
-        return {**record, "status": "failed", "error": sentence, "seconds": round(time.perf_counter() - start, 3)}
-    summary = json.loads((job.dest / "summary.json").read_text(encoding="utf-8"))
+        return JobOutcome({**record, "status": "failed", "error": sentence,
+                           "seconds": round(time.perf_counter() - start, 3)})
     verdict = summary["verdict"]
-    fields = summary.get("fields") or {}
-    return {**record, "status": "scored", "kind": summary["kind"], "mpp_source": summary["scale"]["source"],
-            "fields": fields.get("classified", 0) if summary["kind"] == "slide" else None,
-            "verdict": verdict["label"] or f"refused: {verdict['abstain_code']}",
-            "seconds": round(time.perf_counter() - start, 3)}
+    scored = {"status": "scored", "kind": summary["kind"], "mpp_source": summary["scale"]["source"],
+              "fields": summary["fields"]["classified"] if summary["kind"] == "slide" else None,
+              "verdict": verdict["label"] or f"refused: {verdict['abstain_code']}",
+              "seconds": round(time.perf_counter() - start, 3)}
+    return JobOutcome({**record, **scored}, summary, heatmap)
 
 
 def run_serial(jobs: list[SlideJob], options: RunOptions, *, model: SlideModel | None = None,
                progress: bool = True) -> list[dict[str, Any]]:
-    """Every job in this process, one after the other (``--workers 0``; the Space's path)."""
+    """Every job in this process, one after the other (the command line's ``--workers 0``)."""
     records = []
     with tqdm(total=len(jobs), desc="slides", unit="slide", disable=not progress) as bar:
         for job in jobs:
-            if complete(job):
-                records.append(_logged(job, _skipped(job, "local")))
+            if complete(job):     # before loading the model: a finished cohort loads nothing
+                records.append(log_record(job, skipped_record(job, "local"), options))
             else:
                 model = model or cached_model(str(options.model_folder), options.revision)
                 with _slide_bar(job, progress) as update:
-                    records.append(_logged(job, process(job, model, options, progress=update)))
+                    records.append(log_record(job, process(job, model, options, progress=update).record, options))
             bar.update()
     return records
 
 
-class ModelPlugin(WorkerPlugin):
-    """Loads the model once in each worker process, when the worker starts (or restarts)."""
-
-    name = PLUGIN_NAME
-
-    def __init__(self, folder: str, revision: str | None = None) -> None:
-        self.folder, self.revision = folder, revision
-        self.model: SlideModel | None = None
-
-    def setup(self, worker: Any) -> None:
-        self.model = cached_model(self.folder, self.revision)
-
-
-def score_task(job: SlideJob, options: RunOptions) -> dict[str, Any]:
-    """One Dask task: one slide, with the worker's model; progress goes to the client as events."""
-    worker = get_worker()
-    plugin = worker.plugins.get(PLUGIN_NAME)
-    model = plugin.model if plugin is not None and plugin.model is not None else cached_model(
-        str(options.model_folder), options.revision)
-    last = [0.0]
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] > 0.5:
-            last[0] = now
-            worker.log_event(PROGRESS_TOPIC, {"out": job.dest.name, "done": done, "total": total,
-                                              "worker": worker.address})
-
-    return process(job, model, options, progress=report, where=worker.address)
+def log_record(job: SlideJob, record: dict[str, Any], options: RunOptions) -> dict[str, Any]:
+    """Append the record, with the run metadata, to OUT/run.jsonl (one line, one write); return the record."""
+    log_path = job.dest.parent / RUN_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    line = {"time": round(time.time(), 3), **record, **run_provenance(options)}
+    with open(log_path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
+    if record["status"] == "failed":
+        log.warning("%s: %s", job.source.name, record.get("error"))
+    return record
 
 
-def default_workers() -> int:
-    """One worker process per four cores (TensorFlow uses several threads per process), at least one."""
-    return max(1, (os.cpu_count() or 1) // 4)
+def skipped_record(job: SlideJob, where: str) -> dict[str, Any]:
+    """The record of a job whose outputs were already complete."""
+    return {"slide": str(job.source), "out": job.dest.name, "worker": where, "status": "skipped", "seconds": 0.0}
 
 
-def run_dask(jobs: list[SlideJob], options: RunOptions, *, workers: int | None = None, scheduler: str | None = None,
-             client: Client | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Every job on a Dask cluster: ``client`` if given, else ``scheduler``'s, else a local one of
-    ``workers`` processes. Complete slides are skipped before any task is submitted."""
-    records = [_logged(job, _skipped(job, "client")) for job in jobs if complete(job)]
-    pending = [job for job in jobs if not any(r["out"] == job.dest.name for r in records)]
-    if not pending:
-        return records
-    with _client(client, scheduler, workers or default_workers()) as dask, \
-            tqdm(total=len(jobs), initial=len(records), desc="slides", unit="slide", disable=not progress) as bar:
-        dask.register_plugin(ModelPlugin(str(options.model_folder), options.revision))
-        bars: dict[str, tqdm] = {}
-        if progress:
-            dask.subscribe_topic(PROGRESS_TOPIC, lambda event: _show(bars, event[1]))
-        run = uuid.uuid4().hex[:8]       # keys unique to this run: never an earlier run's result
-        futures = {dask.submit(score_task, job, options, key=f"slide-{job.dest.name}-{_token(job)}-{run}",
-                               pure=False): job for job in pending}
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                record = future.result()
-            except Exception as err:  # a task that died for a reason of its own (KilledWorker...): its sentence
-                sentence = f"{job.source.name} could not be scored: {type(err).__name__}: {first_line(err)}"
-                write_failure(job.dest, job.source, sentence)
-                record = {"slide": str(job.source), "out": job.dest.name, "status": "failed", "error": sentence}
-            records.append(_logged(job, record))
-            if job.dest.name in bars:
-                bars.pop(job.dest.name).close()
-            bar.update()
-        if progress:
-            dask.unsubscribe_topic(PROGRESS_TOPIC)
-    return records
-
-
-@contextlib.contextmanager
-def _client(client: Client | None, scheduler: str | None, workers: int) -> Iterator[Client]:
-    if client is not None:
-        yield client
-        return
-    if scheduler:
-        with Client(scheduler) as remote:
-            yield remote
-        return
-    with local_cluster(workers) as cluster, Client(cluster) as local:
-        yield local
-
-
-def local_cluster(workers: int) -> LocalCluster:
-    """A Dask cluster of ``workers`` processes on this machine, one task at a time each, the cores
-    shared between their TensorFlow thread pools."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    env = {"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        silence_logs=logging.WARNING, env=env)
-
-
-def _show(bars: dict[str, tqdm], message: dict[str, Any]) -> None:
-    name = message["out"]
-    if name not in bars:
-        bars[name] = tqdm(total=message["total"], desc=name[:30], unit="field", leave=False)
-    bars[name].n = message["done"]
-    bars[name].refresh()
+@functools.lru_cache(maxsize=4)
+def _provenance(folder: str, revision: str | None, repo: str | None) -> dict[str, Any]:
+    path = Path(folder)
+    config = read_config(path)
+    return run_metadata(model_name=config.model_name or path.name, model_file=path / config.model_file,
+                        model_repo=repo, model_revision=revision or local_revision(path))
 
 
 @contextlib.contextmanager
@@ -263,22 +210,3 @@ def _slide_bar(job: SlideJob, show: bool) -> Iterator[Progress]:
         yield update
     finally:
         bar.close()
-
-
-def _logged(job: SlideJob, record: dict[str, Any]) -> dict[str, Any]:
-    """Append the record to OUT/run.jsonl (one line, one write) and return it."""
-    log_path = job.dest.parent / RUN_LOG
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
-    if record["status"] == "failed":
-        log.warning("%s: %s", job.source.name, record.get("error"))
-    return record
-
-
-def _skipped(job: SlideJob, where: str) -> dict[str, Any]:
-    return {"slide": str(job.source), "out": job.dest.name, "worker": where, "status": "skipped", "seconds": 0.0}
-
-
-def _token(job: SlideJob) -> str:
-    return hashlib.sha1(str(job.source).encode()).hexdigest()[:8]

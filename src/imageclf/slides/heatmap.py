@@ -1,6 +1,6 @@
 """The slide heatmap: the thumbnail with each scored field tinted in its class colour, and a legend.
 
-Presentation only, in the core field map's colours (``imageclf.core.field_map``: colour-blind-safe
+Presentation only, in the core field map's colours (``imageclf.field_map``: colour-blind-safe
 class colours, grey for a field the refusal rule refused). As on the core map, a slide refused as
 a whole is drawn with grey fields only: no class colour for what is not answered. Below the map: the
 verdict, one swatch per class with its share of the scored tissue, and a 1 mm scale bar.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from imageclf.core.field_map import ABSTAIN_COLOUR, class_colour
+from imageclf.field_map import ABSTAIN_COLOUR, class_colour
 
 if TYPE_CHECKING:  # types only
     from imageclf.slides.results import SlideResult

@@ -31,9 +31,9 @@ from imageclf.core.field_table import FieldTable
 from imageclf.core.imaging import decode_image
 from imageclf.core.pipeline import CHUNK, Progress
 from imageclf.core.refusal import Refusal
-from imageclf.core.request import ScaleRequest, make_request
+from imageclf.core.request import make_request
 from imageclf.core.rule import analyze
-from imageclf.core.scale import ESTIMATOR, ScaleDecision
+from imageclf.core.scale import ESTIMATOR, ScaleDecision, ScaleRequest
 from imageclf.core.stain import StainEstimate, estimate_stains
 from imageclf.core.verdict import Verdict
 from imageclf.slides.fields import SlideFields, check_size, plan_grid

@@ -10,7 +10,7 @@ dropped (dust, debris).
 
 Example:
     >>> tissue = find_tissue(thumbnail, downsample=8.0, mpp=0.25)
-    >>> tissue.area_mm2, tissue.share(0, 0, 358, 358)
+    >>> tissue.area_mm2, tissue.shares(np.array([0]), np.array([0]), 358, 358)
     (12.4, 0.0)
 """
 from __future__ import annotations
@@ -49,10 +49,6 @@ class TissueMap:
             return None
         side_um = self.downsample * self.mpp
         return float(self.mask.sum()) * side_um * side_um / 1e6
-
-    def share(self, x: float, y: float, width: float, height: float) -> float:
-        """Tissue share of the level-0 box (x, y, width, height)."""
-        return float(self.shares(np.array([x]), np.array([y]), width, height)[0])
 
     def shares(self, xs: np.ndarray, ys: np.ndarray, width: float, height: float) -> np.ndarray:
         """Tissue share of each level-0 box (xs[i], ys[i], width, height), by the mask's integral image."""

@@ -1,14 +1,17 @@
 """A scored slide's files: fields.csv, fields.geojson (QuPath), heatmap.png, tissue.png, summary.json.
 
-Presentation only: everything here reads a :class:`~imageclf.slides.scoring.SlideResult` (or an
+Presentation only: everything here reads a :class:`~imageclf.slides.results.SlideResult` (or an
 ``ImageResult`` for a plain image: analysis.json + summary.json). Every file is written to a
 temporary name and moved into place with ``os.replace``, and summary.json comes last: a slide
 folder whose summary.json lists files that all exist, for the same source file (size and
-modification time), is complete, and a rerun skips it (:func:`outputs_complete`).
+modification time), is complete, and a rerun skips it (:func:`outputs_complete`). summary.json
+carries the run metadata the caller passes (``imageclf.provenance.run_metadata``: code version,
+package versions, the model's repo, revision and sha256) beside the model's own facts.
 
 Example:
-    >>> write_outputs(result, Path("out") / "CMU-1-Small-Region")
-    ['fields.csv', 'fields.geojson', 'heatmap.png', 'tissue.png', 'summary.json']
+    >>> written = write_outputs(result, Path("out") / "CMU-1-Small-Region", provenance=metadata)
+    >>> written["outputs"], written["model"]["sha256"][:12]
+    (['fields.csv', 'fields.geojson', 'heatmap.png', 'tissue.png'], '5c7b1e0d2a9f')
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from imageclf.core.field_map import ABSTAIN_COLOUR, class_colour
+from imageclf.field_map import ABSTAIN_COLOUR, class_colour
 from imageclf.slides.heatmap import render_heatmap
 from imageclf.slides.results import ImageResult, SlideResult
 from imageclf.slides.tissue import MIN_AREA_UM2
@@ -69,10 +72,13 @@ def outputs_complete(dest: Path, source: Path) -> bool:
         return False
 
 
-def write_outputs(result: SlideResult | ImageResult, dest: Path, *, heatmap: np.ndarray | None = None) -> list[str]:
-    """Write every output of one slide (or image) into ``dest``; summary.json last. Returns the names.
+def write_outputs(result: SlideResult | ImageResult, dest: Path, *, provenance: dict[str, Any],
+                  heatmap: np.ndarray | None = None) -> dict[str, Any]:
+    """Write every output of one slide (or image) into ``dest``; summary.json last. Returns the summary
+    written (its ``outputs``: the other files), so a caller that shows it need not read it back.
 
-    ``heatmap``: ``render_heatmap(result)`` when the caller has already drawn it (the Space shows it too).
+    ``provenance``: the run metadata (``imageclf.provenance.run_metadata``); ``heatmap``:
+    ``render_heatmap(result)`` when the caller has already drawn it (the Space shows it too).
     """
     dest.mkdir(parents=True, exist_ok=True)
     if isinstance(result, ImageResult):
@@ -85,8 +91,9 @@ def write_outputs(result: SlideResult | ImageResult, dest: Path, *, heatmap: np.
         atomic_write(dest / "tissue.png", _png(result.tissue.mask.astype(np.uint8) * 255))
         names = list(SLIDE_FILES)
     (dest / ERROR).unlink(missing_ok=True)
-    atomic_write(dest / SUMMARY, json.dumps(summary(result, outputs=names), indent=2) + "\n")
-    return [*names, SUMMARY]
+    written = summary(result, outputs=names, provenance=provenance)
+    atomic_write(dest / SUMMARY, json.dumps(written, indent=2) + "\n")
+    return written
 
 
 def write_failure(dest: Path, source: Path, sentence: str) -> None:
@@ -94,9 +101,12 @@ def write_failure(dest: Path, source: Path, sentence: str) -> None:
     atomic_write(dest / ERROR, json.dumps({"format": FORMAT, "slide": str(source), "error": sentence}, indent=2) + "\n")
 
 
-def summary(result: SlideResult | ImageResult, *, outputs: list[str]) -> dict[str, Any]:
-    """summary.json: the file, its scale and source, tissue, fields, shares, verdict, model, timings."""
-    common = {"format": FORMAT, "source": source_stamp(result.path), "model": result.model.to_dict(),
+def summary(result: SlideResult | ImageResult, *, outputs: list[str], provenance: dict[str, Any]) -> dict[str, Any]:
+    """summary.json: the file, its scale and source, tissue, fields, shares, verdict, stain normalisation,
+    model (with its repo, revision and sha256), code version, package versions, timings."""
+    common = {"format": FORMAT, "source": source_stamp(result.path),
+              "model": {**result.model.to_dict(), **provenance["model"]},
+              "code_version": provenance["code_version"], "packages": provenance["packages"],
               "timings": {k: round(v, 3) for k, v in result.timings.items()}, "outputs": outputs}
     if isinstance(result, ImageResult):
         answer = result.analysis.to_json()

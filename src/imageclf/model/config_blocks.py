@@ -1,5 +1,5 @@
 """config.json's optional blocks as typed objects: ``abstain``, ``calibration``, ``feature_ood``,
-``runtime``, ``stain`` (the last a core type, ``imageclf.core.stain.StainSpec``, parsed here).
+``runtime``, ``stain`` (a core type, ``imageclf.core.stain.StainSpec``, parsed here), ``tissue_gate``.
 
 Parsed once, when the config is read (``imageclf.model.config``); everything after reads fields,
 never dict keys. A block that is present but unreadable stops the load with a
@@ -18,7 +18,8 @@ from imageclf.core.refusal import AbstainRule
 from imageclf.core.stain import StainSpec
 from imageclf.errors import ModelError
 
-__all__ = ["BLOCKS", "RUNTIME_FILES", "Calibration", "ConfigError", "FeatureOODSpec", "RuntimeSpec", "parse_block"]
+__all__ = ["BLOCKS", "RUNTIME_FILES", "Calibration", "ConfigError", "FeatureOODSpec", "RuntimeSpec", "TissueGateSpec",
+           "parse_block"]
 
 
 # The optimised runtime's files (graph + weights), as the export writes them and the Hub serves them.
@@ -59,6 +60,24 @@ class FeatureOODSpec:
                 "params_sha256": self.params_sha256, "threshold": self.threshold, "fitted_on": self.fitted_on,
                 "dims": self.dims}
         return {key: value for key, value in data.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class TissueGateSpec:
+    """config.json's ``tissue_gate`` block: the gate's method, layer, parameter file (pinned by
+    sha256), threshold on P(not lung) and what it was fitted on (``imageclf.model.tissue_gate``
+    reads the file; the refusal rule refuses a field whose score is above ``threshold``). The pin
+    is required: a gate is a refusal, and serving an unpinned one would refuse by weights nobody fitted."""
+
+    method: str
+    params_file: str
+    params_sha256: str
+    threshold: float
+    feature_layer: str = "features"
+    fitted_on: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -128,6 +147,23 @@ def runtime(data: dict[str, Any]) -> RuntimeSpec:
         raise ConfigError(f"config.json 'runtime' cannot be used: {err}") from None
 
 
+def tissue_gate(data: dict[str, Any]) -> TissueGateSpec:
+    """A threshold below 0.5 would refuse fields the gate itself calls more likely lung than not
+    (``LogisticGate.with_threshold`` never goes there); 1 or more would never refuse at all."""
+    _only_known_fields("tissue_gate", data, TissueGateSpec)
+    if not isinstance(data.get("params_sha256"), str):
+        raise ConfigError("config.json 'tissue_gate' needs params_sha256: the sha256 of its params_file.")
+    try:
+        spec = TissueGateSpec(method=str(data["method"]), params_file=str(data["params_file"]),
+                              params_sha256=str(data["params_sha256"]), threshold=float(data["threshold"]),
+                              feature_layer=str(data.get("feature_layer", "features")), fitted_on=data.get("fitted_on"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"config.json 'tissue_gate' cannot be used: {err}") from None
+    if not 0.5 <= spec.threshold < 1.0:
+        raise ConfigError(f"config.json 'tissue_gate' threshold {spec.threshold} is not a P(not lung) in [0.5, 1).")
+    return spec
+
+
 def stain(data: dict[str, Any]) -> StainSpec:
     """Stain normalisation is part of the model: a block that cannot be read stops the load."""
     _only_known_fields("stain", data, StainSpec)
@@ -141,12 +177,13 @@ def stain(data: dict[str, Any]) -> StainSpec:
 
 
 BLOCKS = {"abstain": abstain_rule, "calibration": calibration, "feature_ood": feature_ood, "runtime": runtime,
-          "stain": stain}
+          "stain": stain, "tissue_gate": tissue_gate}
 
 
 def parse_block(name: str, value: Any) -> Any:
     """The typed object for block ``name`` from its parsed JSON (``None`` and typed values pass)."""
-    if value is None or isinstance(value, (AbstainRule, Calibration, FeatureOODSpec, RuntimeSpec, StainSpec)):
+    if value is None or isinstance(value, (AbstainRule, Calibration, FeatureOODSpec, RuntimeSpec, StainSpec,
+                                           TissueGateSpec)):
         return value
     if not isinstance(value, dict):
         raise ConfigError(f"config.json '{name}' must be an object, got {value!r}.")

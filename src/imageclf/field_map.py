@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from imageclf.core.fields import TileAnalysis
+from imageclf.core.fields import FieldGrid
 
 MAX_MAP_SIDE = 1600       # the map is drawn at most this large (px)
 # Okabe-Ito colours, distinguishable with the common colour-vision deficiencies. Ordered so the
@@ -35,7 +35,7 @@ def class_colour(index: int) -> tuple[int, int, int]:
     return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
-def render_tile_map(rgb: np.ndarray, analysis: TileAnalysis, *, opacity: float = 0.45,
+def render_tile_map(rgb: np.ndarray, analysis: FieldGrid, *, opacity: float = 0.45,
                     max_side: int = MAX_MAP_SIDE, grey: bool = False) -> np.ndarray:
     """The image with each classified tile tinted in its class colour (abstained: grey).
 
@@ -49,7 +49,7 @@ def render_tile_map(rgb: np.ndarray, analysis: TileAnalysis, *, opacity: float =
     alpha = np.zeros(base.shape[:2] + (1,), np.float32)
     th, tw = analysis.tile_size
     boxes = []
-    for tile_ in analysis.tiles:
+    for tile_ in analysis.cells:
         y0, x0 = int(tile_.y * scale), int(tile_.x * scale)
         y1, x1 = int((tile_.y + th) * scale), int((tile_.x + tw) * scale)
         if tile_.status == "classified":
