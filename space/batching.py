@@ -102,16 +102,13 @@ class BatchingEngine:
 
     def __init__(self, inner: FieldEngine, *, max_batch_size: int = 32) -> None:
         self.inner = inner
-        self.runner: BatchRunner[np.ndarray, tuple[np.ndarray, float | None]] = BatchRunner(
-            self._run_fields, max_batch_size=max_batch_size)
+        self.runner: BatchRunner[np.ndarray, FieldOutputs] = BatchRunner(self._run_fields, max_batch_size=max_batch_size)
 
     def run(self, fields: np.ndarray) -> FieldOutputs:
         if len(fields) != 1:
             return self.inner.run(fields)
-        probabilities, score = self.runner(fields[0])
-        return FieldOutputs(probabilities[None], None if score is None else np.array([score]))
+        return self.runner(fields[0])
 
-    def _run_fields(self, fields: list[np.ndarray]) -> list[tuple[np.ndarray, float | None]]:
-        outputs = self.inner.run(np.stack(fields))
-        scores = [None] * len(fields) if outputs.feature_scores is None else list(outputs.feature_scores)
-        return list(zip(outputs.probabilities, scores, strict=True))
+    def _run_fields(self, fields: list[np.ndarray]) -> list[FieldOutputs]:
+        # One output per field, every score kept (feature check and tissue gate alike).
+        return self.inner.run(np.stack(fields)).split()

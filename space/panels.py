@@ -29,7 +29,8 @@ GENERIC_LIMITATIONS = (
     "confidently wrong on images unlike its training data. It gives a probability per class for one "
     "image at a time and knows nothing of the patient. It has not been validated clinically."
 )
-CHECK_NAMES = {Reason.COLOUR: "colour check", Reason.FEATURE: "feature check", Reason.CONFIDENCE: "confidence floor"}
+CHECK_NAMES = {Reason.COLOUR: "colour check", Reason.FEATURE: "feature check", Reason.ORGAN: "tissue gate",
+               Reason.CONFIDENCE: "confidence floor"}
 METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "num_images": "Test images"}
 
 

@@ -2,7 +2,7 @@
 
 On the tiny model: a real ``LogisticGate`` (``training/gate/arms.py``) fitted on its pooled
 ``features`` with reddish noise as "lung" and greenish noise as "not lung", exported by
-``training/export/tissue_gate_export.py``, loaded by ``imageclf.model.tissue_gate``.
+``training/gate/gate_export.py``, loaded by ``imageclf.model.tissue_gate``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from imageclf.model.keras_engine import KerasEngine
 from imageclf.model.predictor import ModelFolderError, Predictor
 from imageclf.model.tissue_gate import REQUIRED, TissueGate, load_params
 from tests.support.tiny_model import write_tiny_model_folder
-from training.export.tissue_gate_export import export_tissue_gate
+from training.gate.gate_export import export_tissue_gate
 from training.gate.arms import LogisticGate
 
 

@@ -42,7 +42,7 @@ from training.data.splits import describe_split, layout_of, parse_class_map, pre
 from training.evaluation.fit_and_measure import calibrate_and_evaluate
 from training.export.hub_folder import export_model_folder
 from training.models.architectures import build_model
-from training.models.from_run import carry_feature_check, reuse_run
+from training.models.from_run import carry_feature_check, carry_tissue_gate, reuse_run
 from training.runtime.devices import (STRATEGIES, fit_multi_worker_ready, global_batch_size, is_chief, make_strategy,
                                       output_folder)
 from training.runtime.provenance import CheckedVersion, checked_code_version
@@ -154,6 +154,7 @@ def run_steps(config: TrainConfig, info, *, out: Path, strategy, chief: bool, ca
     extras["data_layout"] = layout_of(config.data).to_dict()
     if config.from_run:  # a transfer run (training/transfer/pipeline.py) brings its fitted feature-space check
         extras.update(carry_feature_check(config.from_run, out=out))
+        extras.update(carry_tissue_gate(config.from_run, out=out))
     if info.unit == "tile" and info.field_of_view_px:  # step 7: the physical scale the model learned
         extras["scale"] = build_scale_spec(tiles_by_class(split["train"], root=config.data),
                                            field_of_view_px=info.field_of_view_px, seed=config.seed)

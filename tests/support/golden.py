@@ -5,11 +5,14 @@ bundled model gave them before the serving core was restructured (issue 17). The
 (``tests/test_golden_answers.py``) holds every later change of the core to the same bytes.
 
 Regenerate only for a deliberate change of behaviour, and say so in the commit:
-``.venv/bin/python -m tests.support.golden``.
+``.venv/bin/python -m tests.support.golden``. ``--compare OLD_DIR`` (a copy of ``golden/`` made before)
+prints what changed, per group of cases, as a Markdown table.
 """
 from __future__ import annotations
 
+import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,39 @@ def _json(analysis: Any) -> dict[str, Any]:
     return {key: value for key, value in analysis.to_json().items() if key not in ADDED_KEYS}
 
 
+def outcome(answer: dict[str, Any]) -> str:
+    """One case's answer in a word: its class id, ``refused: <code>``, or ``error``."""
+    if "error" in answer:
+        return "error"
+    return answer["label"] if not answer["abstained"] else f"refused: {answer.get('abstain_code') or 'no code'}"
+
+
+def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Markdown: per group (originals, hostile corpus, TCGA lung, each other organ), how many cases
+    keep their outcome, and each kind of change with its count."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for case in sorted(set(old) & set(new)):
+        parts = case.split("/")
+        group = parts[0] if parts[0] in ("originals", "hostile") else "/".join(parts[:2])
+        groups.setdefault(group, []).append((outcome(old[case]), outcome(new[case])))
+    lines = ["| cases | n | same outcome | answered before -> after | changes |", "|---|---|---|---|---|"]
+    for group, pairs in groups.items():
+        moves = Counter(f"{a} -> {b}" for a, b in pairs if a != b)
+        answered = (sum(not a.startswith(("refused", "error")) for a, _ in pairs),
+                    sum(not b.startswith(("refused", "error")) for _, b in pairs))
+        lines.append(f"| {group} | {len(pairs)} | {sum(a == b for a, b in pairs)} | {answered[0]} -> {answered[1]} | "
+                     + "; ".join(f"{k} ({v})" for k, v in moves.most_common()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Record the golden answers, or compare them with an older copy.")
+    parser.add_argument("--compare", type=Path, default=None, help="a folder holding older answers.json/external.json")
+    args = parser.parse_args()
+    if args.compare is not None:
+        for name in (ANSWERS.name, EXTERNAL.name):
+            print(compare(json.loads((args.compare / name).read_text()), json.loads((ANSWERS.parent / name).read_text())))
+        raise SystemExit(0)
     model = Predictor(HUB_MODEL, runtime="keras")   # the engine the recording was made with
     ANSWERS.write_text(dumps(answers(model, SHARED_DATA / "external-he" / "lc25000-lung-768")))
     EXTERNAL.write_text(dumps(external_answers(model, SHARED_DATA / "external-he")))

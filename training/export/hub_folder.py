@@ -70,6 +70,8 @@ def export_model_folder(model, out, *, config, class_ids, info, metrics, history
         calibration=extras.pop("calibration", None),
         feature_ood=extras.pop("feature_ood", None),
         scale=extras.pop("scale", None),
+        stain=extras.pop("stain", None),                  # the run's stain step (training.transfer.pipeline)
+        tissue_gate=extras.pop("tissue_gate", None),
     )
     if extras:
         raise ValueError(f"Unknown config fields for export: {sorted(extras)}")

@@ -5,7 +5,7 @@
   it is given: clean train features, or clean plus lab-shifted ones (arm 2).
 - :class:`LogisticGate`: lung vs not-lung on unit-length features (arm 3). Its score is P(not lung),
   computed by the served gate's own math (``imageclf.model.tissue_gate.gate_scores``); its arrays are
-  the served file (``training/export/tissue_gate_export.py``).
+  the served file (``training/gate/gate_export.py``).
 - :func:`recentre`: each field's unit feature minus its image's mean plus the training mean (arm 4).
 - :func:`threshold_at`: a quantile of clean VALIDATION scores (never test, never external).
 - :func:`reasons`: the served per-field order: colour check, then the arm's check, then the

@@ -66,3 +66,17 @@ def carry_feature_check(run: str | Path, *, out: Path) -> dict:
         "method": info["method"], "feature_layer": info.get("feature_layer", "features"),
         "params_file": params.name, "params_sha256": hashlib.sha256(params.read_bytes()).hexdigest(),
         "threshold": float(info["threshold"]), "fitted_on": info.get("fitted_on"), "dims": info.get("dims")}}
+
+
+def carry_tissue_gate(run: str | Path, *, out: Path) -> dict:
+    """Copy an earlier run's tissue gate (its config.json block and the parameters file it pins) into ``out``."""
+    run = Path(run)
+    block = json.loads((run / "config.json").read_text()).get("tissue_gate")
+    if not block:
+        return {}
+    params = run / block["params_file"]
+    if hashlib.sha256(params.read_bytes()).hexdigest() != block["params_sha256"]:
+        raise ValueError(f"{params} does not match the sha256 its run's config.json pins.")
+    if params.resolve() != (out / params.name).resolve():
+        shutil.copyfile(params, out / params.name)
+    return {"tissue_gate": block}

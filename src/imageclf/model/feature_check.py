@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # types only
 
 METHOD = "pca-mahalanobis-min-class-v1"
 REQUIRED = ("mean", "components", "class_means", "precision", "threshold")
-__all__ = ["FeatureCheck", "FeatureOODError", "METHOD", "load_params", "normalise", "score"]
+__all__ = ["FeatureCheck", "FeatureOODError", "METHOD", "load_params", "normalise", "one_blas_thread", "score"]
 
 
 class FeatureOODError(ModelError, ValueError):
@@ -100,8 +100,8 @@ class FeatureCheck:
         return cls(block.feature_layer, load_params(io.BytesIO(data), name=str(path)), block.threshold)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """:func:`score`, with BLAS on the calling thread only (see :func:`_one_blas_thread`)."""
-        with _one_blas_thread():
+        """:func:`score`, with BLAS on the calling thread only (see :func:`one_blas_thread`)."""
+        with one_blas_thread():
             return score(features, self.params)
 
 
@@ -114,7 +114,7 @@ def _blas_controller() -> ThreadpoolController:
 
 
 @contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
+def one_blas_thread() -> Iterator[None]:
     """Run BLAS on the calling thread only, for the length of one score.
 
     A score is small (N x 1024 by 1024 x 256). OpenBLAS's helper threads finish their share in

@@ -9,7 +9,7 @@ its score is P(not lung) per field, and the refusal rule refuses above config.js
 which is why it is optional and its refusal sentence says so.
 
 :func:`gate_scores` is the one copy of the math: ``training/gate/arms.py`` (``LogisticGate``) fits
-and thresholds with it, this module serves with it, and ``training/export/tissue_gate_export.py``
+and thresholds with it, this module serves with it, and ``training/gate/gate_export.py``
 writes the file this module reads. config.json's ``tissue_gate`` block names the file and pins
 its sha256; the file holds float32 arrays only and is read with ``allow_pickle=False``.
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from imageclf.errors import ModelError
 from imageclf.hashing import file_sha256
-from imageclf.model.feature_check import _one_blas_thread, normalise
+from imageclf.model.feature_check import one_blas_thread, normalise
 
 if TYPE_CHECKING:  # types only
     from imageclf.model.config_blocks import TissueGateSpec
@@ -109,5 +109,5 @@ class TissueGate:
     def scores(self, features: np.ndarray) -> np.ndarray:
         """:func:`gate_scores`, with BLAS on the calling thread only, as the feature check scores
         (a pass's score must not leave BLAS threads spinning on a core the next pass needs)."""
-        with _one_blas_thread():
+        with one_blas_thread():
             return gate_scores(features, self.params)
