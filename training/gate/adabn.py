@@ -49,7 +49,7 @@ class AdaBN:
         if adapt:   # the training-mode pass moved the moving statistics: put them back
             self.net.set_weights(self.weights)
         check = self.predictor.feature_check
-        scores = None if check is None else check.score(np.asarray(features, np.float32))
+        scores = None if check is None else check.scores(np.asarray(features, np.float32))
         return FieldOutputs(np.asarray(probabilities, np.float64), scores)
 
 
@@ -75,9 +75,10 @@ def whole_images(adabn: AdaBN, external: Path, *, adapt: bool) -> dict[str, dict
     return out
 
 
-def label_shift(adabn: AdaBN, data: Path, manifest: Path) -> dict[str, float]:
-    """Accuracy of grouped TEST tiles in single-class batches, with and without adaptation."""
-    images, meta = split_tiles(data, manifest, "test", None, seed=0)
+def label_shift(adabn: AdaBN, data: Path, manifest: Path, *, per_class: int | None) -> dict[str, float]:
+    """Accuracy of grouped TEST tiles (``per_class`` seeded per class; None: all) in single-class batches,
+    with and without adaptation."""
+    images, meta = split_tiles(data, manifest, "test", per_class, seed=0)
     classes = list(adabn.predictor.spec.class_ids)
     truth = np.array([classes.index(c) for c in meta["label"]])
     out = {}
@@ -101,11 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manifest", type=Path, default=Path("training/splits/lc25000-lung-grouped.csv"))
     parser.add_argument("--external", type=Path, default=Path("../shared/data/external-he"))
     parser.add_argument("--out", type=Path, default=Path("runs/adabn"))
+    parser.add_argument("--per-class", type=int, default=None, help="test tiles per class for the label-shift check")
     args = parser.parse_args(argv)
     adabn = AdaBN(Predictor(args.model, runtime="keras"))
     report = {"tcga_whole": {mode: whole_images(adabn, args.external, adapt=mode == "AdaBN")
                              for mode in ("training statistics", "AdaBN")},
-              "label_shift_test_accuracy": label_shift(adabn, args.data, args.manifest)}
+              "label_shift_test_accuracy": label_shift(adabn, args.data, args.manifest, per_class=args.per_class)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "adabn.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
