@@ -16,10 +16,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from imageclf.core.imaging import ImageError, decode_image
 from imageclf.model.predictor import Predictor
 from tests.conftest import HUB_MODEL, SHARED_DATA
-from tests.support.hostile_corpus import corpus
+from tests.support.hostile_corpus import corpus, with_limits
 
 ANSWERS = Path(__file__).resolve().parent / "golden" / "answers.json"
 EXTERNAL = Path(__file__).resolve().parent / "golden" / "external.json"
@@ -95,5 +97,7 @@ if __name__ == "__main__":
             print(compare(json.loads((args.compare / name).read_text()), json.loads((ANSWERS.parent / name).read_text())))
         raise SystemExit(0)
     model = Predictor(HUB_MODEL, runtime="keras")   # the engine the recording was made with
-    ANSWERS.write_text(dumps(answers(model, SHARED_DATA / "external-he" / "lc25000-lung-768")))
+    with pytest.MonkeyPatch.context() as patch:     # the size limits the hostile corpus was built against
+        with_limits(patch)
+        ANSWERS.write_text(dumps(answers(model, SHARED_DATA / "external-he" / "lc25000-lung-768")))
     EXTERNAL.write_text(dumps(external_answers(model, SHARED_DATA / "external-he")))

@@ -67,6 +67,7 @@ def judge(subject: Subject, images: np.ndarray, *, batch_size: int = 32) -> tupl
     why = np.array([code or "" for code in table.codes()])   # grouped by code, never by sentence
     reasons = {"colour": float(np.mean(why == Reason.COLOUR.value)),
                "feature_ood": float(np.mean(why == Reason.FEATURE.value)),
+               "organ": float(np.mean(why == Reason.ORGAN.value)),
                "confidence": float(np.mean(why == Reason.CONFIDENCE.value))}
     return probabilities, abstained, reasons
 
@@ -126,13 +127,13 @@ def whole_markdown(rows: list[dict]) -> str:
 def markdown(rows: list[dict]) -> str:
     """The table as Markdown, one line per (set, model)."""
     lines = ["| set | model | n | accuracy | cancer called benign, not abstained (of all cancer tiles) | abstained "
-             "| why (colour / feature OOD / confidence) |",
+             "| why (colour / feature OOD / tissue gate / confidence) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['set']} | {r['model']} | {r['n']} | {_percent(r.get('accuracy'))} | "
                      f"{_percent(r.get('cancer_called_benign_unabstained'))} | {_percent(r['abstained'])} | "
                      f"{_percent(r['abstained_colour'])} / {_percent(r['abstained_feature_ood'])} / "
-                     f"{_percent(r['abstained_confidence'])} |")
+                     f"{_percent(r.get('abstained_organ', 0.0))} / {_percent(r['abstained_confidence'])} |")
     return "\n".join(lines) + "\n"
 
 

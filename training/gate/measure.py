@@ -11,14 +11,14 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from imageclf.core import rule
-from imageclf.core.engine import FieldOutputs
+from imageclf.core.field_table import FieldTable
+from imageclf.core.refusal import Reason
 from imageclf.model.feature_check import normalise
 from imageclf.model.predictor import Predictor
 from training.calibration.feature_ood import load_params
@@ -59,24 +59,24 @@ def abstained_by_set(ctx: Context, variant: str, refusals: dict, colour: str = "
 
 
 def whole_images(ctx: Context, variant: str, refused: np.ndarray, colour: str = "colour_ok") -> dict[str, tuple]:
-    """Each external image through the served rule: (abstained, label), the arm's check as the feature score.
+    """Each external image through the served rule: (abstained, label), the arm's check in the check's place.
     With ``colour="colour_ok_normalised"`` the colour check judges the normalised fields: it then rides
-    in the feature slot too (same verdicts; only the wording of the reason would differ)."""
+    in the check's place too (same verdicts; only the wording of the reason would differ)."""
     d = ctx.get("whole", variant)
-    refusal_rule = dataclasses.replace(ctx.spec.refusal, feature_threshold=0.5)
-    if colour != "colour_ok":
-        refused = refused | ~d[colour]
-        refusal_rule = dataclasses.replace(refusal_rule, abstain=dataclasses.replace(refusal_rule.abstain, method="softmax"))
-    spec = dataclasses.replace(ctx.spec, refusal=refusal_rule)
+    colour_ok = d["colour_ok"] if colour == "colour_ok" else np.ones(len(refused), bool)
+    refused = refused if colour == "colour_ok" else refused | ~d[colour]
+    codes = reasons(colour_ok, refused, d["probabilities"], ctx.min_confidence)
     out = {}
-    for image, field_plan in ctx.plans.items():
+    for image, image_plan in ctx.plans.items():
         rows = np.flatnonzero(d["image"] == image)
-        outputs = None
-        if field_plan.fields is not None:
-            if len(rows) != len(field_plan.picked):
-                raise ValueError(f"{image}: {len(rows)} cached fields, the rule cut {len(field_plan.picked)}.")
-            outputs = FieldOutputs(d["probabilities"][rows].astype(np.float64), refused[rows].astype(np.float64))
-        analysis = rule.conclude(field_plan, outputs, spec)
+        table = None
+        if image_plan.fields is not None:
+            if len(rows) != len(image_plan.picked):
+                raise ValueError(f"{image}: {len(rows)} cached fields, the rule cut {len(image_plan.picked)}.")
+            fields = image_plan.fields
+            table = FieldTable(fields.boxes, fields.tissue, d["probabilities"][rows].astype(np.float64),
+                               tuple(Reason(c) if c else None for c in codes[rows]))
+        analysis = rule.conclude(image_plan, table, ctx.spec)
         out[image] = (analysis.abstained, analysis.label, analysis.abstain_code)
     return out
 

@@ -26,19 +26,22 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from imageclf.model.config import read_config
+from imageclf.model.config import read_config, write_config
+from imageclf.model.config_blocks import parse_block
 from imageclf.model.feature_check import normalise
 from training.calibration.temperature import softmax
 from training.gate import table
 from training.gate.arms import LogisticGate, recentre
 from training.gate.evaluate import apply, recentre_ids
 from training.gate.features import colon_fold
+from training.gate.gate_export import export_tissue_gate
 from training.gate.measure import Context, measure
 
 STAIN = "stain"     # the cache variant of normalised fields scored by the retrained head
@@ -100,6 +103,21 @@ def arms(before: Context, after: Context) -> dict[str, tuple[Context, str, calla
     return out
 
 
+def serve_gate(ctx: Context, folder: Path) -> dict:
+    """Write the plain-feature colon gate of ``ctx``'s model (fitted exactly as the ``+ colon gate`` rows
+    measure it, on every colon tile) into ``folder`` and its config.json: what the rule picked, served."""
+    train, colon, far = (ctx.get(k)["features"] for k in ("train", "colon", "farood"))
+    gate = LogisticGate.fit(train, np.concatenate([colon, far])).with_threshold(ctx.get("val")["features"])
+    fitted_on = (f"lung: {len(train)} LC25000 grouped TRAIN tiles (400 per class, seed 0); not lung: {len(colon)} "
+                 f"LC25000 colon tiles (same lab) and {len(far)} generated far-OOD images; threshold: 0.995 quantile "
+                 f"of {len(ctx.get('val')['features'])} clean VAL lung tiles, at least 0.5 (python -m "
+                 "training.gate.stain_arms --serve-gate; docs/stain-normalisation.md)")
+    block = export_tissue_gate(folder, gate, fitted_on=fitted_on)
+    config = read_config(folder)
+    write_config(folder, dataclasses.replace(config, tissue_gate=parse_block("tissue_gate", block)))
+    return block
+
+
 def far_ood_refused(ctx: Context, variant: str, refusals: dict) -> float:
     """Share of the generated far-OOD images refused (colour check, the arm's check, confidence floor)."""
     d = ctx.get("farood", variant)
@@ -145,7 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--external", type=Path, default=Path("../shared/data/external-he"))
     parser.add_argument("--out", type=Path, default=Path("runs/stain_arms"))
     parser.add_argument("--report", type=Path, help="also write the tables as a model-card part")
+    parser.add_argument("--serve-gate", type=Path, metavar="FOLDER",
+                        help="only write the --before model's colon gate into FOLDER (the arm the rule picked)")
     args = parser.parse_args(argv)
+    if args.serve_gate:
+        print(json.dumps(serve_gate(Context(args.cache, args.before, args.external), args.serve_gate), indent=1))
+        return
     before, after = Context(args.cache, args.before, args.external), Context(args.cache, args.after, args.external)
     retrained_variant(after, args.after)
     policy = read_config(args.after).training_run.get("policy", "scale")
