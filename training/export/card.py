@@ -118,7 +118,7 @@ Clinical diagnosis, screening or triage of any kind; images other than {info.dom
 
 {calibration_text(metrics)}
 
-{abstention_text(config, metrics, info)}
+{abstention_text(config, metrics, info)}{_gate_text(config)}
 
 ## Training data
 
@@ -175,6 +175,18 @@ def _larger_images(info, h: int) -> str:
                 f"scale and cut into {h} px fields: the Space does this (`src/imageclf/core/rule.py`, "
                 "scale estimated from nucleus size, or stated in microns per pixel).")
     return f"Other sizes are resized to {h} px (as the training {info.unit}s were)."
+
+
+def _gate_text(config: dict) -> str:
+    """The tissue gate (config.json's ``tissue_gate`` block), when the model has one."""
+    block = config.get("tissue_gate")
+    if not block:
+        return ""
+    return ("\n\n**Tissue gate.** After the feature check, a logistic gate on the same pooled features refuses "
+            "fields it judges not lung (code `organ`), above a probability of "
+            f"{block['threshold']:g}. Fitted on {block.get('fitted_on') or 'lung against other tissue'}. It separates "
+            "this lab's lung from this lab's colon; other organs from other labs are refused only in part "
+            "(per organ: \"Where this model fails\").")
 
 
 def _stain_text(config: dict) -> str:
