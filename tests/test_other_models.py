@@ -21,6 +21,7 @@ from training.data.samples import read_manifest
 
 from .conftest import ROOT, require_dataset
 from tests.support.tiny_model import run_space
+from tests.support.field_rows import one_field
 
 EXPORTS = ROOT / "training" / "exports"
 MODELS = {  # export folder -> (dataset, benign class ids, input unit)
@@ -65,7 +66,7 @@ def test_the_space_resizes_whole_images_for_non_tile_models(tmp_path):
     answer = whole.analyze(large, scale="native")
     assert not tiles.one_field and tiles.fields.classified > 1
     assert answer.one_field and answer.scale.method.startswith("whole image")
-    assert answer.probabilities == pytest.approx(list(whole.predict(large)["probabilities"].values()))
+    assert answer.probabilities == pytest.approx(list(one_field(whole, large)["probabilities"].values()))
 
 
 @pytest.mark.parametrize("name", SERVED)

@@ -106,7 +106,7 @@ def test_served_runtime_decisions_match_keras_on_test_tiles(lung_data):
         outputs = FieldOutputs.concat([predictor.engine.run(tiles[i:i + 32]) for i in range(0, len(tiles), 32)],
                                       classes=len(CONFIG["labels"]))
         refused = [r is not None for r in refusal.judge_fields(tiles, outputs.probabilities, outputs.feature_scores,
-                                                                predictor.spec.refusal)]
+                                                                predictor.spec.refusal, outputs.gate_scores)]
         decided[name] = (outputs.probabilities, np.array(refused))
     (ps, rs), (pk, rk) = decided["served"], decided["keras"]
     same = (ps.argmax(1) == pk.argmax(1)) & (rs == rk)

@@ -27,8 +27,8 @@ from imageclf.model.config_blocks import RUNTIME_FILES
 from imageclf.settings import SETTINGS, Settings
 
 REQUIRED_FILES: tuple[str, ...] = ("model.keras", "labels.json", "config.json")
-# feature_ood.npz and the optimised runtime's files: named (and sha256-pinned) by config.json.
-OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md", "feature_ood.npz", *RUNTIME_FILES)
+# feature_ood.npz, tissue_gate.npz and the optimised runtime's files: named (and sha256-pinned) by config.json.
+OPTIONAL_FILES: tuple[str, ...] = ("metrics.json", "README.md", "feature_ood.npz", "tissue_gate.npz", *RUNTIME_FILES)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[3] / "hub_model"   # src/imageclf/hub/ -> the repo
 
 log = logging.getLogger(__name__)
