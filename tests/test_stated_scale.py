@@ -14,12 +14,12 @@ from tests.support.tiny_model import imported_app, write_test_image, write_tiny_
 MODEL_MPP = 0.5
 
 
-@pytest.fixture
-def physical_app(tmp_path, monkeypatch):
-    """The app in-process on a tiny model that declares 0.5 um/px for its 64 px input."""
+@pytest.fixture(scope="module")
+def physical_app(tmp_path_factory):
+    """The app in-process (imported once for the module) on a tiny model that declares 0.5 um/px."""
     scale = {"field_of_view_px": None, "microns_per_pixel": MODEL_MPP, "microns_per_pixel_note": "test"}
-    folder = write_tiny_model_folder(tmp_path / "model", config_extra={"scale": scale})
-    with imported_app(monkeypatch, folder) as app:
+    folder = write_tiny_model_folder(tmp_path_factory.mktemp("physical") / "model", config_extra={"scale": scale})
+    with pytest.MonkeyPatch.context() as patch, imported_app(patch, folder) as app:
         yield app
 
 

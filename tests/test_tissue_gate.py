@@ -159,6 +159,7 @@ def test_a_broken_block_stops_the_load_with_one_clear_line(copy_of, change, mess
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_keras_and_openvino_agree_on_the_gate(copy_of):
     pytest.importorskip("openvino", reason="the openvino package is not installed: only Keras can serve here")
     from training.export.runtime_export import to_openvino   # deferred: imports openvino, skipped above
