@@ -116,9 +116,15 @@ def optical_density(rgb: np.ndarray, background: float) -> np.ndarray:
 
 
 def _stains(od: np.ndarray, spec: StainSpec) -> StainEstimate:
+    return _estimate(od, spec)[0]
+
+
+def _estimate(od: np.ndarray, spec: StainSpec) -> tuple[StainEstimate, np.ndarray | None]:
+    """The estimate and, when it worked, the concentrations of every row of ``od`` under it (computed
+    for the percentile anyway; a tile that is its own image reuses them instead of solving again)."""
     tissue = od[np.all(od > spec.min_od, axis=1)]
     if len(tissue) < spec.min_pixels:
-        return StainEstimate(TOO_LITTLE_TISSUE, tissue_pixels=len(tissue))
+        return StainEstimate(TOO_LITTLE_TISSUE, tissue_pixels=len(tissue)), None
     _, vectors = np.linalg.eigh(np.cov(tissue.T))
     plane = vectors[:, [1, 2]]                                   # eigh sorts ascending: the two largest
     plane = plane * np.where(plane.sum(axis=0) < 0, -1.0, 1.0)   # point into positive OD
@@ -131,9 +137,10 @@ def _stains(od: np.ndarray, spec: StainSpec) -> StainEstimate:
     he = np.stack([v1, v2] if v1[0] > v2[0] else [v2, v1], axis=1)   # haematoxylin absorbs more red
     he = he / np.linalg.norm(he, axis=0, keepdims=True)
     if angle < spec.min_angle_deg:
-        return StainEstimate(SINGLE_STAIN, tissue_pixels=len(tissue), angle_deg=angle)
-    maxima = np.percentile(_concentrations(od, he), spec.percentile, axis=1)
-    return StainEstimate(NORMALISED, he, maxima, tissue_pixels=len(tissue), angle_deg=angle)
+        return StainEstimate(SINGLE_STAIN, tissue_pixels=len(tissue), angle_deg=angle), None
+    concentrations = _concentrations(od, he)
+    maxima = np.percentile(concentrations, spec.percentile, axis=1)
+    return StainEstimate(NORMALISED, he, maxima, tissue_pixels=len(tissue), angle_deg=angle), concentrations
 
 
 def _concentrations(od: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -156,13 +163,18 @@ def normalise(fields: np.ndarray, estimate: StainEstimate, spec: StainSpec) -> n
     fields = np.asarray(fields)
     if not estimate.ok:
         return fields
-    scale = np.asarray(spec.max_concentrations) / np.maximum(estimate.max_concentrations, 1e-6)
     out = np.empty_like(fields)
     for i, field in enumerate(fields):
-        c = _concentrations(optical_density(field, spec.background), estimate.matrix) * scale[:, None]
-        rgb = spec.background * np.exp(-(spec.reference @ c)).T - 1.0
-        out[i] = np.clip(rgb + 0.5, 0, 255).reshape(field.shape).astype(np.uint8)
+        out[i] = _render(_concentrations(optical_density(field, spec.background), estimate.matrix), estimate, spec,
+                         field.shape)
     return out
+
+
+def _render(concentrations: np.ndarray, estimate: StainEstimate, spec: StainSpec, shape: tuple) -> np.ndarray:
+    """Source-stain concentrations (2, N) rescaled to the reference's and drawn with the reference stains."""
+    scale = np.asarray(spec.max_concentrations) / np.maximum(estimate.max_concentrations, 1e-6)
+    rgb = spec.background * np.exp(-(spec.reference @ (concentrations * scale[:, None]))).T - 1.0
+    return np.clip(rgb + 0.5, 0, 255).reshape(shape).astype(np.uint8)
 
 
 def normalise_each(tiles: np.ndarray, spec: StainSpec) -> tuple[np.ndarray, list[str]]:
@@ -170,8 +182,13 @@ def normalise_each(tiles: np.ndarray, spec: StainSpec) -> tuple[np.ndarray, list
     upload that is one field); also each tile's estimate status. Training normalises its tiles so."""
     out, statuses = np.empty_like(tiles), []
     for i, tile in enumerate(tiles):
-        estimate = estimate_stains(tile, spec)
-        out[i] = normalise(tile[None], estimate, spec)[0]
+        od = optical_density(tile, spec.background)
+        if len(od) > ESTIMATE_PIXELS:      # a large tile is estimated on a subsample, then solved in full
+            estimate = estimate_stains(tile, spec)
+            out[i] = normalise(tile[None], estimate, spec)[0]
+        else:                              # the estimate already solved every pixel: reuse it
+            estimate, concentrations = _estimate(od, spec)
+            out[i] = tile if concentrations is None else _render(concentrations, estimate, spec, tile.shape)
         statuses.append(estimate.status)
     return out, statuses
 
