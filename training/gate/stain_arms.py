@@ -78,16 +78,15 @@ def arms(before: Context, after: Context) -> dict[str, tuple[Context, str, calla
     def plain(key, d):
         return d["features"]
 
-    def recentred(ctx):
-        train_mean = normalise(ctx.get("train", ctx_variant[id(ctx)])["features"]).mean(axis=0)
+    def recentred(ctx, variant):
+        train_mean = normalise(ctx.get("train", variant)["features"]).mean(axis=0)
         return lambda key, d: recentre(d["features"], recentre_ids(key, d), train_mean)
 
-    ctx_variant = {id(before): "", id(after): STAIN}
     out = {}
     for label, ctx, variant in (("current (served before)", before, ""), ("(a) Macenko + retrained", after, STAIN)):
         check = ctx.served
         out[label] = (ctx, variant, lambda ctx=ctx, variant=variant, check=check: apply(ctx, variant, check.refuses))
-        shifted = recentred(ctx)
+        shifted = recentred(ctx, variant)
         val = ctx.get("val", variant)
         check_r = check.with_threshold(shifted("val", val))
         name_r = "(b) re-centre on the image" if ctx is before else "(c) (a) + re-centre"
@@ -95,7 +94,7 @@ def arms(before: Context, after: Context) -> dict[str, tuple[Context, str, calla
             ctx, variant, c.refuses, transform=f))
     for name in list(out):
         ctx, variant, make = out[name]
-        features = recentred(ctx) if "re-centre" in name else plain
+        features = recentred(ctx, variant) if "re-centre" in name else plain
         out[f"{name} + colon gate"] = (ctx, variant, lambda ctx=ctx, variant=variant, make=make, f=features: {
             k: a | b for (k, a), b in zip(make().items(), colon_gate(ctx, variant, f).values(), strict=True)})
     out["(a), stain failure refused"] = (after, STAIN, lambda: {
