@@ -19,6 +19,8 @@ $(VENV)/.installed: requirements.txt requirements-tracking.txt pyproject.toml
 
 demo: setup  ## the Space on hub_model/, at http://127.0.0.1:7860 (test-split examples when the data is there)
 	@$(PY) -m scripts.release.pick_examples hub_model --out .cache/examples || echo "(no examples: the Space runs without them)"
+	@mkdir -p space/example_slides && cp -n ../shared/data/wsi/CMU-1-Small-Region.svs space/example_slides/ 2>/dev/null \
+	    || echo "(no example slide: the Slide tab runs without one)"   # CC0 1.0, OpenSlide test data (CMU)
 	EXAMPLES_DIR=.cache/examples $(PY) space/app.py
 
 test: setup  ## the whole suite (what CI runs)

@@ -16,6 +16,8 @@ API (named endpoints; the README's "Space API" section has copy-paste code):
     >>> client.predict(handle_file("tile.jpeg"), 0.45, api_name="/explain")      # Grad-CAM overlay file
     >>> client.predict(handle_file("slide.png"), api_name="/predict_tiles")       # (tile map, JSON)
     GET /healthz -> {"status": "ok", "model_repo": ..., "model_revision": ..., "model_name": ...}
+    GET /slide/<id>.dzi, /slide/<id>_files/<level>/<col>_<row>.jpeg -> a scored slide's DeepZoom tiles
+        (the id is in /predict_slide's summary["viewer"]; slide_viewer.py lists every viewer URL)
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from fastapi.routing import APIRoute
 import imageclf
 import panels
 import slide_tab
+import slide_viewer
 from examples import PICK_RULE, find_examples, true_class
 from imageclf.model.explain import overlay
 from imageclf.model.config import DISCLAIMER
@@ -109,19 +112,29 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
         batch_rows = gr.JSON(label="One row per file", elem_id="batch-result")
     with gr.Accordion("Slide: a whole-slide image (SVS, NDPI, MRXS, tiled TIFF, DICOM)", open=False, elem_id="slide"):
         gr.Markdown(f"Up to {SLIDE_LIMIT} per file. Read at the model's physical scale, tissue found on a "
-                    "thumbnail, every tissue field scored by the same rule as above; download the fields as "
-                    "CSV or as GeoJSON for QuPath.")
+                    "thumbnail, every tissue field scored by the same rule as above. Explore the slide at full "
+                    "resolution with the field map over it; download the fields (CSV, GeoJSON) and the merged "
+                    "class regions (GeoJSON annotations for QuPath).")
         with gr.Row():
             slide_file = gr.File(label="Whole-slide image", type="filepath", elem_id="slide-file")
             slide_mpp = gr.Textbox(label="Microns per pixel (optional)", elem_id="slide-mpp",
                                    info="empty: the slide's metadata, else estimated from nucleus size")
-        score_slide = gr.Button("Score slide", elem_id="slide-button")
-        slide_map = gr.Image(label="Heatmap (fields by class; grey: not recognised)", type="numpy", format="png",
-                             interactive=False, elem_id="slide-heatmap")
-        slide_summary = gr.JSON(label="Summary", elem_id="slide-summary")
+        with gr.Row():
+            score_slide = gr.Button("Score slide", elem_id="slide-button")
+            example = slide_tab.example_slide()
+            example_button = (gr.Button(f"Score the example slide ({example.name})", elem_id="slide-example-button")
+                              if example is not None else None)
+        slide_panel = gr.Markdown(elem_id="slide-summary-panel")
+        slide_viewer_html = gr.HTML(elem_id="slide-viewer")
+        slide_map = gr.Image(label="Heatmap (answered fields by class, grey: not recognised; the slide verdict "
+                                   "is stated below the map)", type="numpy", format="png", interactive=False,
+                             elem_id="slide-heatmap")
         with gr.Row():
             slide_csv = gr.File(label="fields.csv", elem_id="slide-csv")
-            slide_geojson = gr.File(label="fields.geojson (QuPath)", elem_id="slide-geojson")
+            slide_geojson = gr.File(label="fields.geojson (QuPath detections)", elem_id="slide-geojson")
+            slide_regions = gr.File(label="regions.geojson (QuPath annotations)", elem_id="slide-regions")
+        with gr.Accordion("summary.json", open=False):
+            slide_summary = gr.JSON(label="Summary", elem_id="slide-summary")
     gr.Markdown(f"> **Disclaimer:** {PREDICTOR.disclaimer or DISCLAIMER}", elem_id="disclaimer")
     with gr.Accordion("About this model", open=False, elem_id="about-model"):
         gr.Markdown(panels.about_markdown(PREDICTOR, SOURCE))
@@ -192,9 +205,12 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
           preprocess=False)
 
     # One slide at a time: a slide is thousands of fields and already fills both cores.
-    score_slide.click(slide_tab.predict_slide, inputs=[slide_file, slide_mpp],
-                      outputs=[slide_map, slide_summary, slide_csv, slide_geojson], api_name="predict_slide",
-                      concurrency_limit=1, concurrency_id="predict_slide")
+    slide_outputs = [slide_map, slide_panel, slide_summary, slide_csv, slide_geojson, slide_regions, slide_viewer_html]
+    score_slide.click(slide_tab.predict_slide, inputs=[slide_file, slide_mpp], outputs=slide_outputs,
+                      api_name="predict_slide", concurrency_limit=1, concurrency_id="predict_slide")
+    if example_button is not None:
+        example_button.click(slide_tab.predict_example_slide, inputs=[slide_mpp], outputs=slide_outputs,
+                             api_visibility="private", concurrency_limit=1, concurrency_id="predict_slide")
 
 UPLOADS.registry = demo.upload_file_set  # only real uploads are deleted, never example images
 
@@ -208,5 +224,6 @@ if __name__ == "__main__":
     # reads all three). /healthz is a plain FastAPI route on the same app.
     demo.queue(default_concurrency_limit=2, max_size=256).launch(
         max_file_size=SLIDE_LIMIT,
-        app_kwargs={"routes": [APIRoute("/healthz", healthz, methods=["GET"], include_in_schema=False)]},
+        app_kwargs={"routes": [APIRoute("/healthz", healthz, methods=["GET"], include_in_schema=False),
+                               *slide_viewer.routes(slide_tab.VIEWS)]},   # /slide/<id>.dzi and its tiles
     )

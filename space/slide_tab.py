@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import tempfile
 import threading
-import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +31,25 @@ from imageclf.errors import ModelError, first_line
 from imageclf.hub.source import ModelSource
 from imageclf.model.predictor import Predictor
 from imageclf.settings import SETTINGS
-from imageclf.slides.cohort import JobOutcome, RunOptions, SlideJob, process
+from imageclf.slides.cohort import SLIDE_SUFFIXES, JobOutcome, RunOptions, SlideJob, process
 from imageclf.slides.reader import input_kind
 from imageclf.slides.slide_model import SlideModel
 from service import UPLOADS
+from slide_summary import summary_markdown
+from slide_views import SlideView, SlideViews
+from viewer_assets import write_assets
 
-RESULTS = "slide-results"
-KEEP_RESULTS_S = 3600          # result folders older than this are removed at the next request
+KEEP_RESULTS_S = 3600          # a scored slide stays viewable (and its files downloadable) this long
+EXAMPLE_SLIDES = Path(__file__).resolve().parent / "example_slides"
+VIEWS = SlideViews(SETTINGS.upload_dir / "slide-views", keep_s=KEEP_RESULTS_S)
 _LOCK = threading.Lock()
 _MODEL: SlideModel | None = None
 _OPTIONS: RunOptions | None = None   # the bound model's folder, revision and repo (the run metadata's)
 _UNAVAILABLE: str | None = None   # why this Space's model cannot score slides (no physical scale, ...)
 log = logging.getLogger("space")
 
-__all__ = ["predict_slide", "use_model", "KEEP_RESULTS_S"]
+__all__ = ["predict_slide", "predict_example_slide", "example_slide", "use_model", "viewer_links", "VIEWS",
+           "KEEP_RESULTS_S"]
 
 
 def use_model(predictor: Predictor, source: ModelSource | None = None) -> SlideModel | None:
@@ -71,7 +74,7 @@ def use_model(predictor: Predictor, source: ModelSource | None = None) -> SlideM
 
 def predict_slide(path: str | None, mpp: str | None,
                   progress: gr.Progress = gr.Progress(),  # noqa: B008  (how Gradio passes progress)
-                  ) -> tuple[np.ndarray, dict[str, Any], str, str]:
+                  ) -> tuple[np.ndarray, str, dict[str, Any], str, str, str | None, str]:
     """Score one uploaded whole-slide image (SVS, NDPI, MRXS, SCN, tiled TIFF, DICOM).
 
     Args:
@@ -80,25 +83,71 @@ def predict_slide(path: str | None, mpp: str | None,
             magnification ("40x"); empty: the metadata, else estimated from the nuclei.
 
     Returns:
-        The heatmap (RGB), summary.json as a dict, and the paths of fields.csv and fields.geojson.
+        The heatmap (RGB), the summary panel (Markdown), summary.json as a dict (with ``viewer``: the
+        slide's viewer and DeepZoom URLs and when they expire), the paths of fields.csv, fields.geojson and
+        regions.geojson, and the viewer (an HTML frame on ``/slide/<id>.html``).
     """
     if not path:
         raise gr.Error("Upload a whole-slide image first.")
     try:
-        with UPLOADS.claim(path) as upload:      # deleted once scored, whatever happens
+        with UPLOADS.claim(path) as upload:      # deleted once scored, whatever happens (the viewer keeps a link)
             model, options = _bound()
             scale = None if not (mpp or "").strip() else parse_scale(mpp, model.spec.scale, what="Microns per pixel")
             if input_kind(upload, max_image_pixels=SETTINGS.max_image_pixels) == "image":
                 raise gr.Error("This is an ordinary image, not a whole-slide image: classify it on the image tab.")
-            dest = _result_folder()
-            outcome = _score(SlideJob(upload, dest), model, dataclasses.replace(options, scale=scale), progress)
+            view_id, folder = VIEWS.new_folder()
+            try:
+                outcome = _score(SlideJob(upload, folder / "results"), model,
+                                 dataclasses.replace(options, scale=scale), progress)
+                view = VIEWS.add(view_id, upload)
+                write_assets(view.results, dimensions=tuple(outcome.summary["slide"]["dimensions"]))
+            except BaseException:
+                VIEWS.discard(view_id)          # nothing to show or download
+                raise
     except ModelError as err:
         raise gr.Error(first_line(err)) from None
-    return outcome.heatmap, _public(outcome.summary), str(dest / "fields.csv"), str(dest / "fields.geojson")
+    summary = {**_public(outcome.summary), "viewer": viewer_links(view)}
+    regions = view.results / "regions.geojson"
+    return (outcome.heatmap, summary_markdown(summary), summary, str(view.results / "fields.csv"),
+            str(view.results / "fields.geojson"), str(regions) if regions.is_file() else None, viewer_frame(view))
+
+
+def predict_example_slide(mpp: str | None, progress: gr.Progress = gr.Progress(),  # noqa: B008
+                          ) -> tuple[np.ndarray, str, dict[str, Any], str, str, str | None, str]:
+    """The bundled example slide, scored like an upload (the file itself is kept)."""
+    example = example_slide()
+    if example is None:
+        raise gr.Error("This Space has no example slide.")
+    return predict_slide(str(example), mpp, progress)
+
+
+def example_slide() -> Path | None:
+    """The example slide: ``EXAMPLE_SLIDE``, else the first file in ``space/example_slides/`` (where
+    ``make demo`` and the deploy script put the CC0 CMU-1-Small-Region slide), else None."""
+    if SETTINGS.example_slide is not None:
+        return SETTINGS.example_slide if SETTINGS.example_slide.is_file() else None
+    found = sorted(path for path in EXAMPLE_SLIDES.glob("*") if path.suffix.lower() in SLIDE_SUFFIXES)
+    return found[0] if found else None
+
+
+def viewer_links(view: SlideView) -> dict[str, Any]:
+    """Where the scored slide can be viewed, relative to the Space's root, and until when."""
+    return {"id": view.id, "page": f"/slide/{view.id}.html", "dzi": f"/slide/{view.id}.dzi",
+            "tiles": f"/slide/{view.id}_files/{{level}}/{{col}}_{{row}}.jpeg",
+            "overlay": f"/slide/{view.id}_overlay.png", "fields": f"/slide/{view.id}_fields.json",
+            "expires_at": datetime.fromtimestamp(view.expires_at, timezone.utc).isoformat(timespec="seconds")}
+
+
+def viewer_frame(view: SlideView) -> str:
+    """The viewer page in a frame (relative URL: it works behind a path prefix too)."""
+    return (f'<iframe id="slide-viewer-frame" src="slide/{view.id}.html" title="Slide viewer" '
+            'style="width:100%;height:680px;border:1px solid #ddd" loading="eager"></iframe>'
+            f'<div><a href="slide/{view.id}.html" target="_blank" rel="noopener">Open the viewer in its own tab</a> '
+            f'(available for {round(VIEWS.keep_s / 60)} min)</div>')
 
 
 def _score(job: SlideJob, model: SlideModel, options: RunOptions, progress: gr.Progress) -> JobOutcome:
-    """``process`` with the tab's progress bar; a slide it could not score is one sentence, no folder."""
+    """``process`` with the tab's progress bar; a slide it could not score is one sentence."""
 
     def report(done: int, total: int) -> None:
         progress(done / total if total else 1.0, desc=f"{done} of {total} tissue fields")
@@ -106,7 +155,6 @@ def _score(job: SlideJob, model: SlideModel, options: RunOptions, progress: gr.P
     progress(0.0, desc="Reading the slide and finding its tissue")
     outcome = process(job, model, options, progress=report, where="space")
     if outcome.summary is None or outcome.heatmap is None:
-        shutil.rmtree(job.dest, ignore_errors=True)     # error.json only: nothing to offer for download
         raise gr.Error(outcome.record.get("error") or "The slide could not be scored.")
     return outcome
 
@@ -125,15 +173,3 @@ def _bound() -> tuple[SlideModel, RunOptions]:
         if _MODEL is None or _OPTIONS is None:
             raise gr.Error(f"This model cannot score whole-slide images: {_UNAVAILABLE or 'no model was bound'}")
         return _MODEL, _OPTIONS
-
-
-def _result_folder() -> Path:
-    """A new folder for one slide's files; folders older than ``KEEP_RESULTS_S`` are removed."""
-    root = SETTINGS.upload_dir / RESULTS
-    root.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - KEEP_RESULTS_S
-    for old in root.iterdir():
-        if old.is_dir() and old.stat().st_mtime < cutoff:
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix="slide-", dir=root))
-

@@ -109,10 +109,13 @@ def abstaining_space(abstaining_folder) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def hub_space() -> Iterator[str]:
-    """URL of the Space on the bundled model (MODEL_DIR unset: the app's default hub_model/), MCP on."""
+    """URL of the Space on the bundled model (MODEL_DIR unset: the app's default hub_model/), MCP on, with
+    the CC0 CMU slide as the Slide tab's example when the data is there."""
     if not (HUB_MODEL / "model.keras").is_file():
         missing(f"the bundled model is not at {HUB_MODEL}")
-    with run_space(None, env={"GRADIO_MCP_SERVER": "true"}) as url:
+    example = SHARED_DATA / "wsi" / "CMU-1-Small-Region.svs"
+    env = {"GRADIO_MCP_SERVER": "true", **({"EXAMPLE_SLIDE": str(example)} if example.is_file() else {})}
+    with run_space(None, env=env) as url:
         yield url
 
 

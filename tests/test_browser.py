@@ -18,7 +18,7 @@ from playwright.sync_api import sync_playwright
 
 from imageclf.core.imaging import decode_image
 from imageclf.model.predictor import Predictor
-from tests.conftest import HUB_MODEL, ROOT, missing
+from tests.conftest import HUB_MODEL, ROOT, missing, require_dataset
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -182,3 +182,40 @@ def test_non_tissue_image_is_not_recognised(page, predictor, kind, tmp_path):
     assert not any(name in visible for name in predictor.names), visible
     assert page.errors == []
     _screenshot(page, f"space-not-recognised-{kind}.png")
+
+
+def test_the_example_slide_opens_in_the_zoomable_viewer(page, space_url):
+    """The Slide tab's example (the CC0 CMU slide, skin: refused as a whole, honestly): the viewer shows it,
+    zooming in fetches deeper tiles that all succeed, the field map toggles, a field reads out its answer."""
+    require_dataset("wsi")
+    tiles: list[tuple[int, str]] = []
+    page.on("response", lambda r: tiles.append((r.status, r.url)) if "_files/" in r.url else None)
+    page.get_by_text("Slide: a whole-slide image").click()
+    page.click("#slide-example-button")
+    frame_element = page.wait_for_selector("#slide-viewer-frame", timeout=ANSWER_TIMEOUT_MS)
+    frame = frame_element.content_frame()
+    frame.wait_for_function("window.viewerTimes && window.viewerTimes.firstFrame !== null", timeout=60_000)
+    assert "Slide verdict: not recognised" in frame.inner_text("#verdict")
+    assert page.inner_text("#slide-summary-panel").startswith("Slide verdict: not recognised")
+    levels_before = {int(url.split("_files/")[1].split("/")[0]) for _, url in tiles}
+
+    frame.evaluate("window.slideViewer.viewport.zoomBy(6)")                   # zoom in, then pan
+    frame.evaluate("window.slideViewer.viewport.panBy(new OpenSeadragon.Point(0.1, 0.1))")
+    frame.wait_for_function("window.slideViewer.world.getItemAt(0).getFullyLoaded()", timeout=30_000)
+    levels_after = {int(url.split("_files/")[1].split("/")[0]) for _, url in tiles}
+    assert max(levels_after) > max(levels_before), (levels_before, levels_after)
+    assert tiles and all(status == 200 for status, _ in tiles), [t for t in tiles if t[0] != 200]
+
+    overlay = "window.slideViewer.world.getItemAt(1).getOpacity()"
+    assert frame.evaluate(overlay) > 0
+    frame.click("#overlay-toggle")
+    assert frame.evaluate(overlay) == 0 and frame.evaluate("document.body.dataset.overlay") == "off"
+    frame.click("#overlay-toggle")
+    assert frame.evaluate(overlay) > 0
+
+    box = frame.locator("#osd").bounding_box()
+    frame.locator("#osd").click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+    assert "Not recognised (" in frame.inner_text("#field-info")     # every field of this skin slide is refused
+    assert page.errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    frame_element.screenshot(path=str(ARTIFACTS / "slide-viewer.png"))

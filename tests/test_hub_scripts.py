@@ -173,6 +173,18 @@ def test_deploy_space_pins_model_via_variables(local_hub, tmp_path):
     assert HfApi().space_info(SPACE).sdk == "gradio"
 
 
+def test_deploy_ships_an_example_slide_with_its_licence_note(local_hub, tmp_path):
+    model_sha = push_model(make_model_folder(tmp_path / "m"), repo_id=REPO)
+    slide = tmp_path / "example.svs"
+    slide.write_bytes(b"II*\x00" + bytes(range(256)) * 8)       # any bytes: the Space reads it, not the deploy
+    space_sha = deploy_space(space_id=SPACE, model_repo=REPO, model_revision=model_sha,
+                             space_dir=make_space_folder(tmp_path / "space"), example_slide=slide)
+    files = set(HfApi().list_repo_files(SPACE, repo_type="space", revision=space_sha))
+    assert {"example_slides/example.svs", "example_slides/README.md"} <= files
+    assert download(SPACE, "example_slides/example.svs", space_sha, repo_type="space") == slide.read_bytes()
+    assert "CC0" in download(SPACE, "example_slides/README.md", space_sha, repo_type="space").decode()
+
+
 def test_deploy_refuses_branch_unless_allowed(local_hub, tmp_path):
     push_model(make_model_folder(tmp_path / "m"), repo_id=REPO)
     space = make_space_folder(tmp_path / "space")

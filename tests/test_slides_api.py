@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 
@@ -26,14 +27,23 @@ def test_a_model_without_a_physical_scale_still_serves_and_says_why_slides_are_r
 
 
 @pytest.mark.slow
-def test_predict_slide_answers_with_heatmap_summary_csv_and_geojson(lung_slide, tmp_path):
+def test_predict_slide_answers_with_heatmap_summary_downloads_and_a_viewer(lung_slide, tmp_path):
     folder = tiny_slide_model_folder(tmp_path / "hub_model", HUB_MODEL)
     uploads = tmp_path / "gradio"
     with run_space(folder, env={"GRADIO_TEMP_DIR": str(uploads)}) as url:
-        heatmap, summary, csv_path, geojson_path = Client(url, verbose=False).predict(
+        heatmap, panel, summary, csv_path, geojson_path, regions_path, frame = Client(url, verbose=False).predict(
             handle_file(str(lung_slide)), "", api_name="/predict_slide")
-        # The upload janitor deleted the slide once scored: Gradio's own upload path, as it recorded it.
-        assert (uploads / "slide-results").is_dir() and not list(uploads.rglob("*.svs")), sorted(uploads.rglob("*"))
+        # The upload janitor deleted the slide once scored: Gradio's own upload path, as it recorded it; the
+        # viewer keeps its own link in its view folder until the view expires.
+        kept = sorted(uploads.rglob("*.svs"))
+        assert kept == [uploads / "slide-views" / summary["viewer"]["id"] / "slide.svs"], kept
+        for link in ("page", "dzi", "overlay", "fields"):
+            assert httpx.get(url + summary["viewer"][link]).status_code == 200, link
+        tile = httpx.get(url + summary["viewer"]["tiles"].format(level=0, col=0, row=0))
+        assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"
+    with open(regions_path) as handle:
+        assert json.load(handle)["type"] == "FeatureCollection"
+    assert "Slide verdict" in panel and "slide/" in frame
     assert summary["model"]["sha256"] and summary["code_version"] and "folder" not in summary["model"]
     assert summary["scale"]["source"] == "metadata" and summary["fields"]["classified"] > 0
     assert summary["verdict"]["abstained"] is (summary["verdict"]["abstain_code"] is not None)

@@ -14,13 +14,13 @@ from distributed import Client
 from imageclf.slides.cohort import RUN_LOG, RunOptions, plan_jobs, run_serial
 from imageclf.slides.dask_run import PROGRESS_TOPIC, local_cluster, run_dask
 from imageclf.slides.slide_model import SlideModel
-from imageclf.slides.writers import SUMMARY
+from imageclf.slides.writers import SLIDE_FILES, SUMMARY
 from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, write_slide
 from tests.conftest import HUB_MODEL, require_dataset
 from tests.support.slides import tiny_slide_model_folder
 
 pytestmark = pytest.mark.slow
-OUTPUTS = ("fields.csv", "fields.geojson", "heatmap.png", "tissue.png", SUMMARY)
+OUTPUTS = (*SLIDE_FILES, SUMMARY)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_a_two_worker_cluster_gives_the_serial_outputs(cohort, tiny_folder, clie
     assert len({r["worker"] for r in parallel}) == 2                  # both workers took slides
     for index in range(4):
         a, b = tmp_path / "serial" / f"slide{index}", tmp_path / "dask" / f"slide{index}"
-        for name in ("fields.csv", "fields.geojson", "tissue.png", "heatmap.png"):
+        for name in SLIDE_FILES:
             assert (a / name).read_bytes() == (b / name).read_bytes(), f"slide{index}/{name} differs"
         assert comparable(json.loads((a / SUMMARY).read_text())) == comparable(json.loads((b / SUMMARY).read_text()))
 

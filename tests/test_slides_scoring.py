@@ -1,4 +1,4 @@
-"""Scoring slides end to end on the tiny test model: field geometry, the five outputs, the scale's source,
+"""Scoring slides end to end on the tiny test model: field geometry, the six outputs, the scale's source,
 reruns that skip complete slides, and a sentence for every bad input while the other slides are scored."""
 from __future__ import annotations
 
@@ -51,12 +51,13 @@ def read_csv(path):
     return list(csv.DictReader(io.StringIO(path.read_text())))
 
 
-def test_a_slide_gets_five_outputs_in_level0_coordinates(lung_svs, model, tiny_folder, tmp_path):
+def test_a_slide_gets_six_outputs_in_level0_coordinates(lung_svs, model, tiny_folder, tmp_path):
     options = RunOptions(model_folder=tiny_folder)
     [record] = run_serial(plan_jobs([lung_svs], tmp_path), options, model=model, progress=False)
     dest = tmp_path / "lung"
     assert record["status"] == "scored" and sorted(p.name for p in dest.iterdir()) == [
-        "fields.csv", "fields.geojson", "heatmap.png", "summary.json", "tissue.png"]   # no temporary files left
+        "fields.csv", "fields.geojson", "heatmap.png", "regions.geojson", "summary.json",
+        "tissue.png"]                                                                 # no temporary files left
     summary = json.loads((dest / "summary.json").read_text())
     side = 64 * TINY_MPP / 0.25                 # the tiny model's 64 px input at 0.368 um/px, in 0.25 um/px pixels
     assert summary["scale"]["source"] == "metadata" and summary["scale"]["um_per_px"] == 0.25

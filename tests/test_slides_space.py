@@ -1,6 +1,7 @@
-"""The Space's slide tab (``space/slide_tab.py``) on the tiny test model: heatmap, summary and downloads
-for an uploaded slide, scored by the command line's ``cohort.process``, the upload deleted afterwards by
-the Space's upload janitor, and a ``gr.Error`` sentence for bad input."""
+"""The Space's slide tab (``space/slide_tab.py``) on the tiny test model: heatmap, summary panel, summary,
+downloads and viewer for an uploaded slide, scored by the command line's ``cohort.process``, the upload
+deleted afterwards by the Space's upload janitor (the viewer keeps its own link until it expires), and a
+``gr.Error`` sentence for bad input."""
 from __future__ import annotations
 
 import csv
@@ -15,6 +16,7 @@ import slide_tab
 from imageclf.hashing import file_sha256
 from imageclf.model.predictor import Predictor
 from imageclf.settings import Settings
+from slide_views import SlideViews
 from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, write_slide
 from tests.conftest import HUB_MODEL, require_dataset
 from tests.support.slides import tiny_slide_model_folder
@@ -46,6 +48,7 @@ def uploads(tmp_path, monkeypatch):
     """The upload folder, with the Space's one janitor (``service.UPLOADS``) watching it."""
     monkeypatch.setattr(slide_tab, "SETTINGS", Settings(upload_dir=tmp_path / "gradio"))
     monkeypatch.setattr(slide_tab, "UPLOADS", UploadJanitor(tmp_path / "gradio", folder_grace_s=0))
+    monkeypatch.setattr(slide_tab, "VIEWS", SlideViews(tmp_path / "gradio" / "slide-views", keep_s=60))
     return tmp_path / "gradio"
 
 
@@ -59,7 +62,8 @@ def upload_slide(uploads, name="lung.svs"):
 def test_an_uploaded_slide_gets_its_heatmap_summary_and_downloads(bound_model, tiny_folder, uploads):
     upload = upload_slide(uploads)
     progress = Recorder()
-    heatmap, summary, csv_path, geojson_path = slide_tab.predict_slide(str(upload), "", progress)
+    heatmap, panel, summary, csv_path, geojson_path, regions_path, frame = slide_tab.predict_slide(
+        str(upload), "", progress)
     assert heatmap.ndim == 3 and heatmap.shape[2] == 3 and heatmap.shape[1] <= 2048
     assert summary["kind"] == "slide" and summary["scale"]["source"] == "metadata"
     assert summary["model"]["name"] == bound_model.name and summary["fields"]["classified"] > 0
@@ -72,10 +76,18 @@ def test_an_uploaded_slide_gets_its_heatmap_summary_and_downloads(bound_model, t
     written = cv2.cvtColor(cv2.imread(str(Path(csv_path).parent / "heatmap.png")), cv2.COLOR_BGR2RGB)
     assert (written == heatmap).all()                           # drawn once: the one shown is the one written
     assert progress.calls[-1][0] == 1.0 and "tissue fields" in progress.calls[-1][1]
-    assert not upload.exists()                                   # the slide does not outlive its request
+    assert not upload.exists()                                   # the upload does not outlive its request
+    view = slide_tab.VIEWS.get(summary["viewer"]["id"])         # the viewer's own link to it does, until expiry
+    assert view.slide.is_file() and Path(csv_path).parent == view.results
+    assert f'src="slide/{view.id}.html"' in frame and summary["viewer"]["dzi"] == f"/slide/{view.id}.dzi"
+    assert (view.results / "overlay.png").is_file() and (view.results / "fields.json").is_file()
+    regions = json.loads(Path(regions_path).read_text())
+    assert regions["type"] == "FeatureCollection" and all(
+        f["properties"]["objectType"] == "annotation" for f in regions["features"])
+    assert panel.startswith("### Slide verdict:") and "**Tissue:**" in panel and "**Scale:** 0.250 µm/px" in panel
     on_disk = json.loads((Path(csv_path).parent / "summary.json").read_text())
     assert {k: v for k, v in on_disk.items() if k not in ("slide", "model")} == {
-        k: v for k, v in summary.items() if k not in ("slide", "model")}
+        k: v for k, v in summary.items() if k not in ("slide", "model", "viewer")}
 
 
 def test_an_upload_that_cannot_be_scored_is_deleted_and_leaves_no_results(bound_model, uploads):
@@ -85,7 +97,7 @@ def test_an_upload_that_cannot_be_scored_is_deleted_and_leaves_no_results(bound_
     with pytest.raises(gr.Error, match="OpenSlide cannot read") as caught:
         slide_tab.predict_slide(str(upload), "", Recorder())
     assert "\n" not in caught.value.message and not upload.exists()
-    assert not list((uploads / slide_tab.RESULTS).iterdir())     # no folder holding only error.json
+    assert not list(slide_tab.VIEWS.root.iterdir())             # no folder holding only error.json
 
 
 def test_an_upload_is_deleted_even_when_the_scale_is_refused(bound_model, uploads):

@@ -114,11 +114,21 @@ def space_readme(text: str | None, *, model_repo: str, space_id: str) -> str:
     return str(card)
 
 
-def stage_bundle(space_dir: Path, out: Path) -> Path:
-    """The Space as uploaded: `space_dir` plus the shared package beside `app.py` (no caches)."""
+EXAMPLE_SLIDE_NOTE = ("# Example slide\n\n`{name}`: shown by the Slide tab's example button. Its licence must allow "
+                      "shipping it; the project uses `CMU-1-Small-Region.svs` (OpenSlide test data, Carnegie Mellon "
+                      "University, CC0 1.0; skin, so the lung model refuses it, and the Space says so).\n")
+
+
+def stage_bundle(space_dir: Path, out: Path, *, example_slide: Path | None = None) -> Path:
+    """The Space as uploaded: `space_dir` plus the shared package beside `app.py` (no caches), and
+    `example_slide` (if given) in `example_slides/`, where the Slide tab looks for its example."""
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(space_dir, out, ignore=skip)
     shutil.copytree(PACKAGE_DIR, out / "imageclf", ignore=skip)
+    if example_slide is not None:
+        (out / "example_slides").mkdir(exist_ok=True)
+        shutil.copyfile(example_slide, out / "example_slides" / Path(example_slide).name)
+        (out / "example_slides" / "README.md").write_text(EXAMPLE_SLIDE_NOTE.format(name=Path(example_slide).name))
     return out
 
 
@@ -133,6 +143,7 @@ def deploy_space(
     allow_branch: bool = False,
     private: bool = False,
     check_model: bool = True,
+    example_slide: str | Path | None = None,
 ) -> str:
     """Create/update the Gradio Space `space_id` from `space_dir`, pinned to `model_repo@model_revision`.
 
@@ -147,6 +158,8 @@ def deploy_space(
         allow_branch: accept a branch/tag name as `model_revision` (warns with `UnpinnedRevisionWarning`).
         private: create the Space private (no effect on an existing Space).
         check_model: first verify that `model_repo@model_revision` exists, so a typo cannot break the Space.
+        example_slide: a whole-slide image shipped as the Slide tab's example (its licence must allow it:
+            e.g. the CC0 `CMU-1-Small-Region.svs`).
 
     Returns:
         The full 40-hex sha of the Space commit.
@@ -181,7 +194,7 @@ def deploy_space(
         api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:  # a copy, so the README can carry `models:`
             staged = Path(tmp) / "space"
-            stage_bundle(folder, staged)
+            stage_bundle(folder, staged, example_slide=None if example_slide is None else Path(example_slide))
             (staged / "README.md").write_text(readme, encoding="utf-8")
             info = api.upload_folder(repo_id=space_id, folder_path=staged, repo_type="space",
                                      commit_message=f"Deploy Space pinned to {model_repo}@{revision}",
@@ -201,11 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-branch", action="store_true", help="accept a moving branch/tag as revision")
     parser.add_argument("--private", action="store_true", help="create the Space private")
     parser.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--example-slide", type=Path, default=None,
+                        help="a slide shipped as the Slide tab's example (licence must allow it: the CC0 CMU slide)")
     args = parser.parse_args(argv)
     try:
         sha = deploy_space(space_id=args.space_id, model_repo=args.model_repo, model_revision=args.model_revision,
                            space_dir=args.space_dir, endpoint=args.endpoint, allow_branch=args.allow_branch,
-                           private=args.private)
+                           private=args.private, example_slide=args.example_slide)
     except (HubPushError, ValueError) as exc:  # ValueError: invalid repo id
         raise SystemExit(f"deploy_space: error: {first_line(exc)}") from None
     print(f"deployed {args.space_dir} to Space {args.space_id} at commit {sha}, "

@@ -9,6 +9,7 @@ its values from :data:`SETTINGS` at call time (so a test or a caller can pass an
 | `MODEL_REPO`, `MODEL_REVISION` | Hub model repo and the commit it is pinned to | unset |
 | `MODEL_DIR` | a local model folder instead of the Hub | `hub_model/` of the repository |
 | `EXAMPLES_DIR` | a folder of example images | the model's `examples/` |
+| `EXAMPLE_SLIDE` | the Slide tab's example whole-slide image | the first slide in `space/example_slides/` |
 | `MAX_IMAGE_PIXELS`, `MAX_IMAGE_BYTES`, `MIN_IMAGE_SIDE` | decoding limits | 64 M px, 50 MiB, 8 px |
 | `MAX_FIELDS` | most tissue fields classified per image | 64 |
 | `MODEL_RUNTIME` | `auto`: the optimised runtime when the model has one (else Keras); `keras`: always Keras | `auto` |
@@ -48,6 +49,7 @@ class Settings:
     model_revision: str | None = None
     model_dir: Path | None = None
     examples_dir: Path | None = None
+    example_slide: Path | None = None
     upload_dir: Path = Path(tempfile.gettempdir()) / "gradio"
     max_image_pixels: int = 64_000_000
     max_image_bytes: int = 50 * 1024 * 1024
@@ -66,10 +68,11 @@ class Settings:
                 except ValueError:
                     raise SettingsError(f"{name}={env[name]!r} is not a whole number.") from None
         text = {name: (env.get(name) or "").strip() or None
-                for name in ("MODEL_REPO", "MODEL_REVISION", "MODEL_DIR", "EXAMPLES_DIR", "GRADIO_TEMP_DIR")}
+                for name in ("MODEL_REPO", "MODEL_REVISION", "MODEL_DIR", "EXAMPLES_DIR", "EXAMPLE_SLIDE", "GRADIO_TEMP_DIR")}
         values.update(model_repo=text["MODEL_REPO"], model_revision=text["MODEL_REVISION"],
                       model_dir=None if text["MODEL_DIR"] is None else Path(text["MODEL_DIR"]),
-                      examples_dir=None if text["EXAMPLES_DIR"] is None else Path(text["EXAMPLES_DIR"]))
+                      examples_dir=None if text["EXAMPLES_DIR"] is None else Path(text["EXAMPLES_DIR"]),
+                      example_slide=None if text["EXAMPLE_SLIDE"] is None else Path(text["EXAMPLE_SLIDE"]))
         runtime = (env.get("MODEL_RUNTIME") or "auto").strip().lower()
         if runtime not in RUNTIMES:
             raise SettingsError(f"MODEL_RUNTIME={env['MODEL_RUNTIME']!r} is not one of {', '.join(RUNTIMES)}.")

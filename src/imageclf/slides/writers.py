@@ -1,4 +1,5 @@
-"""A scored slide's files: fields.csv, fields.geojson (QuPath), heatmap.png, tissue.png, summary.json.
+"""A scored slide's files: fields.csv, fields.geojson and regions.geojson (QuPath), heatmap.png, tissue.png,
+summary.json.
 
 Presentation only: everything here reads a :class:`~imageclf.slides.results.SlideResult` (or an
 ``ImageResult`` for a plain image: analysis.json + summary.json). Every file is written to a
@@ -6,12 +7,14 @@ temporary name and moved into place with ``os.replace``, and summary.json comes 
 folder whose summary.json lists files that all exist, for the same source file (size and
 modification time), is complete, and a rerun skips it (:func:`outputs_complete`). summary.json
 carries the run metadata the caller passes (``imageclf.provenance.run_metadata``: code version,
-package versions, the model's repo, revision and sha256) beside the model's own facts.
+package versions, the model's repo, revision and sha256) beside the model's own facts, and the slide's
+class composition by area and region count per class (:mod:`imageclf.slides.regions`, which also
+makes regions.geojson: one annotation per connected region of a class).
 
 Example:
     >>> written = write_outputs(result, Path("out") / "CMU-1-Small-Region", provenance=metadata)
     >>> written["outputs"], written["model"]["sha256"][:12]
-    (['fields.csv', 'fields.geojson', 'heatmap.png', 'tissue.png'], '5c7b1e0d2a9f')
+    (['fields.csv', 'fields.geojson', 'regions.geojson', 'heatmap.png', 'tissue.png'], '5c7b1e0d2a9f')
 """
 from __future__ import annotations
 
@@ -29,13 +32,14 @@ import numpy as np
 
 from imageclf.field_map import ABSTAIN_COLOUR, class_colour
 from imageclf.slides.heatmap import render_heatmap
+from imageclf.slides.regions import Region, class_regions, composition, region_counts, regions_geojson
 from imageclf.slides.results import ImageResult, SlideResult
 from imageclf.slides.tissue import MIN_AREA_UM2
 
 FORMAT = "imageclf-slide/1"
 SUMMARY = "summary.json"
 ERROR = "error.json"
-SLIDE_FILES = ("fields.csv", "fields.geojson", "heatmap.png", "tissue.png")
+SLIDE_FILES = ("fields.csv", "fields.geojson", "regions.geojson", "heatmap.png", "tissue.png")
 IMAGE_FILES = ("analysis.json",)
 NOT_RECOGNISED = "Not recognised"
 
@@ -81,17 +85,20 @@ def write_outputs(result: SlideResult | ImageResult, dest: Path, *, provenance: 
     ``render_heatmap(result)`` when the caller has already drawn it (the Space shows it too).
     """
     dest.mkdir(parents=True, exist_ok=True)
+    regions: list[Region] | None = None          # made once: regions.geojson and summary.json's counts
     if isinstance(result, ImageResult):
         atomic_write(dest / "analysis.json", json.dumps(result.analysis.to_json(), indent=2) + "\n")
         names = list(IMAGE_FILES)
     else:
         atomic_write(dest / "fields.csv", fields_csv(result))
         atomic_write(dest / "fields.geojson", json.dumps(fields_geojson(result)) + "\n")
+        regions = class_regions(result)
+        atomic_write(dest / "regions.geojson", json.dumps(regions_geojson(result, regions=regions)) + "\n")
         atomic_write(dest / "heatmap.png", _png(render_heatmap(result) if heatmap is None else heatmap))
         atomic_write(dest / "tissue.png", _png(result.tissue.mask.astype(np.uint8) * 255))
         names = list(SLIDE_FILES)
     (dest / ERROR).unlink(missing_ok=True)
-    written = summary(result, outputs=names, provenance=provenance)
+    written = summary(result, outputs=names, provenance=provenance, regions=regions)
     atomic_write(dest / SUMMARY, json.dumps(written, indent=2) + "\n")
     return written
 
@@ -101,9 +108,11 @@ def write_failure(dest: Path, source: Path, sentence: str) -> None:
     atomic_write(dest / ERROR, json.dumps({"format": FORMAT, "slide": str(source), "error": sentence}, indent=2) + "\n")
 
 
-def summary(result: SlideResult | ImageResult, *, outputs: list[str], provenance: dict[str, Any]) -> dict[str, Any]:
-    """summary.json: the file, its scale and source, tissue, fields, shares, verdict, stain normalisation,
-    model (with its repo, revision and sha256), code version, package versions, timings."""
+def summary(result: SlideResult | ImageResult, *, outputs: list[str], provenance: dict[str, Any],
+            regions: list[Region] | None = None) -> dict[str, Any]:
+    """summary.json: the file, its scale and source, tissue, fields, class composition and regions per
+    class (slides), verdict, stain normalisation, model (with its repo, revision and sha256), code
+    version, package versions, timings. ``regions``: ``class_regions(result)`` when already made."""
     common = {"format": FORMAT, "source": source_stamp(result.path),
               "model": {**result.model.to_dict(), **provenance["model"]},
               "code_version": provenance["code_version"], "packages": provenance["packages"],
@@ -133,7 +142,9 @@ def summary(result: SlideResult | ImageResult, *, outputs: list[str], provenance
                    "tissue": reading.get("tissue_fields", 0), "classified": len(fields),
                    "answered": int(fields.answered.sum()), "abstained": int(sum(reasons.values())),
                    "reasons": dict(sorted(reasons.items()))},
-        "tissue_share": _tissue_share(result), "verdict": result.verdict.to_json(),
+        "composition": composition(result),
+        "regions": region_counts(class_regions(result) if regions is None else regions, spec.class_ids),
+        "verdict": result.verdict.to_json(),
         "stain_normalisation": None if result.stain is None else result.stain.to_dict(), **common,
     }
 
@@ -176,20 +187,6 @@ def fields_geojson(result: SlideResult) -> dict[str, Any]:
         features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
             [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]]}, "properties": properties})
     return {"type": "FeatureCollection", "features": features}
-
-
-def _tissue_share(result: SlideResult) -> dict[str, float] | None:
-    """Share of the scored tissue area per class and not recognised (None when the slide is refused:
-    no class is named for a slide without an answer)."""
-    fields = result.fields
-    if result.verdict.abstained or not len(fields):
-        return None
-    weights = fields.tissue * fields.boxes[:, 2] * fields.boxes[:, 3]
-    total = float(weights.sum()) or 1.0
-    answered, top = fields.answered, fields.top
-    shares = {cid: round(float(weights[answered & (top == i)].sum()) / total, 4)
-              for i, cid in enumerate(result.model.spec.class_ids)}
-    return {**shares, "abstained": round(float(weights[~answered].sum()) / total, 4)}
 
 
 def _png(image: np.ndarray) -> bytes:
