@@ -57,10 +57,11 @@ def _composition(composition: dict[str, Any] | None, names: dict[str, str], *, r
         rows.append(f"| {name} | {_mm2(part.get('area_mm2'))} | {_share(part.get('share'))} |")
     refused_part = composition.get("not_recognised") or {}
     rows.append(f"| Not recognised | {_mm2(refused_part.get('area_mm2'))} | {_share(refused_part.get('share'))} |")
-    note = ("The slide as a whole is not recognised: these are the fields answered one by one, shown so "
-            "nothing is hidden, not an answer for the slide." if refused else "")
-    basis = composition.get("basis") or "Shares of the scored field area."
-    return ["**Composition by area** (" + basis.rstrip(".") + ")", "\n".join(rows), note]
+    answered = any((composition.get(cid) or {}).get("share") for cid in names)
+    note = ("The slide as a whole is not recognised: the class rows are the fields answered one by one, shown "
+            "so nothing is hidden, not an answer for the slide." if refused and answered else "")
+    return ["**Composition by area** (answered fields by class, refused fields apart; overlapping field edges "
+            "count once; `summary.json` `composition.basis` says exactly how)", "\n".join(rows), note]
 
 
 def _mm2(value: float | None) -> str:

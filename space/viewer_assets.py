@@ -73,7 +73,9 @@ def _overlay(fields: list[dict[str, Any]], size: tuple[int, int], downsample: fl
         colour = ABSTAIN_COLOUR if field["class"] < 0 else class_colour(field["class"])
         x0, y0 = int(round(x)), int(round(y))
         x1, y1 = max(x0 + 1, int(round(x + w))), max(y0 + 1, int(round(y + h)))
-        image[y0:y1, x0:x1] = (*(int(c * 0.55) for c in colour), 255)
+        # The outline reaches one pixel further: the field grid's rounding leaves one-pixel gaps between
+        # neighbours, which would show as bright seams; a neighbour drawn later covers the extra pixel.
+        image[y0:y1 + 1, x0:x1 + 1] = (*(int(c * 0.55) for c in colour), 255)
         edge = max(1, int(round(min(x1 - x0, y1 - y0) * EDGE))) if min(x1 - x0, y1 - y0) > 4 else 0
         image[y0 + edge:y1 - edge, x0 + edge:x1 - edge] = (*colour, 255)
     return image
