@@ -124,3 +124,17 @@ def test_a_plain_image_is_sent_to_the_image_tab(bound_model, uploads, tmp_path):
     png.write_bytes(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(gr.Error, match="ordinary image"):
         slide_tab.predict_slide(str(png), None, Recorder())
+
+
+def test_the_space_writes_the_same_regions_as_the_command_line(bound_model, tiny_folder, uploads, tmp_path):
+    """The Slide tab and the command line's per-slide function (``cohort.process``, which the serial and
+    Dask runs call) give byte-identical regions.geojson and the same composition for the same slide."""
+    from imageclf.slides.cohort import RunOptions, SlideJob, process
+
+    upload = upload_slide(uploads)
+    cli = process(SlideJob(write_slide(tmp_path / "same.svs", lung_mosaic(
+        lung_tiles(require_dataset("external-he") / "lung-tcga"), ["LL.", ".LL"]), mpp=0.25), tmp_path / "cli"),
+        bound_model, RunOptions(model_folder=tiny_folder))
+    *_, summary, _, _, regions_path, _ = slide_tab.predict_slide(str(upload), "", Recorder())
+    assert Path(regions_path).read_bytes() == (tmp_path / "cli" / "regions.geojson").read_bytes()
+    assert summary["composition"] == cli.summary["composition"] and summary["regions"] == cli.summary["regions"]
