@@ -14,9 +14,10 @@ routes call it on worker threads, never on the event loop.
 
 Example:
     >>> views = SlideViews(Path("/tmp/gradio/slide-views"), keep_s=3600)
-    >>> view = views.add(Path("upload/scan.svs"), results=Path("results/slide-abc"))
-    >>> views.dzi(view.id)[:38]
-    '<?xml version="1.0" encoding="UTF-8"?>'
+    >>> view_id, folder = views.new_folder()            # the slide is scored into folder / "results"
+    >>> view = views.add(view_id, Path("upload/scan.svs"))
+    >>> views.dzi(view.id)[:6]
+    '<Image'
     >>> len(views.tile(view.id, level=9, col=0, row=0)) > 0            # JPEG bytes
     True
 """
