@@ -196,6 +196,15 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def precision_rule_line(rule: dict[str, Any]) -> str:
+    """The runtime's precision rule in one line: each candidate's verdict (failed clauses named), when measured."""
+    verdicts = [f"{name} " + ("passed" if c.get("passed") else
+                              f"failed ({', '.join(k for k, ok in c.get('clauses', {}).items() if not ok)})")
+                for name, c in rule.get("candidates", {}).items()]
+    return (f"**Precision rule** (decisions, calibration and stress rows against Keras; bf16 serves only where the CPU "
+            f"has it natively and it passed; measured {rule.get('measured', '?')}): {', '.join(verdicts)}.  ")
+
+
 def about_markdown(predictor: Predictor, source: ModelSource) -> str:
     """The "About this model" panel: source, card, data, metrics, classes, limitations."""
     config, h, w = predictor.model_config, *predictor.input_size
@@ -220,6 +229,8 @@ def about_markdown(predictor: Predictor, source: ModelSource) -> str:
                      f"{config.stain.version}; {config.stain.fitted_on or 'fitted on the training tiles'}) before the "
                      "model; the colour check, Grad-CAM and this page see the pixels as sent.  ")
     lines.append(f"**Runtime:** {predictor.runtime}" + (" (Grad-CAM runs on Keras)  " if predictor.runtime != "keras" else "  "))
+    if predictor.runtime != "keras" and config.runtime is not None and config.runtime.precision_rule:
+        lines.append(precision_rule_line(config.runtime.precision_rule))
     rows = metric_rows(predictor.metrics)
     if rows:
         lines += ["", "**Held-out test results** (metrics.json):", "", "| metric | value |", "| --- | --- |",

@@ -31,3 +31,14 @@ def test_an_image_without_an_answer_names_no_class_in_its_summary():
     html = panels.field_summary_html(_analysis([Reason.CONFIDENCE, Reason.CONFIDENCE], refusal=refusal))
     assert "Not recognised: confidence floor</td><td>2</td><td>100.0%" in html
     assert "A</td>" not in html and "B</td>" not in html
+
+
+def test_about_names_each_precision_candidates_verdict():
+    """The runtime block's precision rule, as About shows it: passed, or failed with the clauses that failed."""
+    rule = {"measured": "2026-12-06", "candidates": {
+        "float32": {"clauses": {"decisions": True, "ece": True, "stress": True}, "passed": True},
+        "bf16": {"clauses": {"decisions": True, "ece": True, "stress": True}, "passed": True},
+        "int8": {"clauses": {"decisions": False, "ece": True, "stress": False}, "passed": False}}}
+    line = panels.precision_rule_line(rule)
+    assert "measured 2026-12-06" in line and "only where the CPU has it natively" in line
+    assert "float32 passed, bf16 passed, int8 failed (decisions, stress)." in line

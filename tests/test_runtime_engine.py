@@ -1,11 +1,12 @@
 """The optimised CPU runtime (issue 19): served when pinned and intact, Keras otherwise, same decisions.
 
-``hub_model/`` carries ``model_openvino.xml`` + ``.bin`` (``training/export/runtime_export.py
---precision float32``) pinned by sha256 in config.json's ``runtime`` block; why float32 and not
-bf16 or int8 is measured in docs/operations.md. The Predictor serves it unless
-``MODEL_RUNTIME=keras``; a missing or altered file falls back to Keras with one log line.
-Decisions (label and refusal) are held to Keras's on grouped TEST tiles; the speed figures are
-``scripts/perf/runtimes.py``'s, not a test's.
+``hub_model/`` carries ``model_openvino.xml`` + ``.bin`` (``training/export/runtime_export.py``)
+pinned by sha256 in config.json's ``runtime`` block; its precision (float32, or bf16 where the CPU
+has it natively) is the precision rule's choice, recorded in the block
+(``training/evaluation/precision_rule.py``; its own tests are ``tests/test_precision_rule.py``). The
+Predictor serves it unless ``MODEL_RUNTIME=keras``; a missing or altered file falls back to Keras
+with one log line. Decisions (label and refusal) are held to Keras's on grouped TEST tiles; the
+speed figures are ``scripts/perf/runtimes.py``'s, not a test's.
 """
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ import shutil
 import numpy as np
 import pytest
 
-from imageclf.core import refusal
-from imageclf.core.engine import FieldOutputs
 from imageclf.hashing import file_sha256
 from imageclf.model.config_blocks import RUNTIME_FILES, ConfigError, parse_block
 from imageclf.model.keras_engine import KerasEngine
-from imageclf.model.openvino_engine import OpenVinoEngine
+from imageclf.model.openvino_engine import BF16_POLICY, OpenVinoEngine, native_bf16, resolve_precision
 from imageclf.model.predictor import Predictor
 from imageclf.settings import Settings, SettingsError
 from tests.conftest import HUB_MODEL
 from training.data.samples import load_split, read_manifest
+from training.evaluation.precision_measure import agreement, served_decisions
+from training.evaluation.precision_rule import DECISIONS_MIN, ECE_MAX
 from training.export.runtime_export import export_runtime
 from tests.support.field_rows import one_field
 
@@ -49,11 +50,21 @@ def _test_tiles(lung_data, step):
 
 def test_the_bundled_model_pins_its_runtime_files():
     block = CONFIG["runtime"]
-    assert block["format"] == "openvino" and block["precision"] == "float32"
+    assert block["format"] == "openvino" and block["precision"] in ("float32", BF16_POLICY)
     assert set(block["sha256"]) == set(RUNTIME_FILES) and block["model_file"] == RUNTIME_FILES[0]
     for name, digest in block["sha256"].items():
         assert file_sha256(HUB_MODEL / name) == digest, name
     assert block["outputs"] == ["probabilities", "features"] and "runtime_export" in block["made_by"]
+
+
+def test_the_bundled_precision_is_the_precision_rules_choice_on_these_files():
+    """training/evaluation/precision_rule.py measured these very files and chose the block's precision."""
+    block, rule = CONFIG["runtime"], CONFIG["runtime"]["precision_rule"]
+    assert rule["sha256"] == block["sha256"] and rule["choice"] == block["precision"]
+    assert rule["candidates"]["float32"]["passed"]
+    assert (block["precision"] == BF16_POLICY) == rule["candidates"]["bf16"]["passed"]
+    assert rule["thresholds"]["decisions_equal_min"] == 0.995 and rule["thresholds"]["alpha"] == 0.01
+    assert rule["made_by"].startswith("python -m training.evaluation.precision_rule hub_model")
 
 
 def test_the_runtime_block_is_typed_and_strict():
@@ -67,8 +78,14 @@ def test_the_runtime_block_is_typed_and_strict():
 
 @pytest.mark.slow   # loads the real model twice (about 17 s)
 def test_served_by_openvino_unless_keras_is_asked_for():
-    served = Predictor(HUB_MODEL)
-    assert isinstance(served.engine, OpenVinoEngine) and served.runtime == "openvino float32 (f32)"
+    served, spec = Predictor(HUB_MODEL), parse_block("runtime", CONFIG["runtime"])
+    assert isinstance(served.engine, OpenVinoEngine)
+    # The block's precision as resolved on this CPU: bf16 only with native bf16 and the rule passed.
+    assert served.engine.precision == resolve_precision(spec.precision, native=native_bf16(),
+                                                        rule_passed=spec.rule_passed("bf16"))
+    # Predictor.runtime is to become the engine's description (issue 28); until then the older form.
+    assert served.runtime in (served.engine.description,
+                              f"openvino {spec.precision} ({served.engine.arithmetic})")
     keras_only = Predictor(HUB_MODEL, settings=Settings.from_env({"MODEL_RUNTIME": "keras"}))
     assert keras_only.runtime == "keras" and isinstance(keras_only.engine, KerasEngine)
     with pytest.raises(SettingsError, match="MODEL_RUNTIME='tflite' is not one of auto, keras"):
@@ -96,23 +113,16 @@ def test_a_missing_or_altered_runtime_file_falls_back_to_keras_with_one_line(tmp
 
 @pytest.mark.slow
 def test_served_runtime_decisions_match_keras_on_test_tiles(lung_data):
-    """The adoption rule's first clause (docs/operations.md), on every other grouped TEST tile:
-    label and refusal as Keras decides them on at least 99.5%."""
+    """The precision rule's first two clauses (training/evaluation/precision_rule.py), on every other
+    grouped TEST tile: decisions (label and refusal) as Keras makes them on at least 99.5%; ECE at most 2%."""
     tiles, labels = _test_tiles(lung_data, 2)      # 1,129 grouped TEST tiles
     served, reference = Predictor(HUB_MODEL), Predictor(HUB_MODEL, runtime="keras")
-    decided = {}
-    for name, predictor in (("served", served), ("keras", reference)):
-        # In batches, as the rule runs it: one forward pass over 1,129 tiles holds about 20 GB.
-        outputs = FieldOutputs.concat([predictor.engine.run(tiles[i:i + 32]) for i in range(0, len(tiles), 32)],
-                                      classes=len(CONFIG["labels"]))
-        refused = [r is not None for r in refusal.judge_fields(tiles, outputs.probabilities, outputs.feature_scores,
-                                                                predictor.spec.refusal, outputs.gate_scores)]
-        decided[name] = (outputs.probabilities, np.array(refused))
-    (ps, rs), (pk, rk) = decided["served"], decided["keras"]
-    same = (ps.argmax(1) == pk.argmax(1)) & (rs == rk)
-    assert same.mean() >= 0.995, same.mean()
-    assert np.abs(ps - pk).max() < 1e-3     # float32 in both: the same numbers up to summation order
-    assert (ps.argmax(1) == labels).mean() >= 0.95
+    figures = agreement(served_decisions(reference, served.engine, tiles),
+                        served_decisions(reference, reference.engine, tiles), labels)
+    assert figures["decision"] >= DECISIONS_MIN, figures
+    assert figures["ece"] <= ECE_MAX and figures["accuracy"] >= 0.95, figures
+    if served.engine.arithmetic == "f32":     # float32 in both: the same numbers up to summation order
+        assert figures["max_dp"] < 1e-3, figures
 
 
 @pytest.mark.slow

@@ -25,13 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import openvino as ov
 
 from imageclf.model.openvino_engine import OpenVinoEngine
 from imageclf.model.predictor import Predictor
-from scripts.perf.runtimes import decisions, run_all
 from training.data.samples import load_split, read_manifest
+from training.evaluation.precision_measure import agreement, served_decisions
 from training.export.runtime_export import calibration_tiles, quantize_int8
 
 VARIANTS = ("base", "mixed", "conv5-float", "conv5-float-mixed", "last16-float-mixed", "first-last-float-mixed")
@@ -55,18 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor(folder, runtime="keras")   # the refusal rule and feature check
     test = [s for s in read_manifest(folder / "split_manifest.csv") if s.split == "test"]
     tiles, _ = load_split(args.data, test, class_ids=predictor.class_ids, size=predictor.input_size)
-    batches = [tiles[i:i + 32] for i in range(0, len(tiles), 32)]
 
-    def outputs(xml: Path, precision: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        probs, features = run_all(batches, {xml.name: OpenVinoEngine(xml, None, precision=precision).forward})[xml.name]
-        return (probs, *decisions(probs, features, tiles, predictor))
+    def decided(xml: Path, precision: str):
+        engine = OpenVinoEngine(xml, predictor.feature_check, precision=precision, tissue_gate=predictor.tissue_gate)
+        return served_decisions(predictor, engine, tiles)
 
     xml = folder / "model_openvino.xml"
-    ref_probs, ref_label, ref_refused = outputs(xml, "float32")
+    reference = decided(xml, "float32")
     graph = ov.Core().read_model(str(xml))
     convolutions = [op.get_friendly_name() for op in graph.get_ordered_ops() if op.get_type_name() == "Convolution"]
     calibration = calibration_tiles(folder, Path(args.data), count=300, seed=0)
-    print(f"{len(tiles)} TEST tiles; float32 refuses {100 * ref_refused.mean():.2f}%; {len(convolutions)} convolutions")
+    print(f"{len(tiles)} TEST tiles; float32 refuses {100 * reference.refused.mean():.2f}%; "
+          f"{len(convolutions)} convolutions")
     print("| variant | decisions = float32 | label | refusal | max abs dp | quantise s |\n|---|---|---|---|---|---|")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,10 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             quantized = quantize_int8(graph, calibration, **options(name, convolutions))
             seconds = time.perf_counter() - start
             ov.save_model(quantized, str(Path(tmp) / f"{name}.xml"), compress_to_fp16=False)
-            probs, label, refused = outputs(Path(tmp) / f"{name}.xml", "int8")
-            row = {"variant": name, "decision": float(((label == ref_label) & (refused == ref_refused)).mean()),
-                   "label": float((label == ref_label).mean()), "refusal": float((refused == ref_refused).mean()),
-                   "max_dp": float(np.abs(probs - ref_probs).max()), "quantize_s": seconds}
+            row = {"variant": name, **agreement(decided(Path(tmp) / f"{name}.xml", "int8"), reference),
+                   "quantize_s": seconds}
             rows.append(row)
             print(f"| {name} | {100 * row['decision']:.2f}% | {100 * row['label']:.2f}% | {100 * row['refusal']:.2f}% "
                   f"| {row['max_dp']:.3f} | {seconds:.0f} |", flush=True)

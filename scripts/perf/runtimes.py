@@ -17,9 +17,10 @@ Speed is measured in rounds that visit every candidate in turn, so outside load 
 batch-1 latency (median over calls) and batch-32 fields/s. Cold load (import + load + first
 answer) and peak RSS come from a fresh process per candidate. Agreement is measured against
 ``keras`` on the grouped TEST tiles of ``hub_model/split_manifest.csv``. A decision is the label
-and whether the field is refused; refusal uses the served rule,
-``imageclf.core.refusal.judge_fields``: colour, feature check, confidence. The script also gives
-max and mean |p - p_keras| and the ECE (15 bins).
+and whether the field is refused, as the served field loop makes it
+(``training.evaluation.precision_measure.served_decisions``, shared with the precision rule):
+refusal by ``imageclf.core.refusal.judge_fields`` (colour, feature check, tissue gate, confidence).
+The script also gives max and mean |p - p_keras| and the ECE (15 bins).
 
 Usage (about 25 minutes on 2 cores for the 2,258 test tiles):
     .venv/bin/python -m scripts.perf.runtimes --data ../shared/data/lc25000-lung-224 --json runs/runtimes.json
@@ -28,22 +29,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
-from imageclf.core import refusal
+from imageclf.core.engine import FieldOutputs
 from imageclf.model.keras_engine import with_features
 from imageclf.model.predictor import Predictor
 from scripts.perf import other_runtimes
 from scripts.perf.runtime_cold import load
-from training.calibration.temperature import expected_calibration_error
 from training.data.samples import load_split, read_manifest
+from training.evaluation.precision_measure import agreement, cpu, served_decisions, speed
 from training.export.runtime_export import calibration_tiles, quantize_int8, to_saved_model
 from training.models.peers import peer_b
 
@@ -77,65 +76,23 @@ def cold(name: str, folder: Path, graphs: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def speed(calls: dict, tiles: np.ndarray, *, rounds: int, batch1: int) -> dict:
-    """Median batch-1 ms and batch-32 fields/s per candidate, candidates interleaved per round."""
-    one = {name: [] for name in calls}
-    many = {name: [] for name in calls}
-    for name, call in calls.items():   # warm-up: first calls build graphs and caches
-        call(tiles[:1]), call(tiles[:32])
-    for r in range(rounds):
-        for name, call in calls.items():
-            for i in range(batch1):
-                start = time.perf_counter()
-                call(tiles[(r * batch1 + i) % len(tiles)][None])
-                one[name].append(1000 * (time.perf_counter() - start))
-            start = time.perf_counter()
-            call(tiles[(r * 32) % (len(tiles) - 32):][:32])
-            many[name].append(32 / (time.perf_counter() - start))
-    return {name: {"batch1_ms": float(np.median(one[name])), "batch32_fields_s": float(np.median(many[name]))}
-            for name in calls}
+class CallEngine:
+    """A candidate's call (fields -> probabilities, features) as a field engine with the model's checks."""
+
+    def __init__(self, call, predictor: Predictor) -> None:
+        self.call, self.predictor = call, predictor
+
+    def run(self, fields: np.ndarray) -> FieldOutputs:
+        probabilities, features = self.call(fields)
+        return FieldOutputs.from_pass(np.asarray(probabilities, np.float64), np.asarray(features, np.float32),
+                                      self.predictor.feature_check, self.predictor.tissue_gate)
 
 
-def decisions(probs: np.ndarray, features: np.ndarray, tiles: np.ndarray,
-              predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
-    """Per tile, the label and whether the served rule (colour, feature check, confidence) refuses it."""
-    scores = predictor.feature_check.scores(features)
-    refused = np.array([r is not None for r in refusal.judge_fields(tiles, probs, scores, predictor.spec.refusal)])
-    return probs.argmax(1), refused
-
-
-def agreement(outputs: dict, labels: np.ndarray, tiles: np.ndarray, predictor: Predictor) -> dict:
-    """Per candidate, against keras: same label, same refusal, both; |dp|; ECE (all tiles)."""
-    ref_probs = outputs["keras"][0]
-    ref_label, ref_refused = decisions(*outputs["keras"], tiles, predictor)
-    table = {}
-    for name, (probs, features) in outputs.items():
-        label, refused = decisions(probs, features, tiles, predictor)
-        diff = np.abs(probs - ref_probs)
-        table[name] = {"label": float((label == ref_label).mean()), "refusal": float((refused == ref_refused).mean()),
-                       "decision": float(((label == ref_label) & (refused == ref_refused)).mean()),
-                       "max_dp": float(diff.max()), "mean_dp": float(diff.mean()),
-                       "ece": float(expected_calibration_error(probs, labels)),
-                       "accuracy": float((label == labels).mean()), "refused": float(refused.mean())}
-    return table
-
-
-def run_all(tiles_in_batches, calls):
-    """Each call's (probabilities float64, features float32) over all batches, concatenated."""
-    out = {}
-    for name, call in calls.items():
-        parts = [call(batch) for batch in tiles_in_batches]
-        out[name] = (np.concatenate([np.asarray(p[0], np.float64) for p in parts]),
-                     np.concatenate([np.asarray(p[1], np.float32) for p in parts]))
-    return out
-
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "avx_vnni", "fma"))
-    return f"{model}; {platform.machine()}; flags: {' '.join(wanted)}"
+def agreements(calls: dict, labels: np.ndarray, tiles: np.ndarray, predictor: Predictor) -> dict:
+    """Per candidate, against keras, decisions as served (``precision_measure``): same label, same
+    refusal, both; |dp|; ECE; accuracy."""
+    decided = {name: served_decisions(predictor, CallEngine(call, predictor), tiles) for name, call in calls.items()}
+    return {name: agreement(d, decided["keras"], labels) for name, d in decided.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"cpu": cpu(), "tiles": int(len(tiles)), "speed": speed(calls, tiles, rounds=args.rounds, batch1=args.batch1),
               "cold": {name: cold(name, folder, graphs) for name in names}, "file_mb": sizes, "not_made": failed}
     if labels is not None:
-        outputs = run_all([tiles[i:i + 32] for i in range(0, len(tiles), 32)], {n: calls[n] for n in names})
-        report["agreement"] = agreement(outputs, labels, tiles, predictor)
+        report["agreement"] = agreements({n: calls[n] for n in names}, labels, tiles, predictor)
     print(markdown(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,25 +73,14 @@ def bare_engine_rate(predictor: Predictor, pixels: np.ndarray, *, batch: int = 3
 def engine_vs_cnn(predictor: Predictor, pixels: np.ndarray, *, rounds: int = 7, batch1: int = 20) -> list[Figure]:
     """The served engine against the seed project's compact CNN (``training/models/peers.py`` peer B, Keras,
     random weights: speed only) in this process, rounds interleaved: batch-32 fields/s and batch-1 ms."""
-    from training.models.peers import peer_b   # deferred: Keras, only for this comparison
+    from training.evaluation.precision_measure import speed   # deferred: Keras and the training code, only here
+    from training.models.peers import peer_b
 
     cnn = peer_b(len(predictor.class_ids), input_size=predictor.input_size[0])
-    calls: dict[str, Callable[[np.ndarray], object]] = {"engine": predictor.engine.run, "cnn": cnn.predict_on_batch}
-    one: dict[str, list[float]] = {name: [] for name in calls}
-    many: dict[str, list[float]] = {name: [] for name in calls}
-    for call in calls.values():
-        call(pixels[:1]), call(pixels[:32])
-    for index in range(rounds):
-        for name, call in calls.items():
-            for i in range(batch1):
-                start = time.perf_counter()
-                call(pixels[(index * batch1 + i) % len(pixels)][None])
-                one[name].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            call(pixels[(index * 32) % max(1, len(pixels) - 32):][:32])
-            many[name].append(32 / (time.perf_counter() - start))
-    fps = {name: statistics.median(values) for name, values in many.items()}
-    ms = {name: 1000 * statistics.median(values) for name, values in one.items()}
+    timed_rounds = speed({"engine": predictor.engine.run, "cnn": cnn.predict_on_batch}, pixels,
+                         rounds=rounds, batch1=batch1)
+    fps = {name: figures["batch32_fields_s"] for name, figures in timed_rounds.items()}
+    ms = {name: figures["batch1_ms"] for name, figures in timed_rounds.items()}
     return [Figure("served engine, batch-32 fields/s", fps["engine"], "fields/s", "compact CNN batch-32", fps["cnn"],
                    ">=", 0.5),
             Figure("served engine, batch-1 latency", ms["engine"], "ms", "compact CNN batch-1", ms["cnn"], "<=", 1.5)]

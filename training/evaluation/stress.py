@@ -139,14 +139,21 @@ def markdown(rows: list[dict]) -> str:
 
 # The command ----------------------------------------------------------------------------------
 
+def stress_sets(*, data: Path, manifest: Path, external: Path, per_class: int = 100, photos: int = 60, seed: int = 0,
+                scale_reference=None) -> list[ImageSet]:
+    """Every image set of the table, in its order (also what ``precision_rule`` compares runtimes on)."""
+    ext, palettes = external_sets(external, scale_reference=scale_reference)
+    sets = lc25000_sets(data, manifest, per_class=per_class, palettes=palettes, seed=seed) + ext
+    photo = photo_set(data, manifest, n=photos, seed=seed)
+    return sets + ([photo] if photo is not None else [])
+
+
 def run(*, models: list[Path], data: Path, manifest: Path, external: Path, out: Path, per_class: int = 100,
         photos: int = 60, seed: int = 0, scale_reference=None) -> list[dict]:
     """Build every set once, judge every model on it, write ``stress.json`` and ``stress.md``."""
 
-    ext, palettes = external_sets(external, scale_reference=scale_reference)
-    sets = lc25000_sets(data, manifest, per_class=per_class, palettes=palettes, seed=seed) + ext
-    photo = photo_set(data, manifest, n=photos, seed=seed)
-    sets += [photo] if photo is not None else []
+    sets = stress_sets(data=data, manifest=manifest, external=external, per_class=per_class, photos=photos, seed=seed,
+                       scale_reference=scale_reference)
     subjects = [load_subject(m) for m in models]
     rows = [row(subject, image_set) for image_set in sets for subject in subjects]
     out.mkdir(parents=True, exist_ok=True)

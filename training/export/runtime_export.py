@@ -15,8 +15,10 @@ same raw RGB uint8 input as ``model.keras`` (the scaling layers go with it).
 4. Write ``model_openvino.xml`` + ``.bin`` and config.json's ``runtime`` block with both sha256s.
 
 Usage: what ``make train`` runs (seconds; docs/operations.md has the measured choice of float32),
-then int8 as measured there (about 1 minute on 2 cores, calibration included):
+the bf16 policy (the same files; ``training/evaluation/precision_rule.py`` runs this and records its
+verdict), then int8 as measured there (about 1 minute on 2 cores, calibration included):
     .venv/bin/python -m training.export.runtime_export hub_model --precision float32
+    .venv/bin/python -m training.export.runtime_export hub_model --precision bf16-where-native
     .venv/bin/python -m training.export.runtime_export hub_model --data ../shared/data/lc25000-lung-224 --precision int8
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from imageclf.hashing import file_sha256
 from imageclf.model.config_blocks import RUNTIME_FILES, RuntimeSpec
 from imageclf.model.config import read_config, write_config
 from imageclf.model.keras_engine import with_features
+from imageclf.model.openvino_engine import BF16_POLICY
 from imageclf.settings import quiet_tensorflow
 from training.data.samples import load_split, read_manifest
 
@@ -43,8 +46,10 @@ import keras  # noqa: E402
 import openvino as ov  # noqa: E402
 
 # "auto": float32 weights, arithmetic as OpenVINO picks for the CPU (bf16 where it has AVX512-BF16
-# or AMX, else float32); "float32": float32 forced; "int8": quantised (below).
-PRECISIONS = ("int8", "auto", "float32")
+# or AMX, else float32); "float32": float32 forced; "bf16-where-native": the same float32 files, with
+# bf16 arithmetic only where the CPU has it natively and the precision rule passed bf16 on them
+# (training/evaluation/precision_rule.py records that; until then the engine runs f32); "int8": quantised (below).
+PRECISIONS = ("int8", "auto", "float32", BF16_POLICY)
 # Layers kept in float when quantising: the head's matrix product and the pooling before it.
 FLOAT_OPS = ("MatMul", "ReduceMean")
 

@@ -87,17 +87,32 @@ class RuntimeSpec:
     files; ``imageclf.model.openvino_engine`` serves it only when every file matches."""
 
     format: str                      # "openvino"
-    precision: str                   # "int8" | "auto" (bf16 where the CPU has it, else float32) | "float32"
+    # "float32" (f32 forced) | "bf16-where-native" (the policy: bf16 where the CPU has it natively and
+    # precision_rule passed bf16 on these files, else f32; resolved by imageclf.model.openvino_engine)
+    # | "auto" (OpenVINO's pick: bf16 where the CPU has it) | "int8"
+    precision: str
     model_file: str
     sha256: dict[str, str]           # file name -> hex sha256, for every file of the runtime
     outputs: tuple[str, ...] = ("probabilities", "features")
     made_by: str | None = None
     calibration: str | None = None   # for int8: what the quantisation was calibrated on
+    # The precision rule's record (training/evaluation/precision_rule.py): the declared thresholds, the
+    # figures and verdict per candidate, the sha256 of the files it measured, the command.
+    precision_rule: dict[str, Any] | None = None
+
+    def rule_passed(self, candidate: str) -> bool | None:
+        """The precision rule's verdict on ``candidate`` ("bf16", ...) for THESE files: None when no
+        rule is recorded, it did not measure that candidate, or it measured other files."""
+        record = self.precision_rule or {}
+        verdict = record.get("candidates", {}).get(candidate, {}).get("passed")
+        if verdict is None or record.get("sha256") != self.sha256:
+            return None
+        return bool(verdict)
 
     def to_dict(self) -> dict[str, Any]:
         data = {"format": self.format, "precision": self.precision, "model_file": self.model_file,
                 "sha256": dict(self.sha256), "outputs": list(self.outputs), "made_by": self.made_by,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "precision_rule": self.precision_rule}
         return {key: value for key, value in data.items() if value is not None}
 
 
@@ -135,6 +150,12 @@ def feature_ood(data: dict[str, Any]) -> FeatureOODSpec:
         raise ConfigError(f"config.json 'feature_ood' cannot be used: {err}") from None
 
 
+def _object_or_none(value: Any, name: str) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"{name} must be an object, got {type(value).__name__}")
+    return value
+
+
 def runtime(data: dict[str, Any]) -> RuntimeSpec:
     _only_known_fields("runtime", data, RuntimeSpec)
     try:
@@ -142,7 +163,8 @@ def runtime(data: dict[str, Any]) -> RuntimeSpec:
                            model_file=str(data["model_file"]),
                            sha256={str(k): str(v) for k, v in dict(data["sha256"]).items()},
                            outputs=tuple(str(v) for v in data.get("outputs", ("probabilities", "features"))),
-                           made_by=data.get("made_by"), calibration=data.get("calibration"))
+                           made_by=data.get("made_by"), calibration=data.get("calibration"),
+                           precision_rule=_object_or_none(data.get("precision_rule"), "runtime.precision_rule"))
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"config.json 'runtime' cannot be used: {err}") from None
 
