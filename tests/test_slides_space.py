@@ -15,6 +15,7 @@ import pytest
 import slide_tab
 from imageclf.hashing import file_sha256
 from imageclf.model.predictor import Predictor
+from imageclf.slides.cohort import RunOptions, SlideJob, process
 from imageclf.settings import Settings
 from slide_views import SlideViews
 from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, write_slide
@@ -129,8 +130,6 @@ def test_a_plain_image_is_sent_to_the_image_tab(bound_model, uploads, tmp_path):
 def test_the_space_writes_the_same_regions_as_the_command_line(bound_model, tiny_folder, uploads, tmp_path):
     """The Slide tab and the command line's per-slide function (``cohort.process``, which the serial and
     Dask runs call) give byte-identical regions.geojson and the same composition for the same slide."""
-    from imageclf.slides.cohort import RunOptions, SlideJob, process
-
     upload = upload_slide(uploads)
     cli = process(SlideJob(write_slide(tmp_path / "same.svs", lung_mosaic(
         lung_tiles(require_dataset("external-he") / "lung-tcga"), ["LL.", ".LL"]), mpp=0.25), tmp_path / "cli"),

@@ -69,7 +69,7 @@ def test_named_endpoints(client):
                       "/predict_batch": (["File", "Dropdown"], ["Json"]),
                       "/explain": (["Image", "Slider", "Dropdown"], ["Image"]),
                       "/predict_tiles": (["Image", "Dropdown"], ["Image", "Json"]),
-                      "/predict_slide": (["File", "Textbox"], ["Image", "Json", "File", "File"])}
+                      "/predict_slide": (["File", "Textbox"], ["Image", "Markdown", "Json", "File", "File", "File", "Html"])}
     scale = {name: e["parameters"][-1] for name, e in endpoints.items() if name != "/predict_slide"}
     assert all(p["parameter_name"] == "scale" and p["parameter_default"] == "auto" for p in scale.values())
     assert endpoints["/predict_slide"]["parameters"][-1]["parameter_name"] == "mpp"   # a slide states its own scale

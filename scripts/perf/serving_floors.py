@@ -74,7 +74,7 @@ def engine_vs_cnn(predictor: Predictor, pixels: np.ndarray, *, rounds: int = 7, 
     """The served engine against the seed project's compact CNN (``training/models/peers.py`` peer B, Keras,
     random weights: speed only) in this process, rounds interleaved: batch-32 fields/s and batch-1 ms."""
     from training.evaluation.precision_measure import speed   # deferred: Keras and the training code, only here
-    from training.models.peers import peer_b
+    from training.models.peers import peer_b   # deferred: Keras, only for this comparison
 
     cnn = peer_b(len(predictor.class_ids), input_size=predictor.input_size[0])
     timed_rounds = speed({"engine": predictor.engine.run, "cnn": cnn.predict_on_batch}, pixels,
