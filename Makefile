@@ -42,7 +42,7 @@ train: setup  ## retrain the served lung model into hub_model/ (about 2 h on 2 C
 	$(PY) -m training.export.runtime_export hub_model --precision float32
 	$(PY) -m training.gate.features --model hub_model --out .cache/tissue_gate   # the fields every arm is measured on
 	$(PY) -m training.gate.stain_arms --before hub_model --serve-gate hub_model   # the same-lab colon gate the rule picked
-	$(PY) -m training.evaluation.precision_rule hub_model --data ../shared/data/lc25000-lung-224 \
+	$(PY) -m training.export.precision_rule hub_model --data ../shared/data/lc25000-lung-224 \
 	    --external ../shared/data/external-he --apply   # float32, or bf16 where native if it passes (after the gate: it judges refusals; about 25 min)
 	$(PY) -m training.export.card hub_model   # the card again, from the final config.json
 

@@ -1,7 +1,7 @@
 """The precision rule (issue 28): McNemar per stress row with Holm, the clauses, the bf16 policy at load,
 and its record in config.json's runtime block.
 
-The rule and its arithmetic are ``training/evaluation/precision_rule.py``; the engine resolves the
+The rule and its arithmetic are ``training/export/precision_rule.py``; the engine resolves the
 block's precision on the CPU it loads on (``imageclf.model.openvino_engine.resolve_precision``, the
 CPU's bf16 capability injected here). The measured figures come from running the rule, not from a test.
 """
@@ -20,7 +20,7 @@ from imageclf.model.config_blocks import RUNTIME_FILES, ConfigError, parse_block
 from imageclf.model.openvino_engine import (BF16_POLICY, OpenVinoEngine, RuntimeFileError, native_bf16,
                                             resolve_precision)
 from tests.conftest import HUB_MODEL
-from training.evaluation.precision_rule import (ALPHA, DECISIONS_MIN, Decisions, apply, holm, judge, mcnemar_p, policy,
+from training.export.precision_rule import (ALPHA, DECISIONS_MIN, Decisions, apply, holm, judge, mcnemar_p, policy,
                                                 stress_clause, stress_row)
 
 

@@ -3,7 +3,7 @@
 ``hub_model/`` carries ``model_openvino.xml`` + ``.bin`` (``training/export/runtime_export.py``)
 pinned by sha256 in config.json's ``runtime`` block; its precision (float32, or bf16 where the CPU
 has it natively) is the precision rule's choice, recorded in the block
-(``training/evaluation/precision_rule.py``; its own tests are ``tests/test_precision_rule.py``). The
+(``training/export/precision_rule.py``; its own tests are ``tests/test_precision_rule.py``). The
 Predictor serves it unless ``MODEL_RUNTIME=keras``; a missing or altered file falls back to Keras
 with one log line. Decisions (label and refusal) are held to Keras's on grouped TEST tiles; the
 speed figures are ``scripts/perf/runtimes.py``'s, not a test's.
@@ -25,8 +25,8 @@ from imageclf.model.predictor import Predictor
 from imageclf.settings import Settings, SettingsError
 from tests.conftest import HUB_MODEL
 from training.data.samples import load_split, read_manifest
-from training.evaluation.precision_measure import agreement, served_decisions
-from training.evaluation.precision_rule import DECISIONS_MIN, ECE_MAX
+from training.export.precision_measure import agreement, served_decisions
+from training.export.precision_rule import DECISIONS_MIN, ECE_MAX
 from training.export.runtime_export import export_runtime
 from tests.support.field_rows import one_field
 
@@ -58,13 +58,13 @@ def test_the_bundled_model_pins_its_runtime_files():
 
 
 def test_the_bundled_precision_is_the_precision_rules_choice_on_these_files():
-    """training/evaluation/precision_rule.py measured these very files and chose the block's precision."""
+    """training/export/precision_rule.py measured these very files and chose the block's precision."""
     block, rule = CONFIG["runtime"], CONFIG["runtime"]["precision_rule"]
     assert rule["sha256"] == block["sha256"] and rule["choice"] == block["precision"]
     assert rule["candidates"]["float32"]["passed"]
     assert (block["precision"] == BF16_POLICY) == rule["candidates"]["bf16"]["passed"]
     assert rule["thresholds"]["decisions_equal_min"] == 0.995 and rule["thresholds"]["alpha"] == 0.01
-    assert rule["made_by"].startswith("python -m training.evaluation.precision_rule hub_model")
+    assert rule["made_by"].startswith("python -m training.export.precision_rule hub_model")
 
 
 def test_the_runtime_block_is_typed_and_strict():
@@ -113,7 +113,7 @@ def test_a_missing_or_altered_runtime_file_falls_back_to_keras_with_one_line(tmp
 
 @pytest.mark.slow
 def test_served_runtime_decisions_match_keras_on_test_tiles(lung_data):
-    """The precision rule's first two clauses (training/evaluation/precision_rule.py), on every other
+    """The precision rule's first two clauses (training/export/precision_rule.py), on every other
     grouped TEST tile: decisions (label and refusal) as Keras makes them on at least 99.5%; ECE at most 2%."""
     tiles, labels = _test_tiles(lung_data, 2)      # 1,129 grouped TEST tiles
     served, reference = Predictor(HUB_MODEL), Predictor(HUB_MODEL, runtime="keras")

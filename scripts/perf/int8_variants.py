@@ -30,7 +30,7 @@ import openvino as ov
 from imageclf.model.openvino_engine import OpenVinoEngine
 from imageclf.model.predictor import Predictor
 from training.data.samples import load_split, read_manifest
-from training.evaluation.precision_measure import agreement, served_decisions
+from training.export.precision_measure import agreement, served_decisions
 from training.export.runtime_export import calibration_tiles, quantize_int8
 
 VARIANTS = ("base", "mixed", "conv5-float", "conv5-float-mixed", "last16-float-mixed", "first-last-float-mixed")

@@ -18,7 +18,7 @@ batch-1 latency (median over calls) and batch-32 fields/s. Cold load (import + l
 answer) and peak RSS come from a fresh process per candidate. Agreement is measured against
 ``keras`` on the grouped TEST tiles of ``hub_model/split_manifest.csv``. A decision is the label
 and whether the field is refused, as the served field loop makes it
-(``training.evaluation.precision_measure.served_decisions``, shared with the precision rule):
+(``training.export.precision_measure.served_decisions``, shared with the precision rule):
 refusal by ``imageclf.core.refusal.judge_fields`` (colour, feature check, tissue gate, confidence).
 The script also gives max and mean |p - p_keras| and the ECE (15 bins).
 
@@ -42,7 +42,7 @@ from imageclf.model.predictor import Predictor
 from scripts.perf import other_runtimes
 from scripts.perf.runtime_cold import load
 from training.data.samples import load_split, read_manifest
-from training.evaluation.precision_measure import agreement, cpu, served_decisions, speed
+from training.export.precision_measure import agreement, cpu, served_decisions, speed
 from training.export.runtime_export import calibration_tiles, quantize_int8, to_saved_model
 from training.models.peers import peer_b
 

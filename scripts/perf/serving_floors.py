@@ -73,7 +73,7 @@ def bare_engine_rate(predictor: Predictor, pixels: np.ndarray, *, batch: int = 3
 def engine_vs_cnn(predictor: Predictor, pixels: np.ndarray, *, rounds: int = 7, batch1: int = 20) -> list[Figure]:
     """The served engine against the seed project's compact CNN (``training/models/peers.py`` peer B, Keras,
     random weights: speed only) in this process, rounds interleaved: batch-32 fields/s and batch-1 ms."""
-    from training.evaluation.precision_measure import speed   # deferred: Keras and the training code, only here
+    from training.export.precision_measure import speed   # deferred: Keras and the training code, only here
     from training.models.peers import peer_b   # deferred: Keras, only for this comparison
 
     cnn = peer_b(len(predictor.class_ids), input_size=predictor.input_size[0])

@@ -15,7 +15,7 @@ same raw RGB uint8 input as ``model.keras`` (the scaling layers go with it).
 4. Write ``model_openvino.xml`` + ``.bin`` and config.json's ``runtime`` block with both sha256s.
 
 Usage: what ``make train`` runs (seconds; docs/operations.md has the measured choice of float32),
-the bf16 policy (the same files; ``training/evaluation/precision_rule.py`` runs this and records its
+the bf16 policy (the same files; ``training/export/precision_rule.py`` runs this and records its
 verdict), then int8 as measured there (about 1 minute on 2 cores, calibration included):
     .venv/bin/python -m training.export.runtime_export hub_model --precision float32
     .venv/bin/python -m training.export.runtime_export hub_model --precision bf16-where-native
@@ -48,7 +48,7 @@ import openvino as ov  # noqa: E402
 # "auto": float32 weights, arithmetic as OpenVINO picks for the CPU (bf16 where it has AVX512-BF16
 # or AMX, else float32); "float32": float32 forced; "bf16-where-native": the same float32 files, with
 # bf16 arithmetic only where the CPU has it natively and the precision rule passed bf16 on them
-# (training/evaluation/precision_rule.py records that; until then the engine runs f32); "int8": quantised (below).
+# (training/export/precision_rule.py records that; until then the engine runs f32); "int8": quantised (below).
 PRECISIONS = ("int8", "auto", "float32", BF16_POLICY)
 # Layers kept in float when quantising: the head's matrix product and the pooling before it.
 FLOAT_OPS = ("MatMul", "ReduceMean")

@@ -96,7 +96,7 @@ class RuntimeSpec:
     outputs: tuple[str, ...] = ("probabilities", "features")
     made_by: str | None = None
     calibration: str | None = None   # for int8: what the quantisation was calibrated on
-    # The precision rule's record (training/evaluation/precision_rule.py): the declared thresholds, the
+    # The precision rule's record (training/export/precision_rule.py): the declared thresholds, the
     # figures and verdict per candidate, the sha256 of the files it measured, the command.
     precision_rule: dict[str, Any] | None = None
 

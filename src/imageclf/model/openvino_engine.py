@@ -11,7 +11,7 @@ The block's ``precision`` is resolved here, once, at load (:func:`resolve_precis
 log line and in :attr:`OpenVinoEngine.description`: ``"float32"`` forces f32 arithmetic; the policy
 ``"bf16-where-native"`` computes in bf16 only where the CPU has it natively (OpenVINO's
 ``OPTIMIZATION_CAPABILITIES`` lists BF16: AVX512_BF16 or AMX) and the block's ``precision_rule``
-(``training/evaluation/precision_rule.py``) passed bf16 on these very files, and in f32 elsewhere.
+(``training/export/precision_rule.py``) passed bf16 on these very files, and in f32 elsewhere.
 
 Example:
     >>> engine = OpenVinoEngine.from_folder("hub_model", read_config("hub_model").runtime, feature_check,

@@ -10,7 +10,7 @@ stain estimate where the model has a stain block) with the candidate engine in K
 The candidates (``CANDIDATES``) are made from the folder's ``model.keras`` by the export,
 ``training.export.runtime_export.export_runtime``, into a scratch folder (never the model folder):
 float32 and bf16 are one set of float32 files (the bf16 policy's export) run with f32 or bf16
-arithmetic; int8 is the int8 export (300 TRAIN tiles). ``training/evaluation/precision_rule.py``
+arithmetic; int8 is the int8 export (300 TRAIN tiles). ``training/export/precision_rule.py``
 judges the figures.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from imageclf.model.predictor import Predictor
 from training.calibration.scale_reference import train_scale_reference
 from training.calibration.temperature import expected_calibration_error
 from training.data.samples import load_split, read_manifest
-from training.evaluation.precision_fields import ECE_BINS, Decisions, stress_row
+from training.export.precision_fields import ECE_BINS, Decisions, stress_row
 from training.evaluation.stress import stress_sets
 from training.export.runtime_export import export_runtime
 

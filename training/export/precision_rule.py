@@ -3,7 +3,7 @@
 Declared 2026-12 (issue 28), before any candidate was measured with it. The reference is the
 canonical model, ``model.keras``, run by Keras. A decision is a field's label (argmax) and whether
 the served refusal rule refuses it (``imageclf.core.refusal.judge_fields``: colour, feature check,
-tissue gate, confidence floor), made by the served field loop (``training/evaluation/precision_measure.py``).
+tissue gate, confidence floor), made by the served field loop (``training/export/precision_measure.py``).
 The fields: every grouped TEST tile of the folder's ``split_manifest.csv`` and every field of the
 stress suite's field rows (``training/evaluation/stress.py``: the same sets from the same seeds).
 A candidate passes when all three clauses hold:
@@ -26,7 +26,7 @@ int8 is measured and recorded, not served by this policy.
 Usage (writes ``--out``/precision_rule.json and .md; ``--apply`` also puts the measured float32 files
 and the record into the folder's config.json ``runtime`` block, with the bf16 policy if bf16 passed;
 ``--apply-measured`` does that from the last run's files without measuring again):
-    .venv/bin/python -m training.evaluation.precision_rule hub_model --data ../shared/data/lc25000-lung-224 \\
+    .venv/bin/python -m training.export.precision_rule hub_model --data ../shared/data/lc25000-lung-224 \\
         --external ../shared/data/external-he --apply
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ from scipy.stats import binomtest
 from imageclf.model.config import read_config, write_config
 from imageclf.model.config_blocks import RUNTIME_FILES
 from imageclf.model.openvino_engine import BF16_POLICY
-from training.evaluation.precision_fields import ECE_BINS, Decisions, stress_row  # noqa: F401  (re-exported)
+from training.export.precision_fields import ECE_BINS, Decisions, stress_row  # noqa: F401  (re-exported)
 
 DECISIONS_MIN = 0.995   # clause 1: share of decisions equal to Keras's, TEST tiles and stress fields together
 ECE_MAX = 0.02          # clause 2: on the grouped TEST tiles
@@ -182,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         apply(args.folder, args.out, entry)
         print(f"{args.folder}/config.json: runtime precision {entry['choice']}, precision_rule recorded")
         return 0
-    from training.evaluation import precision_measure  # deferred: TensorFlow and OpenVINO, for a run only
+    from training.export import precision_measure  # deferred: TensorFlow and OpenVINO, for a run only
 
-    made_by = "python -m training.evaluation.precision_rule " + shlex.join(sys.argv[1:] if argv is None else argv)
+    made_by = "python -m training.export.precision_rule " + shlex.join(sys.argv[1:] if argv is None else argv)
     started = time.time()
     report = precision_measure.measure(args.folder, data=args.data, manifest=args.manifest, external=args.external,
                                        scratch=args.out, made_by=made_by, tiles=args.tiles, per_class=args.per_class,
