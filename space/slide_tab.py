@@ -36,6 +36,7 @@ from imageclf.slides.reader import input_kind
 from imageclf.slides.slide_model import SlideModel
 from service import UPLOADS
 from slide_summary import summary_markdown
+from slide_viewer import links
 from slide_views import SlideView, SlideViews
 from viewer_assets import write_assets
 
@@ -132,17 +133,16 @@ def example_slide() -> Path | None:
 
 def viewer_links(view: SlideView) -> dict[str, Any]:
     """Where the scored slide can be viewed, relative to the Space's root, and until when."""
-    return {"id": view.id, "page": f"/slide/{view.id}.html", "dzi": f"/slide/{view.id}.dzi",
-            "tiles": f"/slide/{view.id}_files/{{level}}/{{col}}_{{row}}.jpeg",
-            "overlay": f"/slide/{view.id}_overlay.png", "fields": f"/slide/{view.id}_fields.json",
+    return {"id": view.id, **links(view.id, root="/slide/"),
             "expires_at": datetime.fromtimestamp(view.expires_at, timezone.utc).isoformat(timespec="seconds")}
 
 
 def viewer_frame(view: SlideView) -> str:
     """The viewer page in a frame (relative URL: it works behind a path prefix too)."""
-    return (f'<iframe id="slide-viewer-frame" src="slide/{view.id}.html" title="Slide viewer" '
+    page = links(view.id, root="slide/")["page"]
+    return (f'<iframe id="slide-viewer-frame" src="{page}" title="Slide viewer" '
             'style="width:100%;height:680px;border:1px solid #ddd" loading="eager"></iframe>'
-            f'<div><a href="slide/{view.id}.html" target="_blank" rel="noopener">Open the viewer in its own tab</a> '
+            f'<div><a href="{page}" target="_blank" rel="noopener">Open the viewer in its own tab</a> '
             f'(available for {round(VIEWS.keep_s / 60)} min)</div>')
 
 

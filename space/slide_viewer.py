@@ -42,7 +42,15 @@ CACHE = "private, max-age=600"
 NOT_FOUND = Response("Not found", status_code=404, media_type="text/plain")
 TYPES = {".js": "text/javascript", ".png": "image/png", ".txt": "text/plain", ".css": "text/css"}
 
-__all__ = ["routes", "viewer_html", "ROUTE", "STATIC"]
+__all__ = ["links", "routes", "viewer_html", "ROUTE", "STATIC"]
+
+
+def links(view_id: str, *, root: str = "") -> dict[str, str]:
+    """One slide's viewer URLs (the shapes ``ROUTE`` matches) under ``root``: ``"/slide/"`` from the Space's
+    root, ``""`` from the viewer page itself (which lives under ``/slide/``)."""
+    return {"page": f"{root}{view_id}.html", "dzi": f"{root}{view_id}.dzi",
+            "tiles": f"{root}{view_id}_files/{{level}}/{{col}}_{{row}}.jpeg",
+            "overlay": f"{root}{view_id}_overlay.png", "fields": f"{root}{view_id}_fields.json"}
 
 
 def routes(views: SlideViews) -> list[APIRoute]:
@@ -102,8 +110,9 @@ def viewer_html(view_id: str, facts: dict) -> str:
     legend += " " + swatch.format(*facts["refused_colour"], "not recognised")
     mpp = facts.get("um_per_px")
     scale = f"{mpp:.3f} &micro;m/px ({html.escape(str(facts.get('scale_source')))})" if mpp else "scale unknown"
-    config = json.dumps({"id": view_id, "dzi": f"{view_id}.dzi", "overlay": f"{view_id}_overlay.png",
-                         "fields": f"{view_id}_fields.json", "page": facts}).replace("</", "<\\/")
+    urls = links(view_id)
+    config = json.dumps({"id": view_id, "dzi": urls["dzi"], "overlay": urls["overlay"], "fields": urls["fields"],
+                         "page": facts}).replace("</", "<\\/")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(str(facts.get('file')))}</title>
 <style>

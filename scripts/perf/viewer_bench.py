@@ -34,6 +34,7 @@ from gradio_client import Client, handle_file
 
 from scripts.perf.local_space import SpaceProcess
 from scripts.perf.runtimes import cpu
+from scripts.perf.traffic import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEW = (1280, 800)                    # the viewer's size in screen pixels
@@ -64,11 +65,6 @@ def tile_sequence(width: int, height: int, tile: int) -> list[tuple[int, int, in
     for dx, dy in ((1, 0), (1, 1), (0, 1), (-1, 1)):
         view(top, 0.5 + dx * step_x, 0.5 + dy * step_y)
     return order
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 def tile_latency(url: str, viewer: dict, passes: int = 2) -> list[dict]:
