@@ -14,8 +14,9 @@ Usage:
     ```
 
 Folders go through the Space's ``/predict_batch`` endpoint: ``chunk_size`` files per call
-(32 by default) with a few calls in flight at once, so uploads overlap with the model's work;
-one unreadable file only fills the ``error`` column of its own row. A Space without
+(32 by default), each chunk uploaded in one request (``scripts/space_batch.py``), with a few
+calls in flight at once, so the next chunks upload while the Space scores this one; one
+unreadable file only fills the ``error`` column of its own row. A Space without
 ``/predict_batch`` is called once per file on ``/predict``. The CSV has one column per class
 name; rows from ``/predict`` (older Spaces) fill only the top three classes.
 """
@@ -38,9 +39,9 @@ from tqdm import tqdm
 from imageclf.errors import ModelError
 from imageclf.core.imaging import IMAGE_SUFFIXES
 from imageclf.core.request import DEFAULT_SCALE
+from scripts.space_batch import BATCH_API_NAME, BatchCallError, batch_calls
 
 API_NAME = "/predict"
-BATCH_API_NAME = "/predict_batch"
 CHUNK_SIZE = 32     # files per /predict_batch call
 IN_FLIGHT = 3       # calls at once: one runs, the others upload
 FIXED_COLUMNS = ("path", "label", "name", "confidence", "abstained", "reason", "reason_code", "scale_factor")
@@ -130,13 +131,17 @@ def classify_files(client: Any, paths: Sequence[str | Path], *, progress: bool =
                 row["error"] = f"{row['path']} does not exist"
                 bar.update(1)
         chunks = [sendable[i:i + chunk_size] for i in range(0, len(sendable), max(chunk_size, 1))]
-        pending: deque[tuple[list[dict[str, Any]], Any]] = deque()
-        for chunk in chunks:
-            pending.append((chunk, _submit_chunk(client, chunk, scale)))
-            if len(pending) >= max(in_flight, 1):
-                bar.update(_fill_from_batch(client, *pending.popleft(), scale))
-        while pending:
-            bar.update(_fill_from_batch(client, *pending.popleft(), scale))
+        calls = batch_calls(client, in_flight=in_flight)
+        try:
+            pending: deque[tuple[list[dict[str, Any]], Any]] = deque()
+            for chunk in chunks:
+                pending.append((chunk, calls.submit([row["path"] for row in chunk], scale)))
+                if len(pending) >= max(in_flight, 1):
+                    bar.update(_fill_from_batch(calls, *pending.popleft(), scale))
+            while pending:
+                bar.update(_fill_from_batch(calls, *pending.popleft(), scale))
+        finally:
+            calls.close()
     return rows
 
 
@@ -164,11 +169,7 @@ def _fill_from_predict(client: Any, row: dict[str, Any], scale: str) -> None:
         row["error"] = _error_text(err)
 
 
-def _submit_chunk(client: Any, chunk: list[dict[str, Any]], scale: str) -> Any:
-    return client.submit([handle_file(row["path"]) for row in chunk], scale, api_name=BATCH_API_NAME)
-
-
-def _fill_from_batch(client: Any, chunk: list[dict[str, Any]], job: Any, scale: str) -> int:
+def _fill_from_batch(calls: Any, chunk: list[dict[str, Any]], job: Any, scale: str) -> int:
     """Copy one ``/predict_batch`` answer into its rows (a failed call marks all); returns the row count."""
     try:
         try:
@@ -176,7 +177,7 @@ def _fill_from_batch(client: Any, chunk: list[dict[str, Any]], job: Any, scale: 
         except CancelledError:
             # gradio_client 2.7 can drop a job submitted just as its shared event stream
             # closes; classifying is idempotent, so send that chunk once more.
-            answers = _submit_chunk(client, chunk, scale).result()
+            answers = calls.submit([row["path"] for row in chunk], scale).result()
         if len(answers) != len(chunk):
             raise RuntimeError(f"the Space answered {len(answers)} rows for {len(chunk)} files")
     except Exception as err:  # the whole call failed (connection, queue full, ...)
@@ -272,7 +273,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _error_text(err: BaseException) -> str:
-    if isinstance(err, AppError):
+    if isinstance(err, (AppError, BatchCallError)):
         return _one_line(err)  # the Space's own message, e.g. "not an image that can be read"
     return f"{type(err).__name__}: {_one_line(err)}"
 

@@ -155,7 +155,7 @@ with gr.Blocks(title=PREDICTOR.model_name, delete_cache=(300, 600)) as demo:
         if analysis.fields is not None and not analysis.one_field:
             answer.update({tile_map: panels.field_map(analysis), tile_summary: panels.field_summary_html(analysis),
                            tile_box: gr.update(visible=True)})
-        elif not analysis.abstained and SERVICE.cam is not None:
+        elif not analysis.abstained and SERVICE.cam.get() is not None:   # the first one loads Keras
             cam = SERVICE.gradcam(request.pixels, analysis.model_input)  # the field is the whole upload, resized
             # A short, fixed title: a class name in it ran into the image's icons at phone width.
             answer.update({gradcam: gr.update(value=_blend(cam, alpha)), cam_state: cam,

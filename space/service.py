@@ -32,7 +32,7 @@ from imageclf.core.request import DEFAULT_SCALE, Request, ScaleError, make_reque
 from imageclf.core.scale import ScaleRequest
 from imageclf.core.verdict import ImageAnalysis
 from imageclf.hub.source import ModelSource
-from imageclf.model.explain import GradCam, GradCamError, overlay
+from imageclf.model.explain import LazyGradCam, overlay
 from imageclf.model.predictor import Predictor
 from imageclf.settings import SETTINGS
 from uploads import UploadJanitor
@@ -58,12 +58,9 @@ class Service:
         self.calibrated = predictor.model_config.calibrated
         # Single-field requests from concurrent callers meet in shared forward passes.
         self.engine = BatchingEngine(predictor.engine, max_batch_size=max_batch_size)
-        try:
-            self.cam: GradCam | None = GradCam(predictor.model)
-            log.info("Grad-CAM on layer %s", "/".join(self.cam.target_path))
-        except GradCamError as err:  # the classifier still works without explanations
-            log.warning("Grad-CAM unavailable: %s", err)
-            self.cam = None
+        # Built on the first heatmap asked for: Keras (TensorFlow) loads then, not at start, so a Space
+        # that explains nothing starts seconds sooner and holds the served engine only, not Keras too.
+        self.cam = LazyGradCam(lambda: predictor.model)
 
     # Public endpoints -------------------------------------------------------------------
 
@@ -188,9 +185,10 @@ class Service:
 
         ``model_input``: ``rgb`` already prepared for the model, when the caller has it.
         """
-        if self.cam is None:
+        cam = self.cam.get()
+        if cam is None:
             raise gr.Error("Grad-CAM is not available for this model.", print_exception=False)
-        result = self.cam.heatmap(self.predictor.prepare(rgb) if model_input is None else model_input)
+        result = cam.heatmap(self.predictor.prepare(rgb) if model_input is None else model_input)
         scale = min(1.0, MAX_VIEW_SIDE / max(rgb.shape[:2]))
         view = rgb if scale == 1.0 else _resize(rgb, scale)
         return {"image": view, "heatmap": result.heatmap, "class_index": result.class_index}

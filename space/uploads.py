@@ -57,6 +57,7 @@ class UploadJanitor:
         self.registry = registry
         self.keep_s, self.keep_bytes, self.folder_grace_s = keep_s, keep_bytes, folder_grace_s
         self._recent: OrderedDict[Path, tuple[float, bytes]] = OrderedDict()
+        self._recent_bytes = 0   # the sum over _recent, kept as it changes: a folder client sends thousands
         self._emptied: dict[Path, float] = {}  # upload folder -> when it may be removed
         self._claims: Counter[Path] = Counter()  # claimed upload -> requests still using it
         self._lock = threading.Lock()
@@ -128,20 +129,30 @@ class UploadJanitor:
         """Delete an upload; its emptied ``<hash>`` folder goes ``folder_grace_s`` later (caller holds the lock)."""
         real.unlink(missing_ok=True)
         if real.parent != self.folder:
+            self._emptied.pop(real.parent, None)   # re-added at the end: the dict stays in expiry order
             self._emptied[real.parent] = time.monotonic() + self.folder_grace_s
 
     def _remember(self, path: Path, data: bytes) -> None:
-        self._recent.pop(path, None)
+        self._forget(path)
         if len(data) > self.keep_bytes or self.keep_s <= 0:
             return
         self._recent[path] = (time.monotonic() + self.keep_s, data)
-        while sum(len(entry[1]) for entry in self._recent.values()) > self.keep_bytes:
-            self._recent.popitem(last=False)
+        self._recent_bytes += len(data)
+        while self._recent_bytes > self.keep_bytes:
+            self._forget(next(iter(self._recent)))
+
+    def _forget(self, path: Path) -> None:
+        entry = self._recent.pop(path, None)
+        if entry is not None:
+            self._recent_bytes -= len(entry[1])
 
     def _expire(self, now: float) -> None:
-        for path in [p for p, (until, _) in self._recent.items() if until <= now]:
-            del self._recent[path]
-        for folder in [f for f, until in self._emptied.items() if until <= now]:
+        # Both are kept in the order they expire (one delay each), so this stops at the first one still kept
+        # instead of walking thousands of entries on every upload of a folder.
+        while self._recent and next(iter(self._recent.values()))[0] <= now:
+            self._forget(next(iter(self._recent)))
+        while self._emptied and next(iter(self._emptied.values())) <= now:
+            folder = next(iter(self._emptied))
             del self._emptied[folder]
             try:  # only when nothing else is in it (a newer upload of the same bytes keeps it)
                 folder.rmdir()

@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from imageclf.model.explain import GradCam, GradCamError, build_cam_model, find_target_path, overlay
+from imageclf.model.explain import overlay
+from imageclf.model.gradcam import GradCam, GradCamError, build_cam_model, find_target_path
 from imageclf.model.predictor import Predictor
 from tests.conftest import HUB_MODEL
 from tests.support.tiny_model import write_tiny_model_folder

@@ -83,9 +83,7 @@ def test_served_by_openvino_unless_keras_is_asked_for():
     # The block's precision as resolved on this CPU: bf16 only with native bf16 and the rule passed.
     assert served.engine.precision == resolve_precision(spec.precision, native=native_bf16(),
                                                         rule_passed=spec.rule_passed("bf16"))
-    # Predictor.runtime is to become the engine's description (issue 28); until then the older form.
-    assert served.runtime in (served.engine.description,
-                              f"openvino {spec.precision} ({served.engine.arithmetic})")
+    assert served.runtime == served.engine.description   # what About, the logs and summary.json show
     keras_only = Predictor(HUB_MODEL, settings=Settings.from_env({"MODEL_RUNTIME": "keras"}))
     assert keras_only.runtime == "keras" and isinstance(keras_only.engine, KerasEngine)
     with pytest.raises(SettingsError, match="MODEL_RUNTIME='tflite' is not one of auto, keras"):
@@ -133,7 +131,8 @@ def test_float32_export_reproduces_keras(tmp_path, lung_data):
     assert spec.precision == "float32" and spec.calibration is None
     tiles, _ = _test_tiles(lung_data, 200)
     served, reference = Predictor(folder), Predictor(folder, runtime="keras")
-    assert served.runtime == "openvino float32 (f32)"
+    assert served.runtime == served.engine.description and served.runtime.startswith("openvino float32 (f32")
+    assert served.engine.arithmetic == "f32"
     a, b = served.engine.run(tiles), reference.engine.run(tiles)
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
     np.testing.assert_allclose(a.feature_scores, b.feature_scores, rtol=1e-3)

@@ -22,7 +22,8 @@ from imageclf import field_map
 from imageclf.core import fields as tiling
 from imageclf.core.colour import tissue_mask
 from imageclf.core.refusal import Reason
-from imageclf.model.explain import GradCam, colourise
+from imageclf.model.explain import colourise
+from imageclf.model.gradcam import GradCam
 from imageclf.core.imaging import ImageError, decode_image
 from imageclf.model.predictor import Predictor
 from tests.conftest import HUB_MODEL

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from gradio_client import handle_file
 
 from imageclf.core.request import DEFAULT_SCALE
 from scripts.perf.local_space import SpaceProcess
+from scripts.space_batch import call_answer
 
 TILE = 224
 
@@ -132,19 +132,7 @@ class RawHttp:
         started = self.http.post(f"{self.url}/gradio_api/call/{self.api_name}", json={"data": [
             {"path": path, "orig_name": tile.name, "meta": {"_type": "gradio.FileData"}}, *self.extra]})
         started.raise_for_status()
-        event_id = started.json()["event_id"]
-        event = None
-        with self.http.stream("GET", f"{self.url}/gradio_api/call/{self.api_name}/{event_id}") as stream:
-            stream.raise_for_status()
-            for line in stream.iter_lines():
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and event in ("complete", "error"):
-                    payload = json.loads(line.split(":", 1)[1])
-                    if event == "error":
-                        raise RuntimeError(f"/{self.api_name} failed: {payload}")
-                    return payload
-        raise RuntimeError(f"/{self.api_name}: the result stream ended without a result")
+        return call_answer(self.http, f"{self.url}/gradio_api/call/{self.api_name}/{started.json()['event_id']}")
 
     def close(self) -> None:
         self.http.close()

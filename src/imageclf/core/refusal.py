@@ -203,10 +203,12 @@ def confidence_ok(probabilities: np.ndarray, rule: AbstainRule | None) -> bool:
     return float(np.max(probabilities)) >= rule.min_confidence
 
 
-def judge_field(rgb: np.ndarray, probabilities: np.ndarray, feature_score: float | None,
-                rule: RefusalRule, gate_score: float | None = None) -> Reason | None:
-    """Why one field (the uint8 pixels exactly as given to the model) gets no answer, or ``None``."""
-    if not colour_ok(rgb, rule.abstain):
+def judge_field(rgb: np.ndarray, probabilities: np.ndarray, feature_score: float | None, rule: RefusalRule,
+                gate_score: float | None = None, *, colour_failed: bool | None = None) -> Reason | None:
+    """Why one field (the uint8 pixels exactly as given to the model) gets no answer, or ``None``.
+    ``colour_failed``: the colour check on those pixels, when taken already (the field loop takes it
+    ahead of the forward pass, which it does not need)."""
+    if (not colour_ok(rgb, rule.abstain)) if colour_failed is None else colour_failed:
         return Reason.COLOUR
     if feature_score is not None and rule.feature_threshold is not None and feature_score > rule.feature_threshold:
         return Reason.FEATURE
@@ -218,9 +220,10 @@ def judge_field(rgb: np.ndarray, probabilities: np.ndarray, feature_score: float
 
 
 def judge_fields(fields: np.ndarray | Sequence[np.ndarray], probabilities: np.ndarray,
-                 feature_scores: np.ndarray | None, rule: RefusalRule,
-                 gate_scores: np.ndarray | None = None) -> list[Reason | None]:
-    """:func:`judge_field` for every field of a batch (N x H x W x 3 uint8, N x C, N or None, N or None).
+                 feature_scores: np.ndarray | None, rule: RefusalRule, gate_scores: np.ndarray | None = None, *,
+                 colour_failed: Sequence[bool] | None = None) -> list[Reason | None]:
+    """:func:`judge_field` for every field of a batch (N x H x W x 3 uint8, N x C, N or None, N or None;
+    ``colour_failed``: N, or None to take the colour check here).
 
     A rule with a gate threshold but no gate scores is an engine that lost them: an error, not a
     model served without its gate."""
@@ -228,9 +231,10 @@ def judge_fields(fields: np.ndarray | Sequence[np.ndarray], probabilities: np.nd
         raise ValueError("The refusal rule has a tissue gate, but the engine gave no gate scores.")
     def per_field(values: np.ndarray | None) -> Sequence[float | None]:
         return [None] * len(fields) if values is None else [float(v) for v in values]
-    return [judge_field(rgb, row, score, rule, gate)
-            for rgb, row, score, gate in zip(fields, probabilities, per_field(feature_scores), per_field(gate_scores),
-                                             strict=True)]
+    colour = [None] * len(fields) if colour_failed is None else colour_failed
+    return [judge_field(rgb, row, score, rule, gate, colour_failed=failed)
+            for rgb, row, score, gate, failed in zip(fields, probabilities, per_field(feature_scores),
+                                                     per_field(gate_scores), colour, strict=True)]
 
 
 # Image level ------------------------------------------------------------------------------

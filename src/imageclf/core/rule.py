@@ -112,7 +112,18 @@ def conclude(image_plan: ImagePlan, table: FieldTable | None, spec: ClassifierSp
 
 def analyze(request: Request, spec: ClassifierSpec, engine: FieldEngine, *, batch: int = pipeline.CHUNK,
             progress: pipeline.Progress | None = None) -> ImageAnalysis:
-    """Answer for one whole image (any size): :func:`plan`, the field loop, :func:`conclude`."""
+    """Answer for one whole image (any size): :func:`plan`, the field loop, :func:`conclude`.
+
+    An image that is one field at its own scale (a tile, the common API call) is most likely one field
+    whatever its scale turns out to be, and that field is the whole image resized to the input: its
+    forward pass starts before the plan (``pipeline.early_pass``) and is used if the plan ends with
+    that very field. Not for a model with a stain block: its fields are mapped with the stains the
+    plan estimates.
+    """
+    size = tuple(spec.input_size)
+    height, width = request.pixels.shape[:2]
+    if spec.stain is None and (spec.input_unit != "tile" or max(height / size[0], width / size[1]) <= TILING_FACTOR):
+        engine = pipeline.early_pass(engine, to_model_input(request.pixels, size=size)[None])
     image_plan = plan(request, spec)
     if image_plan.fields is None:
         return conclude(image_plan, None, spec)

@@ -5,12 +5,17 @@ Implements ``imageclf.core.engine.FieldEngine`` for a loaded ``model.keras``. Wi
 pooled ``features`` layer too, so the probabilities and every check's score come from the same
 pass; a score is a number, and whether it refuses a field is the refusal rule's call.
 
+Serving's one door to Keras (and TensorFlow): ``imageclf.model.predictor`` imports this module only
+when Keras serves or Grad-CAM first needs the model (:func:`load_model`).
+
 Example:
     >>> engine = KerasEngine(model, feature_check, tissue_gate)
     >>> engine.run(np.zeros((4, 224, 224, 3), np.uint8)).probabilities.shape
     (4, 3)
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -22,7 +27,7 @@ from imageclf.settings import quiet_tensorflow
 quiet_tensorflow()   # before Keras imports TensorFlow
 import keras  # noqa: E402
 
-__all__ = ["KerasEngine", "with_features"]
+__all__ = ["KerasEngine", "load_model", "with_features"]
 
 
 class KerasEngine:
@@ -45,6 +50,12 @@ class KerasEngine:
             return FieldOutputs(np.asarray(self.model.predict_on_batch(fields), dtype=np.float64))
         probabilities, features = self._forward.predict_on_batch(fields)
         return FieldOutputs.from_pass(probabilities, np.asarray(features), self.feature_check, self.tissue_gate)
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """``model.keras`` as Keras loads it to serve: no compile, and ``safe_mode=True``, the second line of
+    defence after the predictor's safety check (it refuses Python lambdas)."""
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
 def with_features(model: keras.Model, feature_layer: str) -> keras.Model:

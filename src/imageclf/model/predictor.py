@@ -11,6 +11,10 @@ one log line saying why), scoring the feature check and the optional tissue gate
 :meth:`Predictor.classify_fields` runs tiles as one field each, resized to the input (what
 evaluation measures), through the same field loop (``imageclf.core.pipeline``).
 
+Keras (TensorFlow: seconds to import, hundreds of MB) is loaded only where it is used: at start
+when it serves, else on the first use of :attr:`Predictor.model` (Grad-CAM). The start-up checks
+that do not need it run either way (``imageclf.model.load_checks``).
+
 Example:
     >>> predictor = Predictor("hub_model")
     >>> predictor.analyze("lungaca1.jpeg", scale="auto").label
@@ -23,9 +27,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,17 +45,20 @@ from imageclf.core.request import DEFAULT_SCALE, Request, make_request
 from imageclf.core.scale import ScaleRequest
 from imageclf.core.spec import ClassifierSpec
 from imageclf.core.verdict import ImageAnalysis
-from imageclf.errors import ModelError, first_line
-from imageclf.model.config import ConfigError, ModelConfig, read_config, read_json
+from imageclf.errors import first_line
+from imageclf.model.config import ConfigError, ModelConfig, read_config
 from imageclf.model.feature_check import FeatureCheck, FeatureOODError
-from imageclf.model.keras_engine import KerasEngine
+from imageclf.model.load_checks import (ModelFolderError, check_archive, check_engine, check_keras, read_json_file,
+                                         read_labels)
 from imageclf.model.openvino_engine import OpenVinoEngine, RuntimeFileError
 from imageclf.model.safety import UnsafeModelError, unsafe_parts
 from imageclf.model.tissue_gate import TissueGate, TissueGateError
-from imageclf.settings import Settings, quiet_tensorflow
+from imageclf.settings import Settings
 
-quiet_tensorflow()   # before Keras imports TensorFlow
-import keras  # noqa: E402
+if TYPE_CHECKING:  # types only: importing them loads TensorFlow
+    import keras
+
+    from imageclf.model.keras_engine import KerasEngine
 
 ImageInput = np.ndarray | str | os.PathLike | bytes
 log = logging.getLogger(__name__)
@@ -56,20 +66,17 @@ log = logging.getLogger(__name__)
 __all__ = ["ImageError", "ImageInput", "ModelFolderError", "Predictor"]
 
 
-class ModelFolderError(ModelError, RuntimeError):
-    """The model folder breaks the contract (files, labels, input size, outputs)."""
-
-
 class Predictor:
     """A loaded model folder: ``spec``, ``engine``, the Keras ``model`` (for Grad-CAM) and metrics.
 
-    Loads ``model.keras`` once (``safe_mode=True``, no compile) and checks it against
-    ``config.json`` and ``labels.json`` with one probe prediction, which also warms the
-    model up so the first real request is not slow. A model with anything but built-in
-    Keras objects (a ``Lambda`` layer, a custom class) is refused before Keras reads it
-    (``imageclf.model.safety``). ``settings``: the process's settings (``max_fields``, and
-    ``model_runtime``: ``"auto"`` serves the optimised runtime when present, ``"keras"`` never);
-    ``runtime`` overrides the latter. ``self.runtime`` names the engine in use.
+    Checks the folder against ``config.json`` and ``labels.json`` and runs one probe through the
+    served engine, which also warms it up so the first real request is not slow. A ``model.keras``
+    with anything but built-in Keras objects (a ``Lambda`` layer, a custom class) is refused at
+    start, before anything reads it (``imageclf.model.safety``), whether or not Keras serves; Keras
+    itself loads it with ``safe_mode=True``, no compile, when it serves or Grad-CAM first asks
+    (:attr:`model`). ``settings``: the process's settings (``max_fields``, and ``model_runtime``:
+    ``"auto"`` serves the optimised runtime when present, ``"keras"`` never); ``runtime`` overrides
+    the latter. ``self.runtime`` names the engine in use.
     """
 
     def __init__(self, folder: str | os.PathLike, *, settings: Settings | None = None,
@@ -80,38 +87,70 @@ class Predictor:
         except ConfigError as err:
             raise ModelFolderError(str(err)) from None
         config = self.model_config
-        self.class_ids, self.names = _read_labels(self.folder / "labels.json", config.labels)
+        self.class_ids, self.names = read_labels(self.folder / "labels.json", config.labels)
         self.input_size: tuple[int, int] = tuple(config.input_size)
         metrics_path = self.folder / "metrics.json"
-        self.metrics: dict[str, Any] = _read_json(metrics_path) if metrics_path.is_file() else {}
+        self.metrics: dict[str, Any] = read_json_file(metrics_path) if metrics_path.is_file() else {}
         model_path = self.folder / "model.keras"
         if not model_path.is_file():
             raise ModelFolderError(f"{model_path} not found.")
-        self.model = _load_model(model_path)
+        _refuse_unsafe(model_path)
+        self._model: keras.Model | None = None
+        self._model_lock = threading.Lock()
         self.feature_check: FeatureCheck | None = None
-        self.tissue_gate = _load_tissue_gate(config, self.folder, self.model)
+        self.tissue_gate = _load_tissue_gate(config, self.folder)
         try:
             if config.feature_ood is not None:
                 self.feature_check = FeatureCheck.from_config(config.feature_ood, folder=self.folder)
-            self.engine: KerasEngine | OpenVinoEngine = KerasEngine(self.model, self.feature_check, self.tissue_gate)
         except (FeatureOODError, KeyError, ValueError) as err:
             raise ModelFolderError(f"config.json 'feature_ood' cannot be used: {first_line(err)}") from None
+        read = {name: block.feature_layer for name, block in (("feature_ood", config.feature_ood),
+                                                              ("tissue_gate", config.tissue_gate)) if block}
+        check_archive(model_path, self.input_size, layers=read)
         settings = settings or settings_module.SETTINGS
+        self.engine: KerasEngine | OpenVinoEngine | None = None
         self.runtime = "keras"
         if (runtime or settings.model_runtime) != "keras" and config.runtime is not None:
             try:
                 self.engine = OpenVinoEngine.from_folder(self.folder, config.runtime, self.feature_check,
                                                          tissue_gate=self.tissue_gate)
-                self.runtime = f"{config.runtime.format} {config.runtime.precision} ({self.engine.arithmetic})"
+                self.runtime = self.engine.description   # the precision served on this CPU, and why
             except RuntimeFileError as err:
                 log.warning("Serving with Keras, not the optimised runtime: %s.", err)
+        if self.engine is None:   # Keras serves: loaded (and checked, in .model) now
+            try:
+                self.engine = _keras().KerasEngine(self.model, self.feature_check, self.tissue_gate)
+            except (KeyError, ValueError) as err:
+                raise ModelFolderError(f"config.json 'feature_ood' cannot be used: {first_line(err)}") from None
         self.spec = ClassifierSpec(
             class_ids=tuple(self.class_ids), names=tuple(self.names), input_size=self.input_size,
             input_unit=config.input_unit, scale=config.scale, stain=config.stain, max_fields=settings.max_fields,
             refusal=RefusalRule(abstain=config.abstain or AbstainRule(),
                                 feature_threshold=None if self.feature_check is None else self.feature_check.threshold,
                                 gate_threshold=None if self.tissue_gate is None else self.tissue_gate.threshold))
-        self._check_model()
+        check_engine(self.engine, self.input_size, classes=len(self.class_ids))
+
+    @property
+    def model(self) -> keras.Model:
+        """The Keras model (Grad-CAM's; also the engine's when Keras serves), loaded on first use.
+
+        A late load is held to what a start-up load was: the safety check again (the file may have
+        changed since start), Keras's safe mode, and the folder's input size and classes
+        (``load_checks.check_keras``). Raises :class:`ModelFolderError` when any fails.
+        """
+        with self._model_lock:   # concurrent first Grad-CAM requests load it once
+            if self._model is None:
+                start = time.perf_counter()
+                model = _load_model(self.folder / "model.keras")
+                check_keras(model, self.input_size, classes=len(self.class_ids))
+                self._model = model
+                log.info("Loaded model.keras with Keras in %.1f s.", time.perf_counter() - start)
+            return self._model
+
+    @property
+    def keras_loaded(self) -> bool:
+        """Whether Keras has loaded the model yet (at start only when it serves)."""
+        return self._model is not None
 
     @property
     def model_name(self) -> str:
@@ -160,31 +199,6 @@ class Predictor:
                                   np.ones(len(images)), stain_each=True)
         return pipeline.run(plan, self.engine, self.spec, batch=batch)
 
-    def _check_model(self) -> None:
-        # A wrong input size or class count would silently give garbage; fail at start instead.
-        # The probe prediction also builds the compiled predict function (the warm-up).
-        shape = tuple(self.model.input_shape)
-        if len(shape) != 4 or shape[-1] != 3:
-            raise ModelFolderError(f"Model input shape {shape} is not (batch, H, W, 3).")
-        if None not in shape[1:3] and tuple(shape[1:3]) != self.input_size:
-            raise ModelFolderError(
-                f"Model input {shape[1:3]} differs from config input_size {list(self.input_size)}."
-            )
-        probe = np.asarray(self.model.predict_on_batch(np.zeros((1, *self.input_size, 3), dtype=np.uint8)))
-        if probe.shape != (1, len(self.class_ids)):
-            raise ModelFolderError(
-                f"Model outputs shape {probe.shape[1:]}, labels.json has {len(self.class_ids)} classes."
-            )
-        if not np.isclose(probe.sum(), 1.0, atol=1e-3) or (probe < 0).any():
-            raise ModelFolderError("Model outputs are not softmax probabilities (they do not sum to 1).")
-        if self.feature_check is not None or self.tissue_gate is not None:
-            try:   # warm up the two-output pass too; check the feature width
-                self.engine.run(np.zeros((1, *self.input_size, 3), dtype=np.uint8))
-            except FeatureOODError as err:
-                raise ModelFolderError(f"config.json 'feature_ood': {err}") from None
-            except TissueGateError as err:
-                raise ModelFolderError(f"config.json 'tissue_gate': {err}") from None
-
 
 class _PreparedFields:
     """A list of images as fields, decoded and resized when the loop reads them."""
@@ -208,8 +222,8 @@ def _rgb(image: ImageInput) -> np.ndarray:
     raise ImageError(f"Expected an image path, bytes or array, got {type(image).__name__}.")
 
 
-def _load_model(path: Path) -> keras.Model:
-    """Load a ``.keras`` file made of built-in Keras objects only; anything else is refused."""
+def _refuse_unsafe(path: Path) -> None:
+    """Refuse a ``.keras`` file made of anything but built-in Keras objects, before anything reads it."""
     try:
         problems = unsafe_parts(path)
     except UnsafeModelError as err:
@@ -219,17 +233,28 @@ def _load_model(path: Path) -> keras.Model:
             f"{path} is refused: it contains {', '.join(problems)}, which can run arbitrary code "
             "when loaded. Rebuild the model from built-in Keras layers only."
         )
+
+
+def _load_model(path: Path) -> keras.Model:
+    """Load a ``.keras`` file made of built-in Keras objects only; anything else is refused."""
+    _refuse_unsafe(path)
     try:
-        # safe_mode=True stays on as the second line of defence (it refuses Python lambdas).
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return _keras().load_model(path)
     except Exception as err:  # a damaged archive or an unknown class: one line, not a traceback
         raise ModelFolderError(f"{path} could not be loaded: {first_line(err)}") from err
 
 
-def _load_tissue_gate(config: ModelConfig, folder: Path, model: keras.Model) -> TissueGate | None:
+def _keras() -> ModuleType:
+    """``imageclf.model.keras_engine``, imported where Keras is first needed."""
+    from imageclf.model import keras_engine  # deferred: TensorFlow (seconds, hundreds of MB), only where Keras runs
+    return keras_engine
+
+
+def _load_tissue_gate(config: ModelConfig, folder: Path) -> TissueGate | None:
     """config.json's tissue gate, or ``None`` without one. A block that cannot be served stops the
     load: a model folder that promises a refusal must not start without it. The gate must read the
-    feature check's layer, since both are scored from the one features output of a pass."""
+    feature check's layer, since both are scored from the one features output of a pass (that the
+    model has the layer is ``load_checks.check_archive``'s)."""
     block = config.tissue_gate
     if block is None:
         return None
@@ -237,39 +262,6 @@ def _load_tissue_gate(config: ModelConfig, folder: Path, model: keras.Model) -> 
         if config.feature_ood is not None and block.feature_layer != config.feature_ood.feature_layer:
             raise TissueGateError(f"it reads layer {block.feature_layer!r}, the feature check "
                                   f"{config.feature_ood.feature_layer!r} (one pass gives one feature layer)")
-        model.get_layer(block.feature_layer)   # ValueError: the model has no such layer
         return TissueGate.from_config(block, folder=folder)
     except ValueError as err:   # TissueGateError is one
         raise ModelFolderError(f"config.json 'tissue_gate' cannot be used: {first_line(err)}") from None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return read_json(path)
-    except ConfigError as err:
-        raise ModelFolderError(str(err)) from None
-
-
-def _read_labels(path: Path, expected: list[str]) -> tuple[list[str], list[str]]:
-    """labels.json -> (class ids, human names), ordered by output index."""
-    raw = _read_json(path)
-    try:
-        indexed = sorted((int(key), value) for key, value in raw.items())
-    except ValueError:
-        raise ModelFolderError(f"{path} keys must be output indices 0..n-1.") from None
-    if [index for index, _ in indexed] != list(range(len(indexed))) or not indexed:
-        raise ModelFolderError(f"{path} keys must be output indices 0..n-1.")
-    ids: list[str] = []
-    names: list[str] = []
-    for index, value in indexed:
-        if isinstance(value, str):  # tolerate {"0": "class_a"}: the id doubles as the name
-            value = {"id": value}
-        if not isinstance(value, dict) or not value.get("id"):
-            raise ModelFolderError(f"{path} entry {index} needs an 'id'.")
-        ids.append(str(value["id"]))
-        names.append(str(value.get("name") or value["id"]))
-    if len(set(ids)) != len(ids) or len(set(names)) != len(names):
-        raise ModelFolderError(f"{path} has duplicate class ids or names.")
-    if list(expected) != ids:
-        raise ModelFolderError(f"config.json labels {expected} disagree with labels.json {ids}.")
-    return ids, names
