@@ -39,6 +39,7 @@ from imageclf.model.config import DISCLAIMER
 from imageclf.hub.source import ModelSource, ModelSourceError, resolve_model_source
 from imageclf.model.predictor import ModelFolderError, Predictor
 from imageclf.settings import SETTINGS
+from queue_poll import set_queue_poll
 from service import DEFAULT_OPACITY, DEFAULT_SCALE, UPLOADS, Service
 
 TOP_CLASSES = 3
@@ -222,7 +223,9 @@ if __name__ == "__main__":
     # MAX_IMAGE_BYTES by the decoder, before any pixel is read). Address and port come from
     # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT and the MCP switch from GRADIO_MCP_SERVER (Gradio
     # reads all three). /healthz is a plain FastAPI route on the same app.
-    demo.queue(default_concurrency_limit=2, max_size=256).launch(
+    demo.queue(default_concurrency_limit=2, max_size=256)
+    set_queue_poll(demo)   # every 5 ms, not 1: CPU back to the model (space/queue_poll.py)
+    demo.launch(
         max_file_size=SLIDE_LIMIT,
         app_kwargs={"routes": [APIRoute("/healthz", healthz, methods=["GET"], include_in_schema=False),
                                *slide_viewer.routes(slide_tab.VIEWS)]},   # /slide/<id>.dzi and its tiles

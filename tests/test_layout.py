@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT
 
 CODE_FOLDERS = ("src", "training", "scripts", "space", "tests")
-SPACE_ONLY = ("app", "service", "panels", "batching", "uploads", "examples", "slide_tab", "slide_summary",
+SPACE_ONLY = ("app", "service", "panels", "batching", "queue_poll", "uploads", "examples", "slide_tab", "slide_summary",
               "slide_views", "slide_viewer", "viewer_assets")
 SPACE_FOLDERS = ("__pycache__", "static", "example_slides")   # vendored browser files; the example slide (ignored)
 MAX_LINES = 300   # past this, split by responsibility (tests and notebooks aside)
