@@ -120,6 +120,10 @@ def load_vs_noop(url: str, noop_url: str, images: Sequence[Path], *, clients: in
     same signature and queue; p95 against the peer's p95, and the Space's failures."""
     space = run_load(url, images, clients=clients, requests=requests)
     peer = run_load(noop_url, images, clients=clients, requests=requests)
+    for name, run in (("Space", space), ("no-op peer", peer)):   # the p95 with what explains it: throughput
+        print(f"load {clients} x {requests}, {name}: {run.total / run.wall_s:.1f} requests/s, p50 "
+              f"{percentile(run.latencies, 50):.2f} s, p95 {percentile(run.latencies, 95):.2f} s, "
+              f"{len(run.failures)} failures")
     figure = Figure(f"load {clients} x {requests}: /predict p95", percentile(space.latencies, 95), "s",
                     "no-op peer p95, same load", percentile(peer.latencies, 95), "<=", 1.5)
     return [figure], len(space.failures)
