@@ -137,3 +137,13 @@ def rss_bytes(pid: int) -> int:
     """
 
     return int(psutil.Process(pid).memory_info().rss)
+
+
+def peak_rss_bytes() -> int:
+    """This process's own high-water mark of resident memory (VmHWM), in bytes.
+
+    Not ``resource.getrusage(...).ru_maxrss``: Linux carries that over fork and exec, so a benchmark
+    started by a large parent (``serving_bench`` holds both engines) would report the parent's size.
+    """
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) * 1024

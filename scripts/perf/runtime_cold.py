@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 
 from scripts.perf import other_runtimes   # numpy only at import: candidates' imports stay deferred
+from scripts.perf.local_space import peak_rss_bytes   # stdlib and psutil only
 
 
 def load(name: str, folder: Path, graphs: Path):
@@ -50,11 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     call, _ = load(args.candidate, Path(args.model), Path(args.graphs))
     call(np.zeros((1, 224, 224, 3), np.uint8))
-    # From the process's start (imports included) to the first answer. Peak RSS from VmHWM: this
-    # process's own high-water mark (ru_maxrss would carry the parent's over fork and exec).
-    status = Path("/proc/self/status").read_text()
-    peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
-    print(json.dumps({"cold_s": time.time() - psutil.Process().create_time(), "rss_mb": peak_kb / 1024}))
+    # From the process's start (imports included) to the first answer; this process's own peak RSS.
+    print(json.dumps({"cold_s": time.time() - psutil.Process().create_time(), "rss_mb": peak_rss_bytes() / 2**20}))
     return 0
 
 

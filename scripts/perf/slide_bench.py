@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from imageclf.slides.reader import SlideReader
 from imageclf.slides.results import SlideResult
 from imageclf.slides.slide_model import SlideModel
 from imageclf.slides.scoring import score_slide
+from scripts.perf.local_space import peak_rss_bytes
 from scripts.perf.synthetic_slides import lung_mosaic, lung_tiles, random_layout, write_slide
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             ends.append(len(result.fields) / (time.perf_counter() - start))
             cpu["end_to_end"].append(1000 * (time.process_time() - used) / len(result.fields))
             if index == 0:
-                scoring_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                scoring_peak = peak_rss_bytes()
             passes, sampled, engine_cpu = bare_engine(model, slide, result, args.sample, CHUNK, args.passes)
             cpu["engine"].append(engine_cpu)
             rates += passes
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             "engine_fields_per_s_inside_run": round(fields / result.timings["engine_s"], 2),
             "read_wait_s": round(result.timings["read_wait_s"], 2),
             "peak_rss_gb": round(scoring_peak / 1e9, 3), "rss_after_model_load_gb": round(loaded_rss / 1e9, 3),
-            "peak_rss_with_engine_sample_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3),
+            "peak_rss_with_engine_sample_gb": round(peak_rss_bytes() / 1e9, 3),
             "load_average": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(),
             "timings": {k: round(v, 2) for k, v in result.timings.items()},
             "goals": {"ratio": GOAL_RATIO, "peak_rss_gb": GOAL_RSS_GB},
