@@ -29,13 +29,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 
-from imageclf.core.imaging import decode_image, to_model_input
 from imageclf.model.predictor import Predictor
 from scripts.perf.local_space import APP, SpaceProcess
 from scripts.perf.probes import pick_tiles
+from scripts.perf.serving_floors import model_inputs
 from scripts.predict_client import classify_files, connect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +108,7 @@ def folder_budget(client: Any, space_pid: int, predictor: Predictor, tiles: Sequ
     """The folder client against the bare served engine on the same tiles, rounds interleaved, with the CPU
     each costs per tile. Returns the medians over rounds and the rounds themselves. ``warm``: a first
     untimed call of each (the Space's first passes compile)."""
-    pixels = np.stack([to_model_input(decode_image(path), size=predictor.input_size) for path in tiles])
+    pixels = model_inputs(tiles, predictor)
     if warm:
         predictor.engine.run(pixels[:batch])
         classify_files(client, list(tiles[:batch]), progress=False)
@@ -182,8 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with space_cm as space:
             client = connect(space.url)
             if args.profile:   # warm before the mark: compiling the first passes is not the path's cost
-                predictor.engine.run(np.stack([to_model_input(decode_image(p), size=predictor.input_size)
-                                               for p in tiles[:32]]))
+                predictor.engine.run(model_inputs(tiles[:32], predictor))
                 classify_files(client, tiles[:32], progress=False)
                 space.mark()
             budget = folder_budget(client, space.pid, predictor, tiles, rounds=args.rounds, warm=not args.profile)

@@ -26,7 +26,7 @@ import numpy as np
 from imageclf.core.engine import FieldEngine
 from imageclf.model.config import read_config
 from imageclf.model.config_blocks import RUNTIME_FILES
-from imageclf.model.openvino_engine import BF16_POLICY, OpenVinoEngine, native_bf16
+from imageclf.model.openvino_engine import BF16_POLICY, OpenVinoEngine, cpu_flags, native_bf16
 from imageclf.model.predictor import Predictor
 from training.calibration.scale_reference import train_scale_reference
 from training.calibration.temperature import expected_calibration_error
@@ -154,6 +154,5 @@ def cpu() -> str:
     """The CPU model, machine and the flags that decide bf16 / int8 speed (from /proc/cpuinfo)."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "avx_vnni", "fma"))
+    wanted = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")) or f in ("avx2", "avx_vnni", "fma"))
     return f"{model}; {platform.machine()}; flags: {' '.join(wanted)}"

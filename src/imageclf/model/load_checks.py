@@ -19,8 +19,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from imageclf.core.engine import FieldEngine
 from imageclf.errors import ModelError, first_line
 from imageclf.model.config import ConfigError, read_json
 from imageclf.model.feature_check import FeatureOODError
+from imageclf.model.safety import UnsafeModelError, archive_config
 from imageclf.model.tissue_gate import TissueGateError
 
 __all__ = ["ModelFolderError", "check_archive", "check_engine", "check_keras", "read_json_file", "read_labels"]
@@ -45,9 +44,8 @@ def check_archive(path: Path, input_size: tuple[int, int], *, layers: dict[str, 
     block -> the layer it reads). An archive without a readable config is left to the safety check,
     which runs first and names it."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json")).get("config") or {}
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, AttributeError):
+        config = archive_config(path).get("config") or {}
+    except (UnsafeModelError, AttributeError):
         return
     top = [layer for layer in config.get("layers") or [] if isinstance(layer, dict)]
     names = {str((layer.get("config") or {}).get("name", layer.get("name"))) for layer in top}

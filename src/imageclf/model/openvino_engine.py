@@ -36,7 +36,8 @@ from imageclf.model.config_blocks import RuntimeSpec
 from imageclf.model.feature_check import FeatureCheck
 from imageclf.model.tissue_gate import TissueGate
 
-__all__ = ["BF16_POLICY", "OpenVinoEngine", "Precision", "RuntimeFileError", "native_bf16", "resolve_precision"]
+__all__ = ["BF16_POLICY", "OpenVinoEngine", "Precision", "RuntimeFileError", "cpu_flags", "native_bf16",
+           "resolve_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,15 @@ def native_bf16(capabilities: list[str] | None = None, flags: list[str] | None =
         capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     if "BF16" not in capabilities:
         return None
-    if flags is None:
-        info = Path("/proc/cpuinfo")
-        text = info.read_text() if info.is_file() else ""
-        flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    flags = cpu_flags() if flags is None else flags
     return next((flag for flag in BF16_FLAGS if flag in flags), "BF16")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.is_file() else ""
+    return next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
 
 
 def resolve_precision(precision: str, *, native: str | None, rule_passed: bool | None) -> Precision:

@@ -41,18 +41,26 @@ def unsafe_parts(path: str | os.PathLike) -> list[str]:
     Raises:
         UnsafeModelError: not a zip archive, or no readable ``config.json`` inside.
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
-        raise UnsafeModelError(f"{os.fspath(path)} is not a readable .keras archive "
-                               f"(damaged or incomplete?): {err}") from None
     problems: list[str] = []
-    for entry in _objects(config):
+    for entry in _objects(archive_config(path)):
         problem = _problem(entry)
         if problem and problem not in problems:
             problems.append(problem)
     return problems
+
+
+def archive_config(path: str | os.PathLike) -> Any:
+    """The model config inside a ``.keras`` archive (its ``config.json``), read without Keras.
+
+    Raises:
+        UnsafeModelError: not a zip archive, or no readable ``config.json`` inside.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
+        raise UnsafeModelError(f"{os.fspath(path)} is not a readable .keras archive "
+                               f"(damaged or incomplete?): {err}") from None
 
 
 def _objects(node: Any) -> Iterator[dict[str, Any]]:
